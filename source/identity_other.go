@@ -1,0 +1,10 @@
+//go:build !unix
+
+package source
+
+import "io/fs"
+
+// identityOf has no inode off unix; size and mtime still catch most changes.
+func identityOf(fi fs.FileInfo) Identity {
+	return Identity{Size: fi.Size(), MtimeNs: fi.ModTime().UnixNano()}
+}

@@ -1,0 +1,156 @@
+package source
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// ErrShortFile is wrapped by every error about a file on disk that ends
+// before the bytes a snapshot needs from it. It is never survivable: storing
+// the shorter file would make a database that silently lost writes.
+var ErrShortFile = errors.New("file shorter than listed")
+
+// ShortFileError reports a listed file that is shorter on disk than the
+// snapshot needs. errors.Is(err, ErrShortFile) holds for it.
+type ShortFileError struct {
+	Name  string
+	Dir   string
+	Want  int64 // bytes the snapshot needs
+	Found int64 // size on disk
+	// Listed is true when Want is the length the server listed, false when
+	// it is the size the file had when it was opened.
+	Listed bool
+}
+
+func (e *ShortFileError) Error() string {
+	if e.Listed {
+		return fmt.Sprintf("file %s in %s is %d bytes, shorter than the %d bytes the server listed", e.Name, e.Dir, e.Found, e.Want)
+	}
+	return fmt.Sprintf("file %s in %s is %d bytes, shorter than the %d bytes it had when opened", e.Name, e.Dir, e.Found, e.Want)
+}
+
+func (e *ShortFileError) Unwrap() error { return ErrShortFile }
+
+// Identity is the stat identity used to skip unchanged files.
+type Identity struct {
+	Size    int64
+	MtimeNs int64
+	Inode   uint64
+}
+
+// Reader reads exactly the snapshot bytes of one listed file. ReadAt may be
+// called concurrently.
+type Reader struct {
+	name    string
+	dir     string
+	f       *os.File // nil for synthesized content
+	content []byte
+	length  int64
+	listed  bool // length came from the listing, not from a stat
+	id      Identity
+}
+
+// openFile opens file in dir; see Frozen.Open.
+func openFile(dir string, file File) (*Reader, error) {
+	if err := checkName(file.Name); err != nil {
+		return nil, fmt.Errorf("open listed file %s: %w", quote(file.Name), err)
+	}
+	if file.Content != nil {
+		return &Reader{name: file.Name, dir: dir, content: file.Content, length: int64(len(file.Content))}, nil
+	}
+	if file.Length < -1 {
+		return nil, fmt.Errorf("open listed file %s: invalid length %d", file.Name, file.Length)
+	}
+	f, err := os.Open(filepath.Join(dir, file.Name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("file %s is listed but missing from %s (is that the server's data directory?): %w",
+			file.Name, dir, fs.ErrNotExist)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open listed file: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("stat listed file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("listed file %s in %s is not a regular file (%s)", file.Name, dir, fi.Mode().Type())
+	}
+	r := &Reader{name: file.Name, dir: dir, f: f, length: file.Length, listed: true, id: identityOf(fi)}
+	if file.Length < 0 {
+		r.length, r.listed = fi.Size(), false
+	} else if fi.Size() < file.Length {
+		f.Close()
+		return nil, &ShortFileError{Name: file.Name, Dir: dir, Want: file.Length, Found: fi.Size(), Listed: true}
+	}
+	return r, nil
+}
+
+// Length is the number of bytes that belong to the snapshot: the listed
+// length, the size at open for files listed without one, or len(Content) for
+// synthesized files.
+func (r *Reader) Length() int64 { return r.length }
+
+// Identity is the file's stat identity at open; zero for synthesized files.
+func (r *Reader) Identity() Identity { return r.id }
+
+// ReadAt reads like io.ReaderAt within [0, Length()): reads past Length
+// return io.EOF, never bytes the file gained after the freeze. If the file on
+// disk ends before Length, it returns a *ShortFileError, never a silent short
+// read.
+func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read %s: negative offset %d", r.name, off)
+	}
+	if off >= r.length {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	want := p
+	if rem := r.length - off; int64(len(want)) > rem {
+		want = want[:rem]
+	}
+	var n int
+	if r.f == nil {
+		n = copy(want, r.content[off:])
+	} else {
+		var err error
+		n, err = r.f.ReadAt(want, off)
+		if n < len(want) && (err == nil || errors.Is(err, io.EOF)) {
+			return n, r.shortError(off + int64(n))
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// shortError describes the file having shrunk below Length after open;
+// reached is how far the read got, used if the file cannot be stat'ed.
+func (r *Reader) shortError(reached int64) error {
+	found := reached
+	if fi, err := r.f.Stat(); err == nil {
+		found = fi.Size()
+	}
+	return &ShortFileError{Name: r.name, Dir: r.dir, Want: r.length, Found: found, Listed: r.listed}
+}
+
+// Close closes the file.
+func (r *Reader) Close() error {
+	if r.f == nil {
+		return nil
+	}
+	return r.f.Close()
+}
