@@ -1,0 +1,129 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// FileType names a kind of object in the repository layout. Each type lives
+// under its own prefix (see docs/design.md, "Layout").
+type FileType string
+
+const (
+	ConfigFile   FileType = "config"
+	KeyFile      FileType = "keys"
+	PackFile     FileType = "data"
+	IndexFile    FileType = "index"
+	SnapshotFile FileType = "snapshots"
+	LockFile     FileType = "locks"
+)
+
+// AllFileTypes lists every type, in the order a reader of a repository should
+// consider them.
+var AllFileTypes = []FileType{ConfigFile, KeyFile, SnapshotFile, IndexFile, PackFile, LockFile}
+
+// Handle names one object. Name is empty for ConfigFile and a lower-case hex
+// string (or another name without '/') for every other type.
+type Handle struct {
+	Type FileType
+	Name string
+}
+
+func (h Handle) String() string {
+	if h.Type == ConfigFile {
+		return string(ConfigFile)
+	}
+	return string(h.Type) + "/" + h.Name
+}
+
+// TempPrefix starts the names backends use for objects still being written.
+// No handle may use it, so a temp file is never mistaken for an object.
+const TempPrefix = ".tmp-"
+
+// Validate rejects handles a backend must not store: unknown types, a name
+// for the config, and names that could escape the type's directory or be
+// mistaken for a temp file. Every backend checks it, so tests against the
+// in-memory backend catch handles a real one would reject.
+func (h Handle) Validate() error {
+	switch h.Type {
+	case ConfigFile:
+		if h.Name != "" {
+			return fmt.Errorf("invalid name %q: config has no name", h.Name)
+		}
+		return nil
+	case KeyFile, PackFile, IndexFile, SnapshotFile, LockFile:
+	default:
+		return fmt.Errorf("invalid file type %q", h.Type)
+	}
+	n := h.Name
+	switch {
+	case n == "":
+		return errors.New("invalid name: empty")
+	case n == "." || strings.Contains(n, ".."):
+		return fmt.Errorf("invalid name %q: contains \"..\"", n)
+	case strings.ContainsAny(n, "/\\\x00"):
+		return fmt.Errorf("invalid name %q: contains a path separator or NUL", n)
+	case strings.HasPrefix(n, TempPrefix):
+		return fmt.Errorf("invalid name %q: reserved for temp files", n)
+	}
+	// Packs are fanned out over data/00..ff by their first two characters.
+	if h.Type == PackFile && (len(n) < 2 || !isLowerHex(n[0]) || !isLowerHex(n[1])) {
+		return fmt.Errorf("invalid pack name %q: must start with two lower-case hex digits", n)
+	}
+	return nil
+}
+
+func isLowerHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' }
+
+// FileInfo describes one stored object.
+type FileInfo struct {
+	Name string
+	Size int64
+}
+
+var (
+	// ErrNotFound is returned (wrapped) by Load, Stat and Remove when the
+	// object does not exist.
+	ErrNotFound = errors.New("object not found")
+	// ErrExists is returned (wrapped) by Save when an object of that name is
+	// already stored. The stored object is left untouched.
+	ErrExists = errors.New("object already exists")
+)
+
+// Backend stores named, immutable objects. It is deliberately small: retries,
+// verification, rate limits and logging are decorators above it.
+//
+// Guarantees every implementation gives:
+//   - Save is create-only and all-or-nothing: after it returns nil the object
+//     is durably stored whole under its name; after an error (or a crash
+//     mid-call) the name is either absent or holds an object some earlier
+//     Save stored whole. It never overwrites: if the name exists it returns
+//     an error wrapping ErrExists and leaves the object as it was.
+//   - Read-after-write: once Save returned nil, Load, Stat and List see the
+//     object from any process.
+//   - Load reads length bytes starting at offset (length 0 means to the end)
+//     and hands them to fn as a stream. If fn returns an error, Load returns
+//     it unwrapped. Load may call fn again after a retry, so fn must start
+//     over each time it is called. Reading past the end is an error, never
+//     a short read presented as success.
+//   - List calls fn once per object of the type, in no particular order; an
+//     object saved before List began is listed. List(ConfigFile) lists the
+//     config, if there is one, as one entry with an empty name. If fn
+//     returns an error, List stops and returns that error unwrapped.
+//   - Remove deletes one object; removing an absent object returns an error
+//     wrapping ErrNotFound.
+//   - Save, Load, Stat and Remove reject a handle whose Validate fails.
+//   - All methods are safe for concurrent use.
+type Backend interface {
+	// Location says where the repository is, for messages (a path, a URL).
+	Location() string
+	Save(ctx context.Context, h Handle, data []byte) error
+	Load(ctx context.Context, h Handle, offset, length int64, fn func(rd io.Reader) error) error
+	Stat(ctx context.Context, h Handle) (FileInfo, error)
+	List(ctx context.Context, t FileType, fn func(FileInfo) error) error
+	Remove(ctx context.Context, h Handle) error
+	Close() error
+}

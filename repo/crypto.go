@@ -1,0 +1,111 @@
+package repo
+
+import (
+	"crypto/cipher"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/zeebo/blake3"
+	"golang.org/x/crypto/chacha20poly1305"
+)
+
+// Overhead is what encryption adds to every stored object: a 24-byte nonce
+// and a 16-byte Poly1305 tag.
+const Overhead = chacha20poly1305.NonceSizeX + chacha20poly1305.Overhead
+
+// ErrCorrupt marks data that failed authentication or verification. Callers
+// check it with errors.Is; the wrapping error names the object.
+var ErrCorrupt = errors.New("data is corrupt")
+
+// MasterKey is the repository's secret. Everything else is derived from it
+// (docs/design.md, "Keys").
+type MasterKey [32]byte
+
+// Domain-separation contexts for blake3.DeriveKey. Changing one changes the
+// format.
+const (
+	ctxEncryption = "snap repository v1 2026-11 encryption key"
+	ctxChunkID    = "snap repository v1 2026-11 chunk id key"
+	ctxChunker    = "snap repository v1 2026-11 chunker gear seed"
+)
+
+// Keys holds the derived keys of an open repository.
+type Keys struct {
+	aead    cipher.AEAD
+	idKey   [32]byte
+	gearKey [32]byte
+	hashers sync.Pool // of keyed *blake3.Hasher
+}
+
+func deriveKeys(mk MasterKey) (*Keys, error) {
+	var enc [32]byte
+	blake3.DeriveKey(ctxEncryption, mk[:], enc[:])
+	aead, err := chacha20poly1305.NewX(enc[:])
+	if err != nil {
+		return nil, err
+	}
+	k := &Keys{aead: aead}
+	blake3.DeriveKey(ctxChunkID, mk[:], k.idKey[:])
+	blake3.DeriveKey(ctxChunker, mk[:], k.gearKey[:])
+	return k, nil
+}
+
+// Seal appends nonce || ciphertext || tag of plain to dst.
+func (k *Keys) Seal(dst, plain []byte) []byte {
+	return sealWith(k.aead, dst, plain)
+}
+
+// Open decrypts nonce || ciphertext || tag, appending the plaintext to dst.
+func (k *Keys) Open(dst, sealed []byte) ([]byte, error) {
+	return openWith(k.aead, dst, sealed)
+}
+
+func sealWith(aead cipher.AEAD, dst, plain []byte) []byte {
+	n := len(dst)
+	need := n + aead.NonceSize() + len(plain) + aead.Overhead()
+	if cap(dst) < need {
+		grown := make([]byte, n, need)
+		copy(grown, dst)
+		dst = grown
+	}
+	nonce := dst[n : n+aead.NonceSize()]
+	if _, err := rand.Read(nonce); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err)) // rand.Read never fails on supported platforms
+	}
+	return aead.Seal(dst[:n+aead.NonceSize()], nonce, plain, nil)
+}
+
+func openWith(aead cipher.AEAD, dst, sealed []byte) ([]byte, error) {
+	if len(sealed) < aead.NonceSize()+aead.Overhead() {
+		return nil, fmt.Errorf("%w: %d bytes is shorter than nonce and tag", ErrCorrupt, len(sealed))
+	}
+	ns := aead.NonceSize()
+	out, err := aead.Open(dst, sealed[:ns], sealed[ns:], nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: authentication failed", ErrCorrupt)
+	}
+	return out, nil
+}
+
+// BlobID is the keyed BLAKE3-256 of a blob's plaintext. The key makes ids
+// reveal nothing about content to someone without the master key.
+func (k *Keys) BlobID(plain []byte) ID {
+	h, _ := k.hashers.Get().(*blake3.Hasher)
+	if h == nil {
+		var err error
+		if h, err = blake3.NewKeyed(k.idKey[:]); err != nil {
+			panic(err) // only for a key that is not 32 bytes
+		}
+	}
+	var id ID
+	h.Reset()
+	h.Write(plain)
+	h.Sum(id[:0])
+	k.hashers.Put(h)
+	return id
+}
+
+// GearSeed is the per-repository chunker seed.
+func (k *Keys) GearSeed() [32]byte { return k.gearKey }

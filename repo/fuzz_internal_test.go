@@ -1,0 +1,129 @@
+package repo
+
+// Internal: decodeKeyFile and the Keys of a repository are unexported.
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+)
+
+var fuzzMaster = MasterKey{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+
+const fuzzPassword = "fuzz password"
+
+func FuzzDecodeKeyFile(f *testing.F) {
+	cheap := KDFParams{Time: 1, MemoryKiB: 8, Threads: 1}
+	kf, err := newKeyFile(fuzzMaster, fuzzPassword, cheap, time.Date(2026, 11, 21, 0, 0, 0, 0, time.UTC))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(kf)
+	compact := new(bytes.Buffer)
+	if err := json.Compact(compact, kf); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(compact.Bytes())
+	f.Add([]byte(`{"version":1,"kdf":"argon2id","time":1,"memory_kib":8,"threads":1,"salt":"AAAAAAAAAAAAAAAAAAAAAA==","data":""}`))
+	f.Add([]byte(`{"version":1,"kdf":"argon2id","time":100,"memory_kib":4194304,"threads":255}`))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		kf, err := decodeKeyFile(data)
+		if err != nil {
+			if kf != nil {
+				t.Fatal("key file and error")
+			}
+			return
+		}
+		if kf.Version != keyFileVersion || kf.KDF != "argon2id" || kf.KDFParams.validate() != nil || len(kf.Salt) < 16 {
+			t.Fatalf("accepted %+v", kf)
+		}
+		// Running Argon2id is affordable only for cheap parameters.
+		if kf.Time > 2 || kf.MemoryKiB > 1024 || kf.Threads > 4 {
+			return
+		}
+		mk, err := kf.open(fuzzPassword)
+		if err == nil && mk != fuzzMaster {
+			t.Fatalf("a changed key file opened to another master key")
+		}
+		if err != nil && !errors.Is(err, ErrWrongPassword) && !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("open: %v", err)
+		}
+	})
+}
+
+func FuzzOpenSealed(f *testing.F) {
+	k, err := deriveKeys(fuzzMaster)
+	if err != nil {
+		f.Fatal(err)
+	}
+	// The only inputs that may open: what k sealed. Fixed nonces, because
+	// every fuzz worker process builds this list anew and must agree.
+	seal := func(n byte, plain []byte) []byte {
+		nonce := bytes.Repeat([]byte{n}, k.aead.NonceSize())
+		return k.aead.Seal(nonce, nonce, plain, nil)
+	}
+	sealed := [][]byte{
+		seal(1, nil),
+		seal(2, []byte("hello")),
+		seal(3, bytes.Repeat([]byte{0xaa}, 1000)),
+	}
+	for _, s := range sealed {
+		f.Add(s)
+	}
+	f.Add([]byte{})
+	f.Add(make([]byte, Overhead-1))
+	f.Add(make([]byte, Overhead))
+	f.Add(make([]byte, 100))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		out, err := k.Open([]byte("dst"), in)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("open: %v, want ErrCorrupt", err)
+			}
+			return
+		}
+		known := false
+		for _, s := range sealed {
+			known = known || bytes.Equal(s, in)
+		}
+		if !known {
+			t.Fatalf("opened %d bytes that k never sealed", len(in))
+		}
+		if len(out) != 3+len(in)-Overhead || string(out[:3]) != "dst" {
+			t.Fatalf("opened %d bytes to %d", len(in), len(out))
+		}
+	})
+}
+
+// Sealing appends to dst without touching what is there, and two seals of
+// one plaintext differ (random nonces).
+func TestSealOpen(t *testing.T) {
+	k, err := deriveKeys(fuzzMaster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, plain := range [][]byte{nil, {0}, bytes.Repeat([]byte("x"), 1<<16)} {
+		dst := make([]byte, 3, 5)
+		copy(dst, "abc")
+		s1 := k.Seal(dst, plain)
+		s2 := k.Seal(nil, plain)
+		if string(s1[:3]) != "abc" || len(s1) != 3+len(plain)+Overhead || len(s2) != len(plain)+Overhead {
+			t.Fatalf("seal of %d bytes: lengths %d, %d", len(plain), len(s1), len(s2))
+		}
+		if bytes.Equal(s1[3:], s2) {
+			t.Error("two seals are equal: nonce reuse")
+		}
+		got, err := k.Open(nil, s1[3:])
+		if err != nil || !bytes.Equal(got, plain) {
+			t.Fatalf("open: %v", err)
+		}
+	}
+	other, _ := deriveKeys(MasterKey{9})
+	if _, err := other.Open(nil, k.Seal(nil, []byte("secret"))); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("open with another key: %v", err)
+	}
+}

@@ -1,0 +1,172 @@
+package repo
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"golang.org/x/crypto/argon2"
+	"golang.org/x/crypto/chacha20poly1305"
+)
+
+// ErrWrongPassword is returned by Open when no key file opens with the
+// password given.
+var ErrWrongPassword = errors.New("wrong password: no key in keys/ opens with it")
+
+// KDFParams are the Argon2id parameters of one key file.
+type KDFParams struct {
+	Time      uint32 `json:"time"`
+	MemoryKiB uint32 `json:"memory_kib"`
+	Threads   uint8  `json:"threads"`
+}
+
+// DefaultKDF costs about a quarter of a second and 64 MiB on a current core:
+// cheap once per command, expensive for a guesser.
+var DefaultKDF = KDFParams{Time: 3, MemoryKiB: 64 << 10, Threads: 2}
+
+// keyFile is the stored form of keys/<id>: the master key wrapped by a key
+// derived from one password. It is the only plaintext JSON in a repository.
+type keyFile struct {
+	Version  int       `json:"version"`
+	Created  time.Time `json:"created"`
+	Hostname string    `json:"hostname,omitempty"`
+	KDF      string    `json:"kdf"`
+	KDFParams
+	Salt []byte `json:"salt"`
+	Data []byte `json:"data"` // XChaCha20-Poly1305(wrapping key, masterKeyJSON)
+}
+
+type masterKeyJSON struct {
+	Master []byte `json:"master"`
+}
+
+const keyFileVersion = 1
+
+func (p KDFParams) validate() error {
+	// Bounds keep a forged key file from making Open allocate without limit.
+	if p.Time < 1 || p.Time > 100 || p.MemoryKiB < 8 || p.MemoryKiB > 4<<20 || p.Threads < 1 {
+		return fmt.Errorf("argon2id parameters out of range (time %d, memory %d KiB, threads %d)", p.Time, p.MemoryKiB, p.Threads)
+	}
+	return nil
+}
+
+func wrappingKey(password string, salt []byte, p KDFParams) []byte {
+	return argon2.IDKey([]byte(password), salt, p.Time, p.MemoryKiB, p.Threads, chacha20poly1305.KeySize)
+}
+
+// newKeyFile wraps mk with password.
+func newKeyFile(mk MasterKey, password string, p KDFParams, now time.Time) ([]byte, error) {
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	salt := make([]byte, 32)
+	if _, err := rand.Read(salt); err != nil {
+		return nil, err
+	}
+	aead, err := chacha20poly1305.NewX(wrappingKey(password, salt, p))
+	if err != nil {
+		return nil, err
+	}
+	inner, err := json.Marshal(masterKeyJSON{Master: mk[:]})
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	kf := keyFile{
+		Version: keyFileVersion, Created: now.UTC(), Hostname: host,
+		KDF: "argon2id", KDFParams: p, Salt: salt,
+		Data: sealWith(aead, nil, inner),
+	}
+	return json.MarshalIndent(kf, "", "  ")
+}
+
+// DecodeKeyFile parses a stored key file without opening it.
+func decodeKeyFile(data []byte) (*keyFile, error) {
+	var kf keyFile
+	if err := json.Unmarshal(data, &kf); err != nil {
+		return nil, fmt.Errorf("%w: key file is not valid JSON: %v", ErrCorrupt, err)
+	}
+	if kf.Version < 1 {
+		return nil, fmt.Errorf("%w: key file version %d", ErrCorrupt, kf.Version)
+	}
+	if kf.Version != keyFileVersion {
+		return nil, fmt.Errorf("key file version %d is not supported by this snap (it reads version %d); upgrade snap", kf.Version, keyFileVersion)
+	}
+	if kf.KDF != "argon2id" {
+		return nil, fmt.Errorf("key file uses unknown kdf %q", kf.KDF)
+	}
+	if err := kf.KDFParams.validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	if len(kf.Salt) < 16 {
+		return nil, fmt.Errorf("%w: key file salt is %d bytes", ErrCorrupt, len(kf.Salt))
+	}
+	return &kf, nil
+}
+
+// open unwraps the master key; ErrWrongPassword if the password does not fit.
+func (kf *keyFile) open(password string) (MasterKey, error) {
+	var mk MasterKey
+	aead, err := chacha20poly1305.NewX(wrappingKey(password, kf.Salt, kf.KDFParams))
+	if err != nil {
+		return mk, err
+	}
+	inner, err := openWith(aead, nil, kf.Data)
+	if err != nil {
+		return mk, ErrWrongPassword
+	}
+	var m masterKeyJSON
+	if err := json.Unmarshal(inner, &m); err != nil || len(m.Master) != len(mk) {
+		return mk, fmt.Errorf("%w: key file holds no valid master key", ErrCorrupt)
+	}
+	copy(mk[:], m.Master)
+	return mk, nil
+}
+
+// loadMasterKey tries every key file with password.
+func loadMasterKey(ctx context.Context, be Backend, password string) (MasterKey, error) {
+	var names []string
+	err := be.List(ctx, KeyFile, func(fi FileInfo) error {
+		names = append(names, fi.Name)
+		return nil
+	})
+	if err != nil {
+		return MasterKey{}, fmt.Errorf("list keys: %w", err)
+	}
+	if len(names) == 0 {
+		return MasterKey{}, fmt.Errorf("no key files in %s/keys: not a snap repository, or it is damaged", be.Location())
+	}
+	var errs []error
+	for _, name := range names {
+		h := Handle{Type: KeyFile, Name: name}
+		data, err := loadAll(ctx, be, h)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("load %s: %w", h, err))
+			continue
+		}
+		kf, err := decodeKeyFile(data)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", h, err))
+			continue
+		}
+		mk, err := kf.open(password)
+		if err == nil {
+			return mk, nil
+		}
+		if !errors.Is(err, ErrWrongPassword) {
+			errs = append(errs, fmt.Errorf("%s: %w", h, err))
+		}
+	}
+	if len(errs) == len(names) {
+		// No key file could even be tried: say why, not "wrong password".
+		return MasterKey{}, errors.Join(errs...)
+	}
+	if len(errs) > 0 {
+		return MasterKey{}, errors.Join(append([]error{ErrWrongPassword}, errs...)...)
+	}
+	return MasterKey{}, ErrWrongPassword
+}

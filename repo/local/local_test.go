@@ -1,0 +1,249 @@
+package local_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/snapbackup/snap/repo"
+	"github.com/snapbackup/snap/repo/backendtest"
+	"github.com/snapbackup/snap/repo/local"
+)
+
+func TestBackend(t *testing.T) {
+	backendtest.Run(t, func(t *testing.T) repo.Backend {
+		return create(t, filepath.Join(t.TempDir(), "repo"))
+	})
+}
+
+func create(t *testing.T, dir string) *local.Backend {
+	t.Helper()
+	be, err := local.Create(dir)
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	return be
+}
+
+func load(t *testing.T, be repo.Backend, h repo.Handle) []byte {
+	t.Helper()
+	var buf []byte
+	err := be.Load(t.Context(), h, 0, 0, func(rd io.Reader) error {
+		var err error
+		buf, err = io.ReadAll(rd)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("load %v: %v", h, err)
+	}
+	return buf
+}
+
+func TestLayout(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	be := create(t, dir)
+	for _, d := range []string{"keys", "data/00", "data/7f", "data/ff", "index", "snapshots", "locks"} {
+		fi, err := os.Stat(filepath.Join(dir, d))
+		if err != nil {
+			t.Fatalf("layout: %v", err)
+		}
+		if !fi.IsDir() || fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s: mode %v, want a directory with at most 0700", d, fi.Mode())
+		}
+	}
+	for h, want := range map[repo.Handle]string{
+		{Type: repo.ConfigFile}:                        "config",
+		{Type: repo.PackFile, Name: "ab01"}:            "data/ab/ab01",
+		{Type: repo.IndexFile, Name: "ab01"}:           "index/ab01",
+		{Type: repo.SnapshotFile, Name: "0123456789"}:  "snapshots/0123456789",
+		{Type: repo.PackFile, Name: "zz01"}:            "",
+		{Type: repo.PackFile, Name: "a"}:               "",
+		{Type: repo.IndexFile, Name: "../config"}:      "",
+		{Type: repo.LockFile, Name: ".tmp-1234567890"}: "",
+	} {
+		if want != "" {
+			want = filepath.Join(dir, want)
+		}
+		if got := be.Path(h); got != want {
+			t.Errorf("Path(%v) = %q, want %q", h, got, want)
+		}
+	}
+}
+
+func TestPackNames(t *testing.T) {
+	be := create(t, filepath.Join(t.TempDir(), "repo"))
+	for _, name := range []string{"a", "zz01", "AB01", ".tmp-ab"} {
+		h := repo.Handle{Type: repo.PackFile, Name: name}
+		if err := be.Save(t.Context(), h, []byte("x")); err == nil {
+			t.Errorf("save %v: no error", h)
+		}
+	}
+}
+
+// A crash mid-save leaves a ".tmp-" file; it must stay invisible and not
+// get in the way.
+func TestLeftoverTemp(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	be := create(t, dir)
+	h := repo.Handle{Type: repo.PackFile, Name: "ab0123"}
+	hi := repo.Handle{Type: repo.IndexFile, Name: "cd0123"}
+	for _, p := range []string{
+		filepath.Join(dir, "data", "ab", ".tmp-12345"),
+		filepath.Join(dir, "index", ".tmp-67890"),
+		filepath.Join(dir, "index", ".tmp-"+hi.Name),
+	} {
+		if err := os.WriteFile(p, []byte("torn"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, typ := range []repo.FileType{repo.PackFile, repo.IndexFile} {
+		err := be.List(t.Context(), typ, func(fi repo.FileInfo) error {
+			return errors.New("listed " + fi.Name)
+		})
+		if err != nil {
+			t.Errorf("list %s: %v", typ, err)
+		}
+	}
+	for _, h := range []repo.Handle{h, hi} {
+		if err := be.Save(t.Context(), h, []byte("whole")); err != nil {
+			t.Fatalf("save after crash: %v", err)
+		}
+		if got := load(t, be, h); string(got) != "whole" {
+			t.Errorf("load %v = %q", h, got)
+		}
+	}
+}
+
+// No temp file may stay behind, also after a failed Save.
+func TestNoTempLeft(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	be := create(t, dir)
+	h := repo.Handle{Type: repo.PackFile, Name: "ab0123"}
+	if err := be.Save(t.Context(), h, []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Save(t.Context(), h, []byte("two")); !errors.Is(err, repo.ErrExists) {
+		t.Fatalf("save existing: %v", err)
+	}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(d.Name(), ".tmp-") {
+			t.Errorf("temp file left: %s", p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPermissions(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	be := create(t, dir)
+	for _, h := range []repo.Handle{
+		{Type: repo.ConfigFile},
+		{Type: repo.KeyFile, Name: "k1"},
+		{Type: repo.PackFile, Name: "ff00"},
+	} {
+		if err := be.Save(t.Context(), h, []byte("secret")); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(be.Path(h))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%v: mode %v, want 0600", h, fi.Mode().Perm())
+		}
+	}
+}
+
+func TestCreateExisting(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	be := create(t, dir)
+	if err := be.Save(t.Context(), repo.Handle{Type: repo.ConfigFile}, []byte("cfg")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := local.Create(dir)
+	if err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Fatalf("create over a repository: got %v, want an 'already exists' error", err)
+	}
+	be2, err := local.Open(dir)
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	if got := load(t, be2, repo.Handle{Type: repo.ConfigFile}); string(got) != "cfg" {
+		t.Errorf("config = %q", got)
+	}
+}
+
+// Create into an existing empty directory is fine (t.TempDir, a mount point).
+func TestCreateEmptyDir(t *testing.T) {
+	dir := t.TempDir()
+	create(t, dir)
+	if _, err := os.Stat(filepath.Join(dir, "data", "00")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOpenNotRepository(t *testing.T) {
+	tmp := t.TempDir()
+	file := filepath.Join(tmp, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	noConfig := filepath.Join(tmp, "noconfig")
+	create(t, noConfig) // layout but no config
+	for _, dir := range []string{
+		filepath.Join(tmp, "missing"),
+		tmp,
+		noConfig,
+		file,
+	} {
+		_, err := local.Open(dir)
+		want := "no snap repository at " + dir + " (run snap init)"
+		if err == nil || err.Error() != want {
+			t.Errorf("open %s: got %v, want %q", dir, err, want)
+		}
+	}
+}
+
+// Another Backend on the same directory, as another process would have, sees
+// what was saved.
+func TestSecondInstance(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	a := create(t, dir)
+	if err := a.Save(t.Context(), repo.Handle{Type: repo.ConfigFile}, []byte("cfg")); err != nil {
+		t.Fatal(err)
+	}
+	b, err := local.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := repo.Handle{Type: repo.PackFile, Name: "0a0b"}
+	if err := a.Save(t.Context(), h, []byte("pack")); err != nil {
+		t.Fatal(err)
+	}
+	if got := load(t, b, h); !bytes.Equal(got, []byte("pack")) {
+		t.Errorf("second instance loaded %q", got)
+	}
+	if err := b.Save(t.Context(), h, []byte("other")); !errors.Is(err, repo.ErrExists) {
+		t.Errorf("second instance overwrote: %v", err)
+	}
+}
+
+func TestErrorNamesObjectAndLocation(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	be := create(t, dir)
+	_, err := be.Stat(t.Context(), repo.Handle{Type: repo.IndexFile, Name: "beef"})
+	if err == nil || !strings.Contains(err.Error(), "index/beef") || !strings.Contains(err.Error(), dir) {
+		t.Errorf("stat error %q does not name the object and %s", err, dir)
+	}
+}

@@ -1,0 +1,46 @@
+package mem_test
+
+import (
+	"bytes"
+	"io"
+	"testing"
+
+	"github.com/snapbackup/snap/repo"
+	"github.com/snapbackup/snap/repo/backendtest"
+	"github.com/snapbackup/snap/repo/mem"
+)
+
+func TestBackend(t *testing.T) {
+	backendtest.Run(t, func(t *testing.T) repo.Backend { return mem.New() })
+}
+
+// The stored bytes must not alias the caller's slices.
+func TestCopies(t *testing.T) {
+	be := mem.New()
+	h := repo.Handle{Type: repo.PackFile, Name: "abcd"}
+	data := []byte("hello")
+	if err := be.Save(t.Context(), h, data); err != nil {
+		t.Fatal(err)
+	}
+	data[0] = 'J'
+	var got []byte
+	err := be.Load(t.Context(), h, 0, 0, func(rd io.Reader) error {
+		var err error
+		got, err = io.ReadAll(rd)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, []byte("hello")) {
+		t.Fatalf("stored bytes changed with the caller's slice: %q", got)
+	}
+	got[0] = 'Y'
+	err = be.Load(t.Context(), h, 0, 0, func(rd io.Reader) error {
+		got, _ = io.ReadAll(rd)
+		return nil
+	})
+	if err != nil || !bytes.Equal(got, []byte("hello")) {
+		t.Fatalf("stored bytes changed with a loaded slice: %q, %v", got, err)
+	}
+}

@@ -1,0 +1,255 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+)
+
+// indexEvery is how many uploaded packs are collected before an index file
+// is written mid-backup, so an interrupted backup's work can be found again.
+const indexEvery = 64
+
+// SaveStats counts what a repository stored since it was opened.
+type SaveStats struct {
+	BlobsNew   int64 // blobs written
+	BytesNew   int64 // their plaintext bytes
+	BytesSaved int64 // bytes written to packs (compressed, sealed)
+	Packs      int64 // packs uploaded
+	Indexes    int64 // index files written
+}
+
+// packer groups sealed blobs into packs and uploads them with bounded
+// parallelism. A blob is "pending" from SaveBlob until its pack's upload
+// finished and it is in the in-memory index.
+type packer struct {
+	r *Repository
+
+	mu       sync.Mutex
+	open     map[BlobType]*packBuilder
+	pending  map[ID]struct{}
+	unindex  []PackBlobs // uploaded, not yet in an index file
+	uploadWG sync.WaitGroup
+	sem      chan struct{}
+	err      error // first upload error; sticky
+
+	stats struct {
+		blobsNew, bytesNew, bytesSaved, packs, indexes atomic.Int64
+	}
+	bufPool  sync.Pool // of *packBuilder
+	blobBufs sync.Pool // of *[]byte, for compressing and sealing
+}
+
+func (p *packer) init(r *Repository) {
+	p.r = r
+	p.open = map[BlobType]*packBuilder{}
+	p.pending = map[ID]struct{}{}
+	p.sem = make(chan struct{}, r.conns)
+}
+
+// Stats reports what was saved so far.
+func (r *Repository) Stats() SaveStats {
+	s := &r.packer.stats
+	return SaveStats{s.blobsNew.Load(), s.bytesNew.Load(), s.bytesSaved.Load(), s.packs.Load(), s.indexes.Load()}
+}
+
+// Known reports whether a blob is stored or about to be.
+func (r *Repository) Known(id ID) bool {
+	p := &r.packer
+	p.mu.Lock()
+	_, ok := p.pending[id]
+	p.mu.Unlock()
+	return ok || r.idx.Has(id)
+}
+
+// SaveBlob stores plain as a blob with the given id (which must be
+// BlobID(plain)) unless the repository has it already. It compresses and
+// seals in the caller's goroutine, so callers run it in parallel. It returns
+// whether the blob was new. plain is not retained.
+//
+// A full pack is uploaded in the background under ctx, so ctx must stay live
+// until Flush returns; cancelling it abandons the uploads.
+func (r *Repository) SaveBlob(ctx context.Context, t BlobType, id ID, plain []byte) (bool, error) {
+	if len(plain) > maxBlobSize {
+		return false, fmt.Errorf("blob of %d bytes exceeds the %d byte limit", len(plain), maxBlobSize)
+	}
+	p := &r.packer
+	p.mu.Lock()
+	if p.err != nil {
+		err := p.err
+		p.mu.Unlock()
+		return false, err
+	}
+	if _, ok := p.pending[id]; ok || r.idx.Has(id) {
+		p.mu.Unlock()
+		return false, nil
+	}
+	p.pending[id] = struct{}{}
+	p.mu.Unlock()
+
+	sealed, comp := r.sealBlob(plain)
+	e := BlobEntry{ID: id, Type: t, Compression: comp, RawLength: uint32(len(plain))}
+
+	p.mu.Lock()
+	pb := p.open[t]
+	if pb == nil {
+		pb = p.newBuilder()
+		p.open[t] = pb
+	}
+	pb.add(e, sealed)
+	var full *packBuilder
+	if pb.size() >= r.cfg.PackSize {
+		full = pb
+		delete(p.open, t)
+	}
+	p.mu.Unlock()
+	r.putBuf(sealed)
+	p.stats.blobsNew.Add(1)
+	p.stats.bytesNew.Add(int64(len(plain)))
+
+	if full != nil {
+		return true, p.upload(ctx, full)
+	}
+	return true, nil
+}
+
+func (p *packer) newBuilder() *packBuilder {
+	if b, ok := p.bufPool.Get().(*packBuilder); ok {
+		b.buf, b.entries = b.buf[:0], b.entries[:0]
+		return b
+	}
+	return &packBuilder{buf: make([]byte, 0, p.r.cfg.PackSize+p.r.chunkerP.Max+Overhead+64<<10)}
+}
+
+// sealBlob compresses (when that shrinks it) and encrypts plain into a
+// pooled buffer.
+func (r *Repository) sealBlob(plain []byte) ([]byte, Compression) {
+	comp := CompressionNone
+	payload := plain
+	var zbuf []byte
+	if r.enc != nil {
+		zbuf = r.enc.EncodeAll(plain, r.getBuf(len(plain)))
+		if len(zbuf) < len(plain) {
+			comp, payload = CompressionZstd, zbuf
+		}
+	}
+	sealed := r.keys.Seal(r.getBuf(len(payload)+Overhead), payload)
+	if zbuf != nil {
+		r.putBuf(zbuf)
+	}
+	return sealed, comp
+}
+
+func (r *Repository) getBuf(n int) []byte {
+	if bp, ok := r.packer.blobBufs.Get().(*[]byte); ok && cap(*bp) >= n {
+		return (*bp)[:0]
+	}
+	return make([]byte, 0, max(n, 1<<20))
+}
+
+func (r *Repository) putBuf(b []byte) {
+	r.packer.blobBufs.Put(&b)
+}
+
+// upload finishes pb and stores it in the background; it blocks while
+// r.conns uploads are in flight, which is the pipeline's backpressure.
+func (p *packer) upload(ctx context.Context, pb *packBuilder) error {
+	select {
+	case p.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	data := pb.finish(p.r.keys)
+	id := Hash(data)
+	p.uploadWG.Add(1)
+	go func() {
+		defer p.uploadWG.Done()
+		defer func() { <-p.sem }()
+		h := Handle{Type: PackFile, Name: id.String()}
+		err := p.r.be.Save(ctx, h, data)
+		if errors.Is(err, ErrExists) {
+			err = nil // same name, same bytes
+		}
+		entries := slices.Clone(pb.entries)
+		p.bufPool.Put(pb)
+		if err != nil {
+			p.fail(fmt.Errorf("save %s: %w", h, err))
+			return
+		}
+		p.stats.packs.Add(1)
+		p.stats.bytesSaved.Add(int64(len(data)))
+		pbs := PackBlobs{PackID: id, Blobs: entries}
+		p.r.idx.AddPack(pbs)
+		p.mu.Lock()
+		for _, e := range entries {
+			delete(p.pending, e.ID)
+		}
+		p.unindex = append(p.unindex, pbs)
+		var batch []PackBlobs
+		if len(p.unindex) >= indexEvery {
+			batch, p.unindex = p.unindex, nil
+		}
+		p.mu.Unlock()
+		if batch != nil {
+			if err := p.saveIndex(ctx, batch); err != nil {
+				p.fail(err)
+			}
+		}
+	}()
+	return nil
+}
+
+func (p *packer) fail(err error) {
+	p.mu.Lock()
+	if p.err == nil {
+		p.err = err
+	}
+	p.mu.Unlock()
+}
+
+func (p *packer) saveIndex(ctx context.Context, packs []PackBlobs) error {
+	if _, err := p.r.SaveIndex(ctx, &IndexData{Packs: packs}); err != nil {
+		return fmt.Errorf("save index: %w", err)
+	}
+	p.stats.indexes.Add(1)
+	return nil
+}
+
+// Flush uploads the open packs, waits for every upload and writes an index
+// file for all packs not yet in one. After Flush returns nil, every blob
+// SaveBlob accepted is durably stored and indexed: packs, then index.
+func (r *Repository) Flush(ctx context.Context) error {
+	p := &r.packer
+	p.mu.Lock()
+	var open []*packBuilder
+	for t, pb := range p.open {
+		open = append(open, pb)
+		delete(p.open, t)
+	}
+	p.mu.Unlock()
+	var errs []error
+	for _, pb := range open {
+		if err := p.upload(ctx, pb); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	p.uploadWG.Wait()
+	p.mu.Lock()
+	if p.err != nil {
+		errs = append(errs, p.err)
+	}
+	batch := p.unindex
+	p.unindex = nil
+	p.mu.Unlock()
+	// Index what did upload even when something failed, so the next backup
+	// finds those packs instead of storing their blobs again.
+	if len(batch) > 0 {
+		if err := p.saveIndex(ctx, batch); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

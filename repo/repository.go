@@ -1,0 +1,553 @@
+package repo
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/snapbackup/snap/chunker"
+)
+
+// FormatVersion is the repository format this code writes and reads
+// (docs/design.md). A repository with a higher version is refused.
+const FormatVersion = 1
+
+// Config is the repository's configuration, stored encrypted as "config".
+type Config struct {
+	Version    int    `json:"version"`
+	ID         string `json:"id"`
+	ChunkerMin int    `json:"chunker_min"`
+	ChunkerAvg int    `json:"chunker_avg"`
+	ChunkerMax int    `json:"chunker_max"`
+	PackSize   int    `json:"pack_size"`
+	// Compression is the default for new blobs: "off", "fastest",
+	// "default" or "better". Readers need only the per-blob flag.
+	Compression string `json:"compression"`
+}
+
+const (
+	DefaultPackSize = 16 << 20
+	minPackSize     = 1 << 20
+	maxPackSize     = 512 << 20
+)
+
+// CompressionLevels maps Config.Compression to zstd levels.
+var CompressionLevels = map[string]zstd.EncoderLevel{
+	"fastest": zstd.SpeedFastest,
+	"default": zstd.SpeedDefault,
+	"better":  zstd.SpeedBetterCompression,
+}
+
+func (c *Config) validate() error {
+	if c.Version > FormatVersion {
+		return fmt.Errorf("repository format version %d is newer than this snap supports (%d); upgrade snap", c.Version, FormatVersion)
+	}
+	if c.Version < 1 {
+		return fmt.Errorf("%w: config has format version %d", ErrCorrupt, c.Version)
+	}
+	if _, err := c.chunkerParams([32]byte{}); err != nil {
+		return fmt.Errorf("%w: config: %v", ErrCorrupt, err)
+	}
+	return nil
+}
+
+// validateDefaults checks the writer defaults when a repository is created.
+// Readers do not need them, so Open tolerates values it does not know (a
+// newer snap may add a compression level) and newRepository falls back.
+func (c *Config) validateDefaults() error {
+	if c.PackSize < minPackSize || c.PackSize > maxPackSize {
+		return fmt.Errorf("pack size %d outside [%d, %d]", c.PackSize, minPackSize, maxPackSize)
+	}
+	if !knownCompression(c.Compression) {
+		return fmt.Errorf("unknown compression %q (want off, fastest, default or better)", c.Compression)
+	}
+	return nil
+}
+
+func knownCompression(c string) bool {
+	_, ok := CompressionLevels[c]
+	return ok || c == "off"
+}
+
+func (c *Config) chunkerParams(seed [32]byte) (chunker.Params, error) {
+	p := chunker.Params{Min: c.ChunkerMin, Avg: c.ChunkerAvg, Max: c.ChunkerMax, Seed: seed}
+	return p, p.Validate()
+}
+
+// InitOptions are the choices made once when a repository is created.
+type InitOptions struct {
+	ChunkerMin, ChunkerAvg, ChunkerMax int // zero: defaults
+	PackSize                           int // zero: DefaultPackSize
+	Compression                        string
+	KDF                                KDFParams // zero: DefaultKDF
+}
+
+// Options tune an open repository; they do not change the format.
+type Options struct {
+	Log         *slog.Logger
+	Connections int    // parallel uploads and downloads; zero: 4
+	Compression string // overrides the config's default for new blobs when set
+}
+
+// Repository is an open, unlocked repository.
+type Repository struct {
+	be    Backend
+	keys  *Keys
+	cfg   Config
+	idx   *Index
+	log   *slog.Logger
+	conns int
+
+	enc      *zstd.Encoder // nil when compression is off
+	dec      *zstd.Decoder
+	chunkerP chunker.Params
+
+	packer packer
+}
+
+// Init creates a repository in be, which must be empty, with one key file
+// for password. Key first, config last: a repository is initialized once its
+// config exists.
+func Init(ctx context.Context, be Backend, password string, o InitOptions, ro Options) (*Repository, error) {
+	if password == "" {
+		return nil, errors.New("empty password: set SNAP_PASSWORD or --password-file")
+	}
+	if _, err := be.Stat(ctx, Handle{Type: ConfigFile}); err == nil {
+		return nil, fmt.Errorf("a repository already exists at %s", be.Location())
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("stat config in %s: %w", be.Location(), err)
+	}
+	cfg := Config{
+		Version:     FormatVersion,
+		ChunkerMin:  orDefault(o.ChunkerMin, chunker.DefaultMin),
+		ChunkerAvg:  orDefault(o.ChunkerAvg, chunker.DefaultAvg),
+		ChunkerMax:  orDefault(o.ChunkerMax, chunker.DefaultMax),
+		PackSize:    orDefault(o.PackSize, DefaultPackSize),
+		Compression: o.Compression,
+	}
+	if cfg.Compression == "" {
+		cfg.Compression = "fastest"
+	}
+	var rid [16]byte
+	if _, err := rand.Read(rid[:]); err != nil {
+		return nil, err
+	}
+	cfg.ID = fmt.Sprintf("%x", rid)
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if err := cfg.validateDefaults(); err != nil {
+		return nil, err
+	}
+	var mk MasterKey
+	if _, err := rand.Read(mk[:]); err != nil {
+		return nil, err
+	}
+	kdf := o.KDF
+	if kdf == (KDFParams{}) {
+		kdf = DefaultKDF
+	}
+	kf, err := newKeyFile(mk, password, kdf, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	kh := Handle{Type: KeyFile, Name: Hash(kf).String()}
+	if err := be.Save(ctx, kh, kf); err != nil {
+		return nil, fmt.Errorf("save %s: %w", kh, err)
+	}
+	keys, err := deriveKeys(mk)
+	if err != nil {
+		return nil, err
+	}
+	plain, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := be.Save(ctx, Handle{Type: ConfigFile}, keys.Seal(nil, plain)); err != nil {
+		if errors.Is(err, ErrExists) {
+			return nil, fmt.Errorf("a repository already exists at %s", be.Location())
+		}
+		return nil, fmt.Errorf("save config: %w", err)
+	}
+	return newRepository(be, keys, cfg, ro)
+}
+
+func orDefault(v, d int) int {
+	if v == 0 {
+		return d
+	}
+	return v
+}
+
+// Open opens the repository in be with password. It does not load the
+// index; call LoadIndex before saving or loading blobs.
+func Open(ctx context.Context, be Backend, password string, ro Options) (*Repository, error) {
+	if password == "" {
+		return nil, errors.New("empty password: set SNAP_PASSWORD or --password-file")
+	}
+	sealed, err := loadAll(ctx, be, Handle{Type: ConfigFile})
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("no snap repository at %s (run snap init)", be.Location())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load config: %w", err)
+	}
+	mk, err := loadMasterKey(ctx, be, password)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := deriveKeys(mk)
+	if err != nil {
+		return nil, err
+	}
+	plain, err := keys.Open(nil, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("config in %s: %w", be.Location(), err)
+	}
+	var cfg Config
+	if err := json.Unmarshal(plain, &cfg); err != nil {
+		return nil, fmt.Errorf("config in %s: %w: %v", be.Location(), ErrCorrupt, err)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("config in %s: %w", be.Location(), err)
+	}
+	return newRepository(be, keys, cfg, ro)
+}
+
+func newRepository(be Backend, keys *Keys, cfg Config, o Options) (*Repository, error) {
+	r := &Repository{be: be, keys: keys, cfg: cfg, idx: NewIndex(), log: o.Log, conns: o.Connections}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	if r.conns <= 0 {
+		r.conns = 4
+	}
+	var err error
+	if r.chunkerP, err = cfg.chunkerParams(keys.GearSeed()); err != nil {
+		return nil, err
+	}
+	comp := cfg.Compression
+	if !knownCompression(comp) {
+		r.log.Warn("repository default compression unknown to this snap; using fastest", "compression", comp)
+		comp = "fastest"
+	}
+	if o.Compression != "" {
+		comp = o.Compression
+	}
+	if r.cfg.PackSize < minPackSize || r.cfg.PackSize > maxPackSize {
+		r.log.Warn("repository pack size out of range; clamping", "pack_size", r.cfg.PackSize)
+		r.cfg.PackSize = min(max(r.cfg.PackSize, minPackSize), maxPackSize)
+	}
+	if comp != "off" {
+		level, ok := CompressionLevels[comp]
+		if !ok {
+			return nil, fmt.Errorf("unknown compression %q (want off, fastest, default or better)", comp)
+		}
+		r.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderCRC(false),
+			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithZeroFrames(true))
+		if err != nil {
+			return nil, err
+		}
+	}
+	r.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)),
+		zstd.WithDecoderMaxMemory(uint64(maxBlobSize)+1))
+	if err != nil {
+		return nil, err
+	}
+	r.packer.init(r)
+	return r, nil
+}
+
+// maxBlobSize bounds a blob's plaintext: the largest chunk the chunker may
+// make, and the largest tree we write.
+const maxBlobSize = 64 << 20
+
+// Close releases resources. It does not flush: unsaved packs are dropped.
+func (r *Repository) Close() error {
+	if r.enc != nil {
+		r.enc.Close()
+	}
+	r.dec.Close()
+	return nil
+}
+
+func (r *Repository) Backend() Backend              { return r.be }
+func (r *Repository) Config() Config                { return r.cfg }
+func (r *Repository) Index() *Index                 { return r.idx }
+func (r *Repository) ChunkerParams() chunker.Params { return r.chunkerP }
+func (r *Repository) Connections() int              { return r.conns }
+
+// BlobID is the keyed id of plaintext.
+func (r *Repository) BlobID(plain []byte) ID { return r.keys.BlobID(plain) }
+
+// loadAll reads a whole object.
+func loadAll(ctx context.Context, be Backend, h Handle) ([]byte, error) {
+	var data []byte
+	err := be.Load(ctx, h, 0, 0, func(rd io.Reader) error {
+		var buf bytes.Buffer
+		if _, err := buf.ReadFrom(rd); err != nil {
+			return err
+		}
+		data = buf.Bytes()
+		return nil
+	})
+	return data, err
+}
+
+// SaveUnpacked encrypts plain and stores it as an object of type t named by
+// the hash of its stored bytes. Saving is idempotent.
+func (r *Repository) SaveUnpacked(ctx context.Context, t FileType, plain []byte) (ID, error) {
+	sealed := r.keys.Seal(nil, plain)
+	id := Hash(sealed)
+	h := Handle{Type: t, Name: id.String()}
+	if err := r.be.Save(ctx, h, sealed); err != nil && !errors.Is(err, ErrExists) {
+		return id, fmt.Errorf("save %s: %w", h, err)
+	}
+	return id, nil
+}
+
+// LoadUnpacked loads, verifies and decrypts the object t/id.
+func (r *Repository) LoadUnpacked(ctx context.Context, t FileType, id ID) ([]byte, error) {
+	h := Handle{Type: t, Name: id.String()}
+	sealed, err := loadAll(ctx, r.be, h)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", h, err)
+	}
+	if Hash(sealed) != id {
+		return nil, fmt.Errorf("%s: %w: content does not match its name", h, ErrCorrupt)
+	}
+	plain, err := r.keys.Open(nil, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", h, err)
+	}
+	return plain, nil
+}
+
+// List calls fn with the id of every object of type t. Names that are not
+// ids (stray files) are skipped with a warning.
+func (r *Repository) List(ctx context.Context, t FileType, fn func(ID, int64) error) error {
+	return r.be.List(ctx, t, func(fi FileInfo) error {
+		id, err := ParseID(fi.Name)
+		if err != nil {
+			r.log.Warn("ignoring stray object", "type", t, "name", fi.Name)
+			return nil
+		}
+		return fn(id, fi.Size)
+	})
+}
+
+// LoadIndex reads every index file into memory. Index files superseded by
+// another are skipped (prune writes the replacement before removing them).
+func (r *Repository) LoadIndex(ctx context.Context) error {
+	var ids []ID
+	if err := r.List(ctx, IndexFile, func(id ID, _ int64) error {
+		ids = append(ids, id)
+		return nil
+	}); err != nil {
+		return fmt.Errorf("list index: %w", err)
+	}
+	datas := make([]*IndexData, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(r.conns)
+	for i, id := range ids {
+		g.Go(func() error {
+			plain, err := r.LoadUnpacked(gctx, IndexFile, id)
+			if err != nil {
+				return err
+			}
+			d, err := DecodeIndex(plain)
+			if err != nil {
+				return fmt.Errorf("index/%s: %w", id, err)
+			}
+			datas[i] = d
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	superseded := map[ID]bool{}
+	for _, d := range datas {
+		for _, s := range d.Supersedes {
+			superseded[s] = true
+		}
+	}
+	for i, d := range datas {
+		if superseded[ids[i]] {
+			continue
+		}
+		for _, p := range d.Packs {
+			r.idx.AddPack(p)
+		}
+	}
+	return nil
+}
+
+// SaveIndex writes one index file describing packs.
+func (r *Repository) SaveIndex(ctx context.Context, d *IndexData) (ID, error) {
+	return r.SaveUnpacked(ctx, IndexFile, EncodeIndex(d))
+}
+
+// LoadBlob loads, decrypts, decompresses and verifies one blob, appending
+// its plaintext to dst.
+func (r *Repository) LoadBlob(ctx context.Context, id ID, dst []byte) ([]byte, error) {
+	loc, ok := r.idx.Lookup(id)
+	if !ok {
+		return nil, fmt.Errorf("blob %s: not in the index", id)
+	}
+	var out []byte
+	err := r.LoadBlobs(ctx, loc.Pack, []BlobEntry{loc.BlobEntry}, func(_ BlobEntry, plain []byte) error {
+		out = append(dst, plain...)
+		return nil
+	})
+	return out, err
+}
+
+// maxRangeGap is how far apart two wanted blobs of one pack may be and
+// still be fetched in one request.
+const maxRangeGap = 1 << 20
+
+// maxRangeLen bounds one ranged read (unless a single blob is larger), and
+// so the memory each concurrent reader holds.
+const maxRangeLen = 8 << 20
+
+// LoadBlobs fetches the given blobs of one pack, in as few ranged reads as
+// their positions allow, and calls fn with each verified plaintext in
+// offset order. The plaintext is only valid during the call.
+func (r *Repository) LoadBlobs(ctx context.Context, pack ID, entries []BlobEntry, fn func(BlobEntry, []byte) error) error {
+	entries = sortedByOffset(entries)
+	h := Handle{Type: PackFile, Name: pack.String()}
+	var plainBuf, rawBuf []byte
+	for start := 0; start < len(entries); {
+		end := start + 1
+		for end < len(entries) &&
+			int64(entries[end].Offset) <= int64(entries[end-1].Offset)+int64(entries[end-1].Length)+maxRangeGap &&
+			int64(entries[end].Offset)+int64(entries[end].Length)-int64(entries[start].Offset) <= maxRangeLen {
+			end++
+		}
+		group := entries[start:end]
+		first, last := group[0], group[len(group)-1]
+		rangeStart := int64(first.Offset)
+		rangeLen := int64(last.Offset) + int64(last.Length) - rangeStart
+		var buf []byte
+		err := r.be.Load(ctx, h, rangeStart, rangeLen, func(rd io.Reader) error {
+			if int64(cap(buf)) < rangeLen {
+				buf = make([]byte, rangeLen)
+			}
+			buf = buf[:rangeLen]
+			_, err := io.ReadFull(rd, buf)
+			return err
+		})
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("load %s: %w: %w", h, ErrCorrupt, err)
+		}
+		if err != nil {
+			return fmt.Errorf("load %s: %w", h, err)
+		}
+		for _, e := range group {
+			sealed := buf[int64(e.Offset)-rangeStart : int64(e.Offset)-rangeStart+int64(e.Length)]
+			plain, err := r.openBlob(e, sealed, &plainBuf, &rawBuf)
+			if err != nil {
+				return fmt.Errorf("pack %s blob %s: %w", pack, e.ID, err)
+			}
+			if err := fn(e, plain); err != nil {
+				return err
+			}
+		}
+		start = end
+	}
+	return nil
+}
+
+func sortedByOffset(entries []BlobEntry) []BlobEntry {
+	for i := 1; i < len(entries); i++ {
+		if entries[i].Offset < entries[i-1].Offset {
+			s := append([]BlobEntry(nil), entries...)
+			sortEntries(s)
+			return s
+		}
+	}
+	return entries
+}
+
+// openBlob decrypts, decompresses and verifies one sealed blob.
+func (r *Repository) openBlob(e BlobEntry, sealed []byte, plainBuf, rawBuf *[]byte) ([]byte, error) {
+	if e.RawLength > maxBlobSize {
+		return nil, fmt.Errorf("%w: raw length %d exceeds the blob limit", ErrCorrupt, e.RawLength)
+	}
+	p, err := r.keys.Open((*plainBuf)[:0], sealed)
+	if err != nil {
+		return nil, err
+	}
+	*plainBuf = p
+	raw := p
+	if e.Compression == CompressionZstd {
+		if cap(*rawBuf) < int(e.RawLength) {
+			*rawBuf = make([]byte, 0, e.RawLength)
+		}
+		raw, err = r.dec.DecodeAll(p, (*rawBuf)[:0])
+		if err != nil {
+			return nil, fmt.Errorf("%w: decompress: %v", ErrCorrupt, err)
+		}
+		*rawBuf = raw
+	}
+	if len(raw) != int(e.RawLength) {
+		return nil, fmt.Errorf("%w: %d bytes, the index says %d", ErrCorrupt, len(raw), e.RawLength)
+	}
+	if r.keys.BlobID(raw) != e.ID {
+		return nil, fmt.Errorf("%w: content does not match its id", ErrCorrupt)
+	}
+	return raw, nil
+}
+
+// ReadPackHeader loads and decodes the header of a pack (used by check and
+// to rebuild an index).
+func (r *Repository) ReadPackHeader(ctx context.Context, pack ID, size int64) ([]BlobEntry, error) {
+	h := Handle{Type: PackFile, Name: pack.String()}
+	tailLen := min(size, 64<<10)
+	var tail []byte
+	err := r.be.Load(ctx, h, size-tailLen, tailLen, func(rd io.Reader) error {
+		tail = make([]byte, tailLen)
+		_, err := io.ReadFull(rd, tail)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", h, err)
+	}
+	hl, err := parsePackTrailer(tail, size)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", h, err)
+	}
+	var sealed []byte
+	if int64(hl)+packTrailerSize <= tailLen {
+		sealed = tail[tailLen-packTrailerSize-int64(hl) : tailLen-packTrailerSize]
+	} else {
+		err := r.be.Load(ctx, h, size-packTrailerSize-int64(hl), int64(hl), func(rd io.Reader) error {
+			sealed = make([]byte, hl)
+			_, err := io.ReadFull(rd, sealed)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("load %s header: %w", h, err)
+		}
+	}
+	hdr, err := r.keys.Open(nil, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("%s header: %w", h, err)
+	}
+	entries, err := DecodePackHeader(hdr, size, hl)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", h, err)
+	}
+	return entries, nil
+}
