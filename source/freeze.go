@@ -112,7 +112,7 @@ func parseEntry(s string) (File, error) {
 		}
 		name, length = body[:i], n
 	}
-	if err := checkName(name); err != nil {
+	if err := ValidName(name); err != nil {
 		return File{}, err
 	}
 	f := File{Name: name, Role: Classify(name), Length: length}

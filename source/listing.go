@@ -131,7 +131,7 @@ func (l Listing) Validate() error {
 
 // check validates one file on its own.
 func (f File) check() error {
-	if err := checkName(f.Name); err != nil {
+	if err := ValidName(f.Name); err != nil {
 		return err
 	}
 	if !f.Role.known() {
@@ -158,10 +158,11 @@ func currentContent(manifest string) string {
 	return manifest + "\n"
 }
 
-// checkName reports why name is not a plain file name, or nil. Names come
-// from the network and end up as paths on restore, so anything that could
-// leave the directory or confuse a terminal or a JSON reader is refused.
-func checkName(name string) error {
+// ValidName reports why name is not a plain file name, or nil. Listed names
+// come from the network and tree names from storage, and both end up as
+// paths on restore, so anything that could leave the directory or confuse a
+// terminal or a JSON reader is refused.
+func ValidName(name string) error {
 	switch {
 	case name == "":
 		return errors.New("empty file name")
@@ -169,6 +170,8 @@ func checkName(name string) error {
 		return fmt.Errorf("%q is not a file name", name)
 	case strings.ContainsRune(name, '/'):
 		return errors.New("file name contains '/'")
+	case strings.ContainsRune(name, '\\'):
+		return errors.New("file name contains '\\'")
 	case strings.IndexByte(name, 0) >= 0:
 		return errors.New("file name contains a NUL byte")
 	case !utf8.ValidString(name):

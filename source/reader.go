@@ -56,7 +56,7 @@ type Reader struct {
 
 // openFile opens file in dir; see Frozen.Open.
 func openFile(dir string, file File) (*Reader, error) {
-	if err := checkName(file.Name); err != nil {
+	if err := ValidName(file.Name); err != nil {
 		return nil, fmt.Errorf("open listed file %s: %w", quote(file.Name), err)
 	}
 	if file.Content != nil {
