@@ -1,0 +1,355 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/snapbackup/snap/chunker"
+	"github.com/snapbackup/snap/repo"
+	"github.com/snapbackup/snap/source"
+)
+
+// Progress is updated while a backup or restore runs; a display reads it.
+type Progress struct {
+	FilesTotal atomic.Int64
+	FilesDone  atomic.Int64
+	BytesTotal atomic.Int64 // bytes to read (backup) or write (restore)
+	BytesDone  atomic.Int64
+}
+
+// BackupOptions tune one backup.
+type BackupOptions struct {
+	Host     string
+	Tags     []string
+	Force    bool // read every file, ignoring the parent snapshot
+	Readers  int  // files read at once; zero: 2
+	Workers  int  // goroutines hashing, compressing and sealing; zero: GOMAXPROCS
+	Program  string
+	Progress *Progress // may be nil
+	Log      *slog.Logger
+	Now      func() time.Time
+}
+
+// fileJob is one file of the listing on its way into the repository.
+type fileJob struct {
+	file   source.File
+	rd     *source.Reader
+	from   int64 // first byte to read; bytes before it come from reused chunks
+	reused File  // chunks carried over from the parent snapshot
+	out    File
+
+	mu     sync.Mutex
+	chunks []repo.ID // by sequence number, for the chunks read
+	sizes  []uint32
+}
+
+type chunkJob struct {
+	f    *fileJob
+	seq  int
+	data *[]byte
+}
+
+// Backup freezes src, stores every listed file in r, and saves a snapshot.
+// The freeze is always ended, also when the backup fails; if ending it fails
+// after the snapshot was saved, both are returned.
+func Backup(ctx context.Context, r *repo.Repository, src source.Source, o BackupOptions) (_ *Snapshot, err error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Readers <= 0 {
+		o.Readers = 2
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	if o.Progress == nil {
+		o.Progress = &Progress{}
+	}
+	start := o.Now()
+	info := src.Info()
+	srcMeta := Source{Kind: info.Kind, Address: info.Address, DataDir: info.DataDir}
+
+	snaps, err := List(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	var parent *Snapshot
+	var parentFiles map[string]File
+	if !o.Force {
+		parent = Latest(snaps, func(s *Snapshot) bool { return s.Host == o.Host && s.Source == srcMeta })
+		if parent != nil {
+			t, err := LoadTree(ctx, r, parent.Tree)
+			if err != nil {
+				return nil, fmt.Errorf("parent snapshot %s: %w", parent.ID.Str(), err)
+			}
+			parentFiles = make(map[string]File, len(t.Files))
+			for _, f := range t.Files {
+				parentFiles[f.Name] = f
+			}
+		}
+	}
+
+	frozen, err := src.Freeze(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if rerr := frozen.Release(ctx); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("end freeze: %w", rerr))
+		}
+	}()
+	frozenAt := o.Now()
+	o.Log.Debug("frozen", "files", len(frozen.Listing.Files))
+
+	jobs, err := planFiles(r, frozen, parentFiles)
+	defer func() {
+		for _, j := range jobs {
+			if j.rd != nil {
+				j.rd.Close()
+			}
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+	var toRead int64
+	for _, j := range jobs {
+		toRead += j.out.Length - j.from
+	}
+	o.Progress.FilesTotal.Store(int64(len(jobs)))
+	o.Progress.BytesTotal.Store(toRead)
+
+	before := r.Stats()
+	if err := storeFiles(ctx, r, jobs, o); err != nil {
+		return nil, err
+	}
+
+	tree := &Tree{Files: make([]File, 0, len(jobs))}
+	var total int64
+	for _, j := range jobs {
+		tree.Files = append(tree.Files, j.finish())
+		total += j.out.Length
+	}
+	treeID, err := SaveTree(ctx, r, tree)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.Flush(ctx); err != nil {
+		return nil, err
+	}
+	after := r.Stats()
+	sn := &Snapshot{
+		Time: frozenAt, Host: o.Host, Tags: o.Tags, Source: srcMeta, Tree: treeID, Program: o.Program,
+		Summary: Summary{
+			Files: len(jobs), Bytes: total, BytesRead: o.Progress.BytesDone.Load(),
+			BytesNew:    after.BytesNew - before.BytesNew,
+			BytesStored: after.BytesSaved - before.BytesSaved,
+			BlobsNew:    after.BlobsNew - before.BlobsNew,
+			Start:       start, End: o.Now(),
+		},
+	}
+	if parent != nil {
+		pid := parent.ID
+		sn.Parent = &pid
+	}
+	if err := Save(ctx, r, sn); err != nil {
+		return nil, err
+	}
+	return sn, nil
+}
+
+// planFiles opens every listed file and decides which bytes must be read:
+// an immutable file whose name and stat identity match the parent is taken
+// whole from it; an append-only file with the same name and inode that did
+// not shrink is read from the start of its last stored chunk, which is
+// where the chunker would cut it again.
+func planFiles(r *repo.Repository, frozen *source.Frozen, parent map[string]File) ([]*fileJob, error) {
+	jobs := make([]*fileJob, 0, len(frozen.Listing.Files))
+	for _, f := range frozen.Listing.Files {
+		rd, err := frozen.Open(f)
+		if err != nil {
+			return jobs, err
+		}
+		j := &fileJob{file: f, rd: rd, out: File{Name: f.Name, Role: string(f.Role), Length: rd.Length()}}
+		jobs = append(jobs, j)
+		if f.Content != nil {
+			continue
+		}
+		id := rd.Identity()
+		j.out.Identity = &Identity{Size: id.Size, MtimeNs: id.MtimeNs, Inode: id.Inode}
+		p, ok := parent[f.Name]
+		if !ok || p.Identity == nil || p.Role != string(f.Role) || !allKnown(r, p.Chunks) {
+			continue
+		}
+		switch {
+		case f.Role.AppendOnly():
+			if p.Identity.Inode != id.Inode || p.Length > j.out.Length || len(p.Chunks) == 0 {
+				continue
+			}
+			if p.Length == j.out.Length {
+				j.reused, j.from = p, p.Length
+				continue
+			}
+			n := len(p.Chunks) - 1
+			j.reused = File{Chunks: p.Chunks[:n], Sizes: p.Sizes[:n]}
+			j.from = p.Length - int64(p.Sizes[n])
+		case *p.Identity == *j.out.Identity && p.Length == j.out.Length:
+			j.reused, j.from = p, p.Length
+		}
+	}
+	return jobs, nil
+}
+
+func allKnown(r *repo.Repository, ids []repo.ID) bool {
+	for _, id := range ids {
+		if !r.Known(id) {
+			return false
+		}
+	}
+	return true
+}
+
+// finish assembles the file's tree entry from reused and new chunks.
+func (j *fileJob) finish() File {
+	f := j.out
+	f.Chunks = append(append([]repo.ID{}, j.reused.Chunks...), j.chunks...)
+	f.Sizes = append(append([]uint32{}, j.reused.Sizes...), j.sizes...)
+	return f
+}
+
+// storeFiles is the pipeline: o.Readers goroutines read and chunk files,
+// o.Workers goroutines hash, compress, seal and pack chunks. Channels of
+// fixed size between them bound memory to about
+// (Readers*2 + Workers*2) * chunker max + packs in flight.
+func storeFiles(ctx context.Context, r *repo.Repository, jobs []*fileJob, o BackupOptions) error {
+	ch, err := chunker.New(r.ChunkerParams())
+	if err != nil {
+		return err
+	}
+	maxChunk := ch.Params().Max
+	bufs := sync.Pool{New: func() any { b := make([]byte, 0, maxChunk); return &b }}
+
+	g, gctx := errgroup.WithContext(ctx)
+	files := make(chan *fileJob)
+	chunks := make(chan chunkJob, o.Workers)
+
+	g.Go(func() error {
+		defer close(files)
+		for _, j := range jobs {
+			select {
+			case files <- j:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	var readers sync.WaitGroup
+	for range o.Readers {
+		readers.Add(1)
+		g.Go(func() error {
+			defer readers.Done()
+			buf := make([]byte, 2*maxChunk)
+			for j := range files {
+				if err := readFile(gctx, ch, j, buf, &bufs, chunks, o.Progress); err != nil {
+					return err
+				}
+				o.Progress.FilesDone.Add(1)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		readers.Wait()
+		close(chunks)
+		return nil
+	})
+	for range o.Workers {
+		g.Go(func() error {
+			for c := range chunks {
+				data := *c.data
+				id := r.BlobID(data)
+				// ctx, not gctx: SaveBlob starts uploads that must outlive
+				// this group, which cancels gctx when it ends.
+				if _, err := r.SaveBlob(ctx, repo.DataBlob, id, data); err != nil {
+					return fmt.Errorf("store %s: %w", c.f.file.Name, err)
+				}
+				c.f.mu.Lock()
+				c.f.chunks[c.seq] = id
+				c.f.mu.Unlock()
+				bufs.Put(c.data)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// readFile reads j from j.from to its length, cuts it into chunks and sends
+// them to the workers. buf holds at least two maximal chunks.
+func readFile(ctx context.Context, ch *chunker.Chunker, j *fileJob, buf []byte, bufs *sync.Pool, out chan<- chunkJob, pr *Progress) error {
+	maxChunk := ch.Params().Max
+	end := j.out.Length
+	pos := j.from // file offset of buf[s]
+	s, n := 0, 0  // buf[s:n] holds read bytes not yet cut
+	for pos < end {
+		// Give the chunker a whole maximal chunk or everything to the end.
+		if n-s < maxChunk && pos+int64(n-s) < end {
+			if s > 0 {
+				n = copy(buf, buf[s:n])
+				s = 0
+			}
+			want := min(int64(len(buf)-n), end-pos-int64(n))
+			got, err := readAt(j, buf[n:n+int(want)], pos+int64(n))
+			n += got
+			pr.BytesDone.Add(int64(got))
+			if err != nil {
+				return fmt.Errorf("read %s: %w", j.file.Name, err)
+			}
+		}
+		cut := ch.Cut(buf[s:n], pos+int64(n-s) == end)
+		if cut == 0 {
+			return fmt.Errorf("chunker made no progress in %s at offset %d", j.file.Name, pos)
+		}
+		dp := bufs.Get().(*[]byte)
+		*dp = append((*dp)[:0], buf[s:s+cut]...)
+		j.mu.Lock()
+		seq := len(j.chunks)
+		j.chunks = append(j.chunks, repo.ID{})
+		j.sizes = append(j.sizes, uint32(cut))
+		j.mu.Unlock()
+		select {
+		case out <- chunkJob{f: j, seq: seq, data: dp}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		s += cut
+		pos += int64(cut)
+	}
+	return nil
+}
+
+func readAt(j *fileJob, p []byte, off int64) (int, error) {
+	if j.file.Content != nil {
+		return copy(p, j.file.Content[off:]), nil
+	}
+	got, err := j.rd.ReadAt(p, off)
+	if got == len(p) {
+		return got, nil
+	}
+	if err == nil {
+		err = fmt.Errorf("short read at offset %d", off)
+	}
+	return got, err
+}
