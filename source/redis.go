@@ -54,7 +54,7 @@ func (r *Redis) Freeze(ctx context.Context) (*Frozen, error) {
 		return nil, errors.New("no data directory given for the server's files")
 	}
 	if fi, err := os.Stat(r.dataDir); err != nil {
-		return nil, fmt.Errorf("data directory: %w", err)
+		return nil, fmt.Errorf("data directory (set it with --data or SNAP_DATA): %w", err)
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("data directory %s is not a directory", r.dataDir)
 	}

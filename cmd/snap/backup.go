@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/snapbackup/snap/snapshot"
+	"github.com/snapbackup/snap/source"
+)
+
+type backupOptions struct {
+	*globalOptions
+	server      string
+	data        string
+	host        string
+	tags        []string
+	force       bool
+	compression string
+}
+
+func serverFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "server", Value: "127.0.0.1:9015", EnvVars: []string{"SNAP_SERVER"}, Usage: "address of the database server that answers FREEZE"},
+		&cli.StringFlag{Name: "data", Value: "/data", EnvVars: []string{"SNAP_DATA"}, Usage: "the server's data directory, read directly"},
+	}
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "unknown"
+	}
+	return h
+}
+
+func backupCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "backup",
+		Usage: "freeze the server, store its files and write a snapshot",
+		Flags: append(serverFlags(),
+			&cli.StringFlag{Name: "host", Value: hostname(), EnvVars: []string{"SNAP_HOST"}, Usage: "host name recorded in the snapshot"},
+			&cli.StringSliceFlag{Name: "tag", Usage: "tag the snapshot (repeatable)"},
+			&cli.BoolFlag{Name: "force", Usage: "read every file, even those unchanged since the last snapshot"},
+			&cli.StringFlag{Name: "compression", Usage: "override the repository's default: off, fastest, default or better"},
+		),
+		Action: func(c *cli.Context) error {
+			g, err := globals(c)
+			if err != nil {
+				return err
+			}
+			return runBackup(c.Context, backupOptions{
+				globalOptions: g, server: c.String("server"), data: c.String("data"),
+				host: c.String("host"), tags: c.StringSlice("tag"), force: c.Bool("force"),
+				compression: c.String("compression"),
+			})
+		},
+	}
+}
+
+func runBackup(ctx context.Context, o backupOptions) error {
+	r, err := o.openRepo(ctx, o.compression)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if err := r.LoadIndex(ctx); err != nil {
+		return err
+	}
+	src := source.NewRedis(o.server, o.data, o.log)
+	var pr snapshot.Progress
+	pl := startProgress(o.stderr, !o.json && isTerminal(o.stderr), "backup", &pr)
+	sn, err := snapshot.Backup(ctx, r, src, snapshot.BackupOptions{
+		Host: o.host, Tags: o.tags, Force: o.force, Progress: &pr, Log: o.log, Program: "snap " + version,
+	})
+	pl.Stop()
+	if sn == nil {
+		return err
+	}
+	// A snapshot that was saved is reported even if ending the freeze failed.
+	s := sn.Summary
+	dur := s.End.Sub(s.Start)
+	if o.json {
+		out := map[string]any{
+			"snapshot_id": sn.ID.String(), "time": sn.Time, "host": sn.Host,
+			"files": s.Files, "bytes": s.Bytes, "bytes_read": s.BytesRead,
+			"bytes_new": s.BytesNew, "bytes_stored": s.BytesStored, "blobs_new": s.BlobsNew,
+			"duration_seconds": dur.Seconds(),
+		}
+		if sn.Parent != nil {
+			out["parent"] = sn.Parent.String()
+		}
+		if jerr := json.NewEncoder(o.stdout).Encode(out); jerr != nil {
+			return jerr
+		}
+		return err
+	}
+	rate := float64(s.BytesRead) / max(dur.Seconds(), 1e-3)
+	fmt.Fprintf(o.stdout, "snapshot %s saved\n", sn.ID.Str())
+	fmt.Fprintf(o.stdout, "  files:  %d, %s\n", s.Files, bytesStr(s.Bytes))
+	fmt.Fprintf(o.stdout, "  read:   %s (%s/s)\n", bytesStr(s.BytesRead), bytesStr(int64(rate)))
+	fmt.Fprintf(o.stdout, "  new:    %s in %d chunks, %s stored\n", bytesStr(s.BytesNew), s.BlobsNew, bytesStr(s.BytesStored))
+	fmt.Fprintf(o.stdout, "  time:   %s\n", dur.Round(time.Millisecond))
+	return err
+}

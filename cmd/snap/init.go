@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/snapbackup/snap/repo"
+)
+
+type initOptions struct {
+	*globalOptions
+	repo.InitOptions
+}
+
+func initCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "init",
+		Usage: "create a new repository",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "compression", Value: "fastest", Usage: "default compression for new data: off, fastest, default or better"},
+			&cli.IntFlag{Name: "pack-size", Value: repo.DefaultPackSize >> 20, Usage: "target pack size in MiB"},
+			&cli.IntFlag{Name: "chunk-min", Usage: "minimum chunk size in KiB (default 512)"},
+			&cli.IntFlag{Name: "chunk-avg", Usage: "average chunk size in KiB, a power of two (default 1024)"},
+			&cli.IntFlag{Name: "chunk-max", Usage: "maximum chunk size in KiB (default 8192)"},
+		},
+		Action: func(c *cli.Context) error {
+			g, err := globals(c)
+			if err != nil {
+				return err
+			}
+			o := initOptions{globalOptions: g, InitOptions: repo.InitOptions{
+				Compression: c.String("compression"),
+				PackSize:    c.Int("pack-size") << 20,
+				ChunkerMin:  c.Int("chunk-min") << 10,
+				ChunkerAvg:  c.Int("chunk-avg") << 10,
+				ChunkerMax:  c.Int("chunk-max") << 10,
+			}}
+			return runInit(c.Context, o)
+		},
+	}
+}
+
+func runInit(ctx context.Context, o initOptions) error {
+	pw, err := o.password(true)
+	if err != nil {
+		return err
+	}
+	be, err := openBackend(o.repo, true)
+	if err != nil {
+		return err
+	}
+	defer be.Close()
+	r, err := repo.Init(ctx, be, pw, o.InitOptions, repo.Options{Log: o.log})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	cfg := r.Config()
+	if o.json {
+		return json.NewEncoder(o.stdout).Encode(map[string]any{"repository": be.Location(), "id": cfg.ID, "version": cfg.Version})
+	}
+	fmt.Fprintf(o.stdout, "created snap repository %s at %s\n", cfg.ID[:8], be.Location())
+	fmt.Fprintln(o.stdout, "Keep the password safe: without it the data in the repository cannot be read.")
+	return nil
+}

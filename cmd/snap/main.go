@@ -1,0 +1,284 @@
+// Command snap makes consistent, deduplicated, encrypted snapshots of a live
+// RocksDB server's files and restores them. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/snapbackup/snap/repo"
+	"github.com/snapbackup/snap/repo/local"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// Exit codes, documented in README.md.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+func main() {
+	// go-redis logs dial failures through a package-wide logger; snap
+	// reports them itself, with the address and a hint.
+	redis.SetLogger(quietRedis{})
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	app := newApp(os.Stdout, os.Stderr)
+	err := app.RunContext(ctx, flagsFirst(app, os.Args))
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+type quietRedis struct{}
+
+func (quietRedis) Printf(context.Context, string, ...any) {}
+
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return exitOK
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		if msg := ec.Error(); msg != "" {
+			fmt.Fprintln(stderr, "snap:", msg)
+		}
+		return ec.ExitCode()
+	}
+	fmt.Fprintln(stderr, "snap:", err)
+	return exitError
+}
+
+// globalOptions are the flags every command shares.
+type globalOptions struct {
+	repo         string
+	passwordFile string
+	json         bool
+	connections  int
+	log          *slog.Logger
+	stdout       io.Writer
+	stderr       io.Writer
+	stdin        *os.File
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	return &cli.App{
+		Name:    "snap",
+		Usage:   "consistent, deduplicated, encrypted snapshots of a live RocksDB server",
+		Version: version,
+		Writer:  stdout, ErrWriter: stderr,
+		Flags: globalFlags(),
+		Commands: []*cli.Command{
+			command(initCommand()), command(backupCommand()), command(restoreCommand()), command(lsCommand()),
+		},
+		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits
+		OnUsageError: func(c *cli.Context, err error, _ bool) error {
+			return cli.Exit(fmt.Sprintf("%v (see snap %s --help)", err, c.Command.Name), exitUsage)
+		},
+	}
+}
+
+// globalFlags are accepted before the command and after it:
+// "snap --json ls" and "snap ls --json" mean the same.
+func globalFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"SNAP_REPO"}, Usage: "repository location: a local directory"},
+		&cli.StringFlag{Name: "password-file", EnvVars: []string{"SNAP_PASSWORD_FILE"}, Usage: "read the repository password from `FILE` (or set SNAP_PASSWORD)"},
+		&cli.BoolFlag{Name: "json", Usage: "print machine-readable JSON on stdout instead of text"},
+		&cli.IntFlag{Name: "connections", Value: 4, EnvVars: []string{"SNAP_CONNECTIONS"}, Usage: "parallel reads and writes to the repository"},
+		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"SNAP_LOG_LEVEL"}, Usage: "debug, info, warn or error (logs go to stderr)"},
+	}
+}
+
+// command adds the global flags to a command's own.
+func command(c *cli.Command) *cli.Command {
+	c.Flags = append(c.Flags, globalFlags()...)
+	return c
+}
+
+// setContext returns the innermost context in which the flag was given,
+// or c itself when it was given nowhere (its default applies).
+func setContext(c *cli.Context, name string) *cli.Context {
+	for _, l := range c.Lineage() {
+		if l.IsSet(name) {
+			return l
+		}
+	}
+	return c
+}
+
+func globals(c *cli.Context) (*globalOptions, error) {
+	str := func(name string) string { return setContext(c, name).String(name) }
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(str("log-level"))); err != nil {
+		return nil, cli.Exit(fmt.Sprintf("--log-level %q: want debug, info, warn or error", str("log-level")), exitUsage)
+	}
+	g := &globalOptions{
+		repo:         str("repo"),
+		passwordFile: str("password-file"),
+		json:         setContext(c, "json").Bool("json"),
+		connections:  setContext(c, "connections").Int("connections"),
+		stdout:       c.App.Writer,
+		stderr:       c.App.ErrWriter,
+		stdin:        os.Stdin,
+	}
+	g.log = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
+	if g.repo == "" {
+		return nil, cli.Exit("no repository given: use --repo DIR or set SNAP_REPO", exitUsage)
+	}
+	if g.connections < 1 {
+		return nil, cli.Exit("--connections must be at least 1", exitUsage)
+	}
+	return g, nil
+}
+
+// openBackend opens (or, with create, creates) the storage at location.
+func openBackend(location string, create bool) (repo.Backend, error) {
+	if i := strings.Index(location, "://"); i > 0 {
+		return nil, fmt.Errorf("repository %q: unsupported location scheme %q (a local directory path is supported)", location, location[:i])
+	}
+	if create {
+		return local.Create(location)
+	}
+	return local.Open(location)
+}
+
+// password reads the repository password: SNAP_PASSWORD_FILE or
+// --password-file, then SNAP_PASSWORD, then a prompt on a terminal.
+func (g *globalOptions) password(confirm bool) (string, error) {
+	if g.passwordFile != "" {
+		data, err := os.ReadFile(g.passwordFile)
+		if err != nil {
+			return "", fmt.Errorf("read password file: %w", err)
+		}
+		pw := strings.TrimRight(string(data), "\r\n")
+		if pw == "" {
+			return "", fmt.Errorf("password file %s is empty", g.passwordFile)
+		}
+		return pw, nil
+	}
+	if pw, ok := os.LookupEnv("SNAP_PASSWORD"); ok && pw != "" {
+		return pw, nil
+	}
+	fd := int(g.stdin.Fd())
+	if !term.IsTerminal(fd) {
+		return "", errors.New("no password: set SNAP_PASSWORD or SNAP_PASSWORD_FILE, or use --password-file")
+	}
+	fmt.Fprint(g.stderr, "repository password: ")
+	pw, err := term.ReadPassword(fd)
+	fmt.Fprintln(g.stderr)
+	if err != nil {
+		return "", err
+	}
+	if confirm {
+		fmt.Fprint(g.stderr, "enter the password again: ")
+		again, err := term.ReadPassword(fd)
+		fmt.Fprintln(g.stderr)
+		if err != nil {
+			return "", err
+		}
+		if string(again) != string(pw) {
+			return "", errors.New("the passwords do not match")
+		}
+	}
+	if len(pw) == 0 {
+		return "", errors.New("empty password")
+	}
+	return string(pw), nil
+}
+
+// openRepo opens the repository named by the global options.
+func (g *globalOptions) openRepo(ctx context.Context, compression string) (*repo.Repository, error) {
+	be, err := openBackend(g.repo, false)
+	if err != nil {
+		return nil, err
+	}
+	pw, err := g.password(false)
+	if err != nil {
+		return nil, err
+	}
+	r, err := repo.Open(ctx, be, pw, repo.Options{Log: g.log, Connections: g.connections, Compression: compression})
+	if err != nil {
+		be.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// isTerminal reports whether w is a terminal, for progress display.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// flagsFirst moves a command's positional arguments after its flags, so
+// "snap restore ID --target DIR" works: urfave/cli stops parsing flags at
+// the first argument. "--" ends the flags as usual.
+func flagsFirst(app *cli.App, args []string) []string {
+	i := 1
+	for i < len(args) && strings.HasPrefix(args[i], "-") { // global flags
+		if takesValue(app.Flags, args[i]) {
+			i++
+		}
+		i++
+	}
+	if i >= len(args) {
+		return args
+	}
+	cmd := app.Command(args[i])
+	if cmd == nil {
+		return args
+	}
+	out := append([]string{}, args[:i+1]...)
+	var positional []string
+	for j := i + 1; j < len(args); j++ {
+		a := args[j]
+		switch {
+		case a == "--":
+			positional = append(positional, args[j:]...)
+			j = len(args)
+		case strings.HasPrefix(a, "-") && a != "-":
+			out = append(out, a)
+			if takesValue(cmd.Flags, a) && j+1 < len(args) {
+				j++
+				out = append(out, args[j])
+			}
+		default:
+			positional = append(positional, a)
+		}
+	}
+	return append(out, positional...)
+}
+
+// takesValue reports whether arg ("--name" or "-n", without "=value") names
+// a flag that consumes the next argument.
+func takesValue(flags []cli.Flag, arg string) bool {
+	name := strings.TrimLeft(arg, "-")
+	if strings.Contains(name, "=") {
+		return false
+	}
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if n != name {
+				continue
+			}
+			if bf, ok := f.(*cli.BoolFlag); ok && bf != nil {
+				return false
+			}
+			return true
+		}
+	}
+	return false
+}
