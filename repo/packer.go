@@ -11,7 +11,7 @@ import (
 
 // indexEvery is how many uploaded packs are collected before an index file
 // is written mid-backup, so an interrupted backup's work can be found again.
-const indexEvery = 64
+const indexEvery = 16
 
 // SaveStats counts what a repository stored since it was opened.
 type SaveStats struct {
