@@ -1,0 +1,46 @@
+# snap's build, test and demo entry points. The README's two set-up
+# commands are `make demo` and `make test`; .ci/run calls `make test`.
+
+GO       ?= go
+FUZZTIME ?= 10s
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+
+# -race and the RocksDB test server both need cgo.
+export CGO_ENABLED := 1
+
+.PHONY: all build server deps test vet fuzz demo clean
+
+all: build
+
+## build: bin/snap
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/snap ./cmd/snap
+
+## server: bin/rocksdb-server, the RocksDB test server (needs `make deps`)
+server:
+	$(GO) build -tags rocksdb -o bin/rocksdb-server ./cmd/rocksdb-server
+
+## deps: install the Debian packages the server, tests and demo need
+deps:
+	scripts/deps.sh
+
+## vet: go vet, also of the code behind the rocksdb build tag
+vet:
+	$(GO) vet ./...
+	$(GO) vet -tags rocksdb ./cmd/rocksdb-server
+
+## test: everything CI runs (the README's test command)
+test: deps vet
+	$(GO) test -race -timeout 25m ./...
+
+## fuzz: run every Fuzz* target for FUZZTIME each
+fuzz:
+	GO=$(GO) scripts/fuzz.sh $(FUZZTIME)
+
+## demo: back up a live test server, wipe it, restore it, check every key
+demo: deps build server
+	scripts/demo.sh
+
+clean:
+	rm -rf bin
