@@ -127,3 +127,23 @@ func TestSealOpen(t *testing.T) {
 		t.Errorf("open with another key: %v", err)
 	}
 }
+
+// FuzzDecodeConfig: a config that decodes always yields a usable chunker.
+func FuzzDecodeConfig(f *testing.F) {
+	f.Add([]byte(`{"version":1,"id":"00","chunker_min":524288,"chunker_avg":1048576,"chunker_max":8388608,"pack_size":16777216,"compression":"fastest"}`))
+	f.Add([]byte(`{"version":2}`))
+	f.Add([]byte(`{"version":1,"chunker_min":64,"chunker_avg":128,"chunker_max":256}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := DecodeConfig(data)
+		if err != nil {
+			return
+		}
+		if cfg.Version != FormatVersion {
+			t.Fatalf("accepted version %d", cfg.Version)
+		}
+		if _, err := cfg.chunkerParams([32]byte{}); err != nil {
+			t.Fatalf("accepted chunker parameters that do not validate: %v", err)
+		}
+	})
+}

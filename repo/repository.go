@@ -214,14 +214,20 @@ func Open(ctx context.Context, be Backend, password string, ro Options) (*Reposi
 	if err != nil {
 		return nil, fmt.Errorf("config in %s: %w", be.Location(), err)
 	}
-	var cfg Config
-	if err := json.Unmarshal(plain, &cfg); err != nil {
-		return nil, fmt.Errorf("config in %s: %w: %v", be.Location(), ErrCorrupt, err)
-	}
-	if err := cfg.validate(); err != nil {
+	cfg, err := DecodeConfig(plain)
+	if err != nil {
 		return nil, fmt.Errorf("config in %s: %w", be.Location(), err)
 	}
 	return newRepository(be, keys, cfg, ro)
+}
+
+// DecodeConfig parses and validates a config's plaintext.
+func DecodeConfig(plain []byte) (Config, error) {
+	var cfg Config
+	if err := json.Unmarshal(plain, &cfg); err != nil {
+		return cfg, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	return cfg, cfg.validate()
 }
 
 func newRepository(be Backend, keys *Keys, cfg Config, o Options) (*Repository, error) {
