@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 )
 
 // FileType names a kind of object in the repository layout. Each type lives
@@ -82,6 +83,10 @@ func isLowerHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= '
 type FileInfo struct {
 	Name string
 	Size int64
+	// ModTime is when the object was stored, by the storage's clock, or
+	// zero when the backend does not say. Prune uses it for its margin on
+	// packs no index names (docs/design.md, "Prune").
+	ModTime time.Time
 }
 
 var (

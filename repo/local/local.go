@@ -228,7 +228,7 @@ func (b *Backend) Stat(ctx context.Context, h repo.Handle) (repo.FileInfo, error
 	if err != nil {
 		return repo.FileInfo{}, fmt.Errorf("stat %s in %s: %w", h, b.dir, err)
 	}
-	return repo.FileInfo{Name: h.Name, Size: fi.Size()}, nil
+	return repo.FileInfo{Name: h.Name, Size: fi.Size(), ModTime: fi.ModTime()}, nil
 }
 
 func (b *Backend) stat(ctx context.Context, h repo.Handle) (fs.FileInfo, error) {
@@ -312,7 +312,7 @@ func listDir(dir string, fn func(repo.FileInfo) error) error {
 			if err != nil {
 				return err
 			}
-			if err := fn(repo.FileInfo{Name: e.Name(), Size: fi.Size()}); err != nil {
+			if err := fn(repo.FileInfo{Name: e.Name(), Size: fi.Size(), ModTime: fi.ModTime()}); err != nil {
 				return err
 			}
 		}

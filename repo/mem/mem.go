@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/snapbackup/snap/repo"
 )
@@ -14,15 +15,16 @@ import (
 // Backend keeps objects in a map. It copies bytes in and out, so callers
 // cannot change what it stores.
 type Backend struct {
-	mu   sync.RWMutex
-	objs map[repo.Handle][]byte
+	mu    sync.RWMutex
+	objs  map[repo.Handle][]byte
+	saved map[repo.Handle]time.Time // reported as ModTime
 }
 
 var _ repo.Backend = (*Backend)(nil)
 
 // New returns an empty Backend.
 func New() *Backend {
-	return &Backend{objs: make(map[repo.Handle][]byte)}
+	return &Backend{objs: make(map[repo.Handle][]byte), saved: make(map[repo.Handle]time.Time)}
 }
 
 // Location returns "mem:".
@@ -61,6 +63,7 @@ func (b *Backend) Save(ctx context.Context, h repo.Handle, data []byte) error {
 		return fmt.Errorf("save %s: %w", h, repo.ErrExists)
 	}
 	b.objs[h] = buf
+	b.saved[h] = time.Now()
 	return nil
 }
 
@@ -108,7 +111,7 @@ func (b *Backend) Stat(ctx context.Context, h repo.Handle) (repo.FileInfo, error
 	if !ok {
 		return repo.FileInfo{}, fmt.Errorf("stat %s: %w", h, repo.ErrNotFound)
 	}
-	return repo.FileInfo{Name: h.Name, Size: int64(len(data))}, nil
+	return repo.FileInfo{Name: h.Name, Size: int64(len(data)), ModTime: b.saved[h]}, nil
 }
 
 // List calls fn for every object of type t. fn runs without the lock held,
@@ -124,7 +127,7 @@ func (b *Backend) List(ctx context.Context, t repo.FileType, fn func(repo.FileIn
 	var infos []repo.FileInfo
 	for h, data := range b.objs {
 		if h.Type == t {
-			infos = append(infos, repo.FileInfo{Name: h.Name, Size: int64(len(data))})
+			infos = append(infos, repo.FileInfo{Name: h.Name, Size: int64(len(data)), ModTime: b.saved[h]})
 		}
 	}
 	b.mu.RUnlock()
@@ -150,6 +153,7 @@ func (b *Backend) Remove(ctx context.Context, h repo.Handle) error {
 		return fmt.Errorf("remove %s: %w", h, repo.ErrNotFound)
 	}
 	delete(b.objs, h)
+	delete(b.saved, h)
 	return nil
 }
 
