@@ -113,6 +113,8 @@ type Repository struct {
 	chunkerP chunker.Params
 
 	packer packer
+
+	indexSeen map[ID]bool // index files LoadIndex read; see RefreshIndex
 }
 
 // Init creates a repository in be, which must be empty, with one key file
@@ -395,6 +397,10 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 		for _, p := range d.Packs {
 			r.idx.AddPack(p)
 		}
+	}
+	r.indexSeen = make(map[ID]bool, len(ids))
+	for _, id := range ids {
+		r.indexSeen[id] = true
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/snapbackup/snap/chunker"
 	"github.com/snapbackup/snap/repo"
+	"github.com/snapbackup/snap/repo/limit"
 	"github.com/snapbackup/snap/source"
 )
 
@@ -34,8 +35,14 @@ type BackupOptions struct {
 	Workers  int  // goroutines hashing, compressing and sealing; zero: GOMAXPROCS
 	Program  string
 	Progress *Progress // may be nil
-	Log      *slog.Logger
-	Now      func() time.Time
+	// ReadLimit paces reading the database files (bytes per second), so a
+	// backup can run beside a busy server; nil reads at full speed.
+	ReadLimit *limit.Limiter
+	Log       *slog.Logger
+	Now       func() time.Time
+	// RetryLock is how long to wait while a prune holds the repository's
+	// exclusive lock; zero fails at once.
+	RetryLock time.Duration
 }
 
 // fileJob is one file of the listing on its way into the repository.
@@ -79,6 +86,19 @@ func Backup(ctx context.Context, r *repo.Repository, src source.Source, o Backup
 	start := o.Now()
 	info := src.Info()
 	srcMeta := Source{Kind: info.Kind, Address: info.Address, DataDir: info.DataDir}
+
+	// A shared lock keeps prune out until the snapshot is saved
+	// (docs/design.md, "Locks and concurrency").
+	lk, err := r.Lock(ctx, repo.LockOptions{Command: "backup", Now: o.Now, RetryFor: o.RetryLock, Log: o.Log})
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Unlock(ctx)
+	// The caller may have loaded the index before the lock was ours, and a
+	// prune may have finished in between: never reuse a blob it removed.
+	if err := r.RefreshIndex(ctx); err != nil {
+		return nil, err
+	}
 
 	snaps, err := List(ctx, r)
 	if err != nil {
@@ -162,6 +182,11 @@ func Backup(ctx context.Context, r *repo.Repository, src source.Source, o Backup
 	if parent != nil {
 		pid := parent.ID
 		sn.Parent = &pid
+	}
+	// A prune may have taken a lost lock for stale and removed blobs this
+	// snapshot reuses: then it must not be saved.
+	if err := lk.Err(); err != nil {
+		return nil, fmt.Errorf("snapshot not saved: %w", err)
 	}
 	if err := Save(ctx, r, sn); err != nil {
 		return nil, err
@@ -262,7 +287,7 @@ func storeFiles(ctx context.Context, r *repo.Repository, jobs []*fileJob, o Back
 			defer readers.Done()
 			buf := make([]byte, 2*maxChunk)
 			for j := range files {
-				if err := readFile(gctx, ch, j, buf, &bufs, chunks, o.Progress); err != nil {
+				if err := readFile(gctx, ch, j, buf, &bufs, chunks, o.Progress, o.ReadLimit); err != nil {
 					return err
 				}
 				o.Progress.FilesDone.Add(1)
@@ -298,7 +323,7 @@ func storeFiles(ctx context.Context, r *repo.Repository, jobs []*fileJob, o Back
 
 // readFile reads j from j.from to its length, cuts it into chunks and sends
 // them to the workers. buf holds at least two maximal chunks.
-func readFile(ctx context.Context, ch *chunker.Chunker, j *fileJob, buf []byte, bufs *sync.Pool, out chan<- chunkJob, pr *Progress) error {
+func readFile(ctx context.Context, ch *chunker.Chunker, j *fileJob, buf []byte, bufs *sync.Pool, out chan<- chunkJob, pr *Progress, lim *limit.Limiter) error {
 	maxChunk := ch.Params().Max
 	end := j.out.Length
 	pos := j.from // file offset of buf[s]
@@ -311,6 +336,9 @@ func readFile(ctx context.Context, ch *chunker.Chunker, j *fileJob, buf []byte, 
 				s = 0
 			}
 			want := min(int64(len(buf)-n), end-pos-int64(n))
+			if err := lim.WaitN(ctx, int(want)); err != nil {
+				return err
+			}
 			got, err := readAt(j, buf[n:n+int(want)], pos+int64(n))
 			n += got
 			pr.BytesDone.Add(int64(got))

@@ -40,6 +40,10 @@ type RestoreOptions struct {
 	Workers  int // packs fetched at once; zero: the repository's connections
 	Progress *Progress
 	Log      *slog.Logger
+	// NoLock skips the shared lock, for read-only access to a repository
+	// (a concurrent prune may then make the restore fail, never succeed
+	// with wrong data: every blob is verified).
+	NoLock bool
 }
 
 type blobTarget struct {
@@ -60,6 +64,17 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 	}
 	if o.Workers <= 0 {
 		o.Workers = r.Connections()
+	}
+	if !o.NoLock {
+		// A shared lock keeps prune from removing packs mid-restore.
+		lk, err := r.Lock(ctx, repo.LockOptions{Command: "restore", Log: o.Log})
+		if err != nil {
+			return err
+		}
+		defer lk.Unlock(ctx)
+		if err := r.RefreshIndex(ctx); err != nil {
+			return err
+		}
 	}
 	tree, err := LoadTree(ctx, r, sn.Tree)
 	if err != nil {

@@ -1,0 +1,388 @@
+package repo_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/snapbackup/snap/repo"
+	"github.com/snapbackup/snap/repo/faulty"
+	"github.com/snapbackup/snap/repo/mem"
+)
+
+// clock is a settable time source.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func lockOpts(c *clock, exclusive bool) repo.LockOptions {
+	return repo.LockOptions{Exclusive: exclusive, Command: "test", Now: c.Now, RefreshEvery: -1}
+}
+
+func mustLock(t *testing.T, r *repo.Repository, o repo.LockOptions) *repo.Lock {
+	t.Helper()
+	lk, err := r.Lock(t.Context(), o)
+	if err != nil {
+		t.Fatalf("lock (exclusive=%v): %v", o.Exclusive, err)
+	}
+	return lk
+}
+
+func lockNames(t *testing.T, be repo.Backend) []string {
+	var names []string
+	for n := range list(t, be, repo.LockFile) {
+		names = append(names, n)
+	}
+	return names
+}
+
+func TestLockConflicts(t *testing.T) {
+	be := mem.New()
+	r := initRepo(t, be, smallOptions())
+	c := newClock()
+	ctx := t.Context()
+
+	s1 := mustLock(t, r, lockOpts(c, false))
+	s2 := mustLock(t, r, lockOpts(c, false)) // shared locks coexist
+	_, err := r.Lock(ctx, lockOpts(c, true))
+	if !errors.Is(err, repo.ErrLocked) || !strings.Contains(err.Error(), "shared lock by test") {
+		t.Fatalf("exclusive lock while shared ones are held: %v", err)
+	}
+	if n := len(lockNames(t, be)); n != 2 {
+		t.Fatalf("%d lock objects after a refused lock, want the 2 held (the refused one removes its own)", n)
+	}
+	s1.Unlock(ctx)
+	s2.Unlock(ctx)
+	if n := len(lockNames(t, be)); n != 0 {
+		t.Fatalf("%d lock objects after unlock", n)
+	}
+
+	x := mustLock(t, r, lockOpts(c, true))
+	for _, excl := range []bool{false, true} {
+		_, err := r.Lock(ctx, lockOpts(c, excl))
+		if !errors.Is(err, repo.ErrLocked) || !strings.Contains(err.Error(), "exclusive lock by test") {
+			t.Fatalf("lock (exclusive=%v) while an exclusive one is held: %v", excl, err)
+		}
+	}
+	for _, n := range lockNames(t, be) {
+		if !strings.HasPrefix(n, "exclusive-") {
+			t.Fatalf("lock object %q, want exclusive-<hash>", n)
+		}
+	}
+	x.Unlock(ctx)
+	mustLock(t, r, lockOpts(c, true)).Unlock(ctx)
+}
+
+// TestLockStale: a lock not refreshed for 30 minutes is ignored, one a
+// second younger is not.
+func TestLockStale(t *testing.T) {
+	be := mem.New()
+	r := initRepo(t, be, smallOptions())
+	c := newClock()
+	old := mustLock(t, r, lockOpts(c, true))
+	c.Add(repo.LockStaleAfter)
+	if _, err := r.Lock(t.Context(), lockOpts(c, false)); !errors.Is(err, repo.ErrLocked) {
+		t.Fatalf("lock exactly %v old must still count: %v", repo.LockStaleAfter, err)
+	}
+	c.Add(time.Second)
+	lk := mustLock(t, r, lockOpts(c, true))
+	lk.Unlock(t.Context())
+	if err := old.Err(); !errors.Is(err, repo.ErrLockLost) {
+		t.Fatalf("the holder of a stale lock must see it lost: %v", err)
+	}
+}
+
+func TestLockRetry(t *testing.T) {
+	be := mem.New()
+	r := initRepo(t, be, smallOptions())
+	c := newClock()
+	s := mustLock(t, r, lockOpts(c, false))
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		s.Unlock(context.Background())
+	}()
+	o := lockOpts(c, true)
+	o.RetryFor = 10 * time.Second
+	start := time.Now()
+	x := mustLock(t, r, o)
+	x.Unlock(t.Context())
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Fatalf("got the exclusive lock after %v, before the shared one went", d)
+	}
+
+	// Without a release, it gives up after RetryFor.
+	s = mustLock(t, r, lockOpts(c, false))
+	defer s.Unlock(t.Context())
+	o.RetryFor = 700 * time.Millisecond
+	start = time.Now()
+	_, err := r.Lock(t.Context(), o)
+	if !errors.Is(err, repo.ErrLocked) || !strings.Contains(err.Error(), "gave up after waiting") {
+		t.Fatalf("lock with retry against a held lock: %v", err)
+	}
+	if d := time.Since(start); d < 600*time.Millisecond {
+		t.Fatalf("gave up after %v, before the retry time", d)
+	}
+}
+
+// TestLockRefresh: a refresh writes a new object and removes the old; a
+// lock not refreshed in time is lost for good; a failed refresh makes Err
+// report it until a refresh succeeds.
+func TestLockRefresh(t *testing.T) {
+	inner := mem.New()
+	fb := faulty.New(inner)
+	r := initRepo(t, fb, smallOptions())
+	c := newClock()
+	ctx := t.Context()
+	lk := mustLock(t, r, lockOpts(c, false))
+	first := lk.Name()
+	c.Add(repo.LockRefreshInterval)
+	if err := lk.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	names := lockNames(t, inner)
+	if len(names) != 1 || names[0] == first || names[0] != lk.Name() {
+		t.Fatalf("after refresh: objects %v, held %s, first %s", names, lk.Name(), first)
+	}
+	if err := lk.Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A refresh that fails: Err says so until one succeeds.
+	fb.FailOn(func(op string, h repo.Handle) error {
+		if op == faulty.OpSave && h.Type == repo.LockFile {
+			return errors.New("injected")
+		}
+		return nil
+	})
+	c.Add(repo.LockRefreshInterval)
+	if err := lk.Refresh(ctx); err == nil {
+		t.Fatal("refresh with failing saves succeeded")
+	}
+	if err := lk.Err(); !errors.Is(err, repo.ErrLockLost) || !strings.Contains(err.Error(), "refresh failed") {
+		t.Fatalf("Err after a failed refresh: %v", err)
+	}
+	fb.FailOn(nil)
+	if err := lk.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := lk.Err(); err != nil {
+		t.Fatalf("Err after a good refresh: %v", err)
+	}
+
+	// 25 minutes without a write: lost, and a refresh cannot revive it.
+	c.Add(repo.LockStaleAfter - repo.LockRefreshInterval + time.Second)
+	if err := lk.Err(); !errors.Is(err, repo.ErrLockLost) {
+		t.Fatalf("Err after %v without refresh: %v", repo.LockStaleAfter-repo.LockRefreshInterval, err)
+	}
+	if err := lk.Refresh(ctx); !errors.Is(err, repo.ErrLockLost) {
+		t.Fatalf("refresh of a lost lock: %v", err)
+	}
+	lk.Unlock(ctx)
+	if n := len(lockNames(t, inner)); n != 0 {
+		t.Fatalf("%d lock objects after unlock", n)
+	}
+}
+
+// TestLockBackgroundRefresh runs the refresh goroutine with a short
+// interval.
+func TestLockBackgroundRefresh(t *testing.T) {
+	be := mem.New()
+	r := initRepo(t, be, smallOptions())
+	lk, err := r.Lock(t.Context(), repo.LockOptions{RefreshEvery: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := lk.Name()
+	deadline := time.Now().Add(5 * time.Second)
+	for lk.Name() == first && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if lk.Name() == first {
+		t.Fatal("the lock was not refreshed in the background")
+	}
+	lk.Unlock(t.Context())
+	lk.Unlock(t.Context()) // twice is fine
+	if n := len(lockNames(t, be)); n != 0 {
+		t.Fatalf("%d lock objects after unlock", n)
+	}
+}
+
+// TestLockMutualExclusion: many lockers race; an exclusive holder is
+// never together with any other holder.
+func TestLockMutualExclusion(t *testing.T) {
+	be := mem.New()
+	initRepo(t, be, smallOptions())
+	var shared, exclusive, grants atomic.Int32
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Each worker opens its own Repository, as another process would.
+			rw := openRepo(t, be)
+			for i := range 30 {
+				excl := (w+i)%3 == 0
+				lk, err := rw.Lock(context.Background(), repo.LockOptions{Exclusive: excl, RefreshEvery: -1})
+				if errors.Is(err, repo.ErrLocked) {
+					continue
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				grants.Add(1)
+				if excl {
+					if exclusive.Add(1) != 1 || shared.Load() != 0 {
+						t.Error("an exclusive lock was granted while another lock was held")
+					}
+					time.Sleep(time.Millisecond)
+					exclusive.Add(-1)
+				} else {
+					shared.Add(1)
+					if exclusive.Load() != 0 {
+						t.Error("a shared lock was granted while an exclusive one was held")
+					}
+					time.Sleep(time.Millisecond)
+					shared.Add(-1)
+				}
+				lk.Unlock(context.Background())
+			}
+		}()
+	}
+	wg.Wait()
+	if grants.Load() == 0 {
+		t.Fatal("no lock was ever granted")
+	}
+	t.Logf("%d of 240 lock attempts granted", grants.Load())
+}
+
+// TestRemoveLocks: unlock removes stale and unreadable locks only, or with
+// all every lock.
+func TestRemoveLocks(t *testing.T) {
+	be := mem.New()
+	r := initRepo(t, be, smallOptions())
+	c := newClock()
+	ctx := t.Context()
+	stale := mustLock(t, r, lockOpts(c, true)) // written at t0, never refreshed
+	c.Add(repo.LockStaleAfter + time.Minute)
+	live := mustLock(t, r, lockOpts(c, false)) // at t0+31m: the exclusive one is stale
+	junk := "shared-" + strings.Repeat("ab", 32)
+	if err := be.Save(ctx, repo.Handle{Type: repo.LockFile, Name: junk}, []byte("not a lock")); err != nil {
+		t.Fatal(err)
+	}
+	c.Add(29 * time.Minute) // the shared lock is 29 minutes old: live
+
+	removed, err := r.RemoveLocks(ctx, false, c.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, lk := range removed {
+		got[lk.Name] = true
+	}
+	if len(removed) != 2 || !got[stale.Name()] || !got[junk] {
+		t.Fatalf("removed %v, want the stale lock %s and the unreadable %s", got, stale.Name(), junk)
+	}
+	left := lockNames(t, be)
+	if len(left) != 1 || left[0] != live.Name() {
+		t.Fatalf("left %v, want only the live lock %s", left, live.Name())
+	}
+	removed, err = r.RemoveLocks(ctx, true, c.Now())
+	if err != nil || len(removed) != 1 {
+		t.Fatalf("remove all: %v, %v", removed, err)
+	}
+	if n := len(lockNames(t, be)); n != 0 {
+		t.Fatalf("%d lock objects after removing all", n)
+	}
+}
+
+// TestRefreshIndex: an index loaded before a prune is reloaded when an
+// index file it read is gone or a new one supersedes others, and only
+// extended otherwise.
+func TestRefreshIndex(t *testing.T) {
+	be := mem.New()
+	r := initRepo(t, be, smallOptions())
+	ctx := t.Context()
+	rng := newRand(t)
+	save := func(r *repo.Repository, n int) []repo.ID {
+		var ids []repo.ID
+		for range n {
+			b := randomBytes(rng, 1000)
+			id := r.BlobID(b)
+			if _, err := r.SaveBlob(ctx, repo.DataBlob, id, b); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		if err := r.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	a := save(r, 3)
+	reader := openRepo(t, be)
+	if err := reader.LoadIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := save(openRepo(t, be), 2) // another writer
+	if err := reader.RefreshIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range append(a, b...) {
+		if !reader.Index().Has(id) {
+			t.Fatalf("blob %s missing after refresh", id.Str())
+		}
+	}
+	// A prune-like rewrite: one index naming only b's packs supersedes
+	// every file, then the old files go.
+	var all []repo.ID
+	var keep []repo.PackBlobs
+	for name := range list(t, be, repo.IndexFile) {
+		id := mustParseID(t, name)
+		all = append(all, id)
+		plain, err := r.LoadUnpacked(ctx, repo.IndexFile, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := repo.DecodeIndex(plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range d.Packs {
+			if p.Blobs[0].ID == b[0] || p.Blobs[0].ID == b[1] {
+				keep = append(keep, p)
+			}
+		}
+	}
+	if _, err := r.SaveIndex(ctx, &repo.IndexData{Supersedes: all, Packs: keep}); err != nil {
+		t.Fatal(err)
+	}
+	if err := reader.RefreshIndex(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if reader.Index().Has(a[0]) {
+		t.Fatal("after a superseding index appeared, the refreshed index still has a blob it dropped")
+	}
+	if !reader.Index().Has(b[0]) {
+		t.Fatal("refreshed index lost a blob the new index names")
+	}
+}

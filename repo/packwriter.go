@@ -1,0 +1,122 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+)
+
+// PackWriter stores blobs in new packs and writes no index file: prune
+// repacks with it and names the new packs in the one index it writes.
+// Unlike SaveBlob it stores a blob even if the index knows it (that copy
+// is about to be deleted). It is safe for concurrent use.
+type PackWriter struct {
+	r   *Repository
+	sem chan struct{}
+	wg  sync.WaitGroup
+
+	mu    sync.Mutex
+	open  map[BlobType]*packBuilder
+	done  []PackBlobs
+	bytes int64
+	err   error
+}
+
+// NewPackWriter returns a writer that uploads up to Connections packs at
+// once; memory is about (Connections + 2) packs.
+func (r *Repository) NewPackWriter() *PackWriter {
+	return &PackWriter{r: r, sem: make(chan struct{}, r.conns), open: map[BlobType]*packBuilder{}}
+}
+
+// Add compresses, seals and packs plain, whose id is id.
+func (w *PackWriter) Add(ctx context.Context, t BlobType, id ID, plain []byte) error {
+	if len(plain) > maxBlobSize {
+		return fmt.Errorf("blob of %d bytes exceeds the %d byte limit", len(plain), maxBlobSize)
+	}
+	sealed, comp := w.r.sealBlob(plain)
+	e := BlobEntry{ID: id, Type: t, Compression: comp, RawLength: uint32(len(plain))}
+	w.mu.Lock()
+	if w.err != nil {
+		err := w.err
+		w.mu.Unlock()
+		w.r.putBuf(sealed)
+		return err
+	}
+	pb := w.open[t]
+	if pb == nil {
+		pb = &packBuilder{buf: make([]byte, 0, w.r.cfg.PackSize+w.r.chunkerP.Max+Overhead+64<<10)}
+		w.open[t] = pb
+	}
+	pb.add(e, sealed)
+	var full *packBuilder
+	if pb.size() >= w.r.cfg.PackSize {
+		full = pb
+		delete(w.open, t)
+	}
+	w.mu.Unlock()
+	w.r.putBuf(sealed)
+	if full != nil {
+		return w.upload(ctx, full)
+	}
+	return nil
+}
+
+func (w *PackWriter) upload(ctx context.Context, pb *packBuilder) error {
+	select {
+	case w.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	data := pb.finish(w.r.keys)
+	id := Hash(data)
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		defer func() { <-w.sem }()
+		h := Handle{Type: PackFile, Name: id.String()}
+		err := w.r.be.Save(ctx, h, data)
+		if errors.Is(err, ErrExists) {
+			err = nil // same name, same bytes
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if err != nil {
+			if w.err == nil {
+				w.err = fmt.Errorf("save %s: %w", h, err)
+			}
+			return
+		}
+		w.done = append(w.done, PackBlobs{PackID: id, Blobs: slices.Clone(pb.entries)})
+		w.bytes += int64(len(data))
+	}()
+	return nil
+}
+
+// Finish uploads the packs still open, waits for every upload and returns
+// the packs written and their total size. After an error some packs may be
+// stored: no index names them, so a later prune removes them once they are
+// older than its margin.
+func (w *PackWriter) Finish(ctx context.Context) ([]PackBlobs, int64, error) {
+	w.mu.Lock()
+	var open []*packBuilder
+	for t, pb := range w.open {
+		open = append(open, pb)
+		delete(w.open, t)
+	}
+	w.mu.Unlock()
+	var errs []error
+	for _, pb := range open {
+		if err := w.upload(ctx, pb); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	w.wg.Wait()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		errs = append(errs, w.err)
+	}
+	return w.done, w.bytes, errors.Join(errs...)
+}

@@ -1,0 +1,505 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/snapbackup/snap/repo"
+)
+
+// DefaultUnreferencedMargin is how old a pack that no index names must be
+// before prune deletes it. Such a pack is a crashed writer's leftover, or
+// the latest packs of a backup still running: a backup indexes its packs
+// every 16 packs and at its end, and even a backup of a large database
+// over a slow link finishes within hours. A day is far longer than that,
+// longer than any clock skew, and costs only a day's delay in reclaiming
+// a crashed writer's few packs.
+const DefaultUnreferencedMargin = 24 * time.Hour
+
+// PruneOptions configure one prune.
+type PruneOptions struct {
+	Policy   Policy
+	GroupBy  GroupBy
+	Location *time.Location // calendar buckets; nil: time.Local
+	// MaxUnused is the share of a pack's blob bytes that may be unused
+	// before the pack is repacked (0.05: 5%). Packs with no used blob are
+	// deleted whatever it is; 1 never repacks.
+	MaxUnused float64
+	// UnreferencedMargin: packs no index names are deleted only when
+	// older than this (by their storage time); zero deletes them at once.
+	UnreferencedMargin time.Duration
+	DryRun             bool
+	RetryLock          time.Duration // wait this long for other locks to go
+	Now                func() time.Time
+	Log                *slog.Logger
+}
+
+// PruneStats says what a prune did (or, dry, would do). Sizes are stored
+// bytes.
+type PruneStats struct {
+	SnapshotsKept    int `json:"snapshots_kept"`
+	SnapshotsRemoved int `json:"snapshots_removed"`
+
+	IndexFilesBefore  int `json:"index_files_before"`
+	IndexFilesRemoved int `json:"index_files_removed"`
+	IndexFilesWritten int `json:"index_files_written"`
+
+	PacksBefore     int   `json:"packs_before"`
+	PackBytesBefore int64 `json:"pack_bytes_before"`
+	PacksAfter      int   `json:"packs_after"`
+	PackBytesAfter  int64 `json:"pack_bytes_after"`
+
+	BlobsUsed   int   `json:"blobs_used"`
+	BlobsUnused int   `json:"blobs_unused"`
+	BytesUnused int64 `json:"bytes_unused"` // sealed bytes of unused blobs in indexed packs
+
+	PacksDeleted      int   `json:"packs_deleted"` // indexed, no blob used
+	PackBytesDeleted  int64 `json:"pack_bytes_deleted"`
+	PacksRepacked     int   `json:"packs_repacked"` // rewritten without their unused blobs
+	PackBytesRepacked int64 `json:"pack_bytes_repacked"`
+	BlobsRepacked     int   `json:"blobs_repacked"`
+	BytesRepacked     int64 `json:"bytes_repacked"` // sealed bytes of the blobs copied
+	PacksWritten      int   `json:"packs_written"`
+	PackBytesWritten  int64 `json:"pack_bytes_written"`
+
+	UnindexedDeleted   int   `json:"unindexed_packs_deleted"`
+	UnindexedBytes     int64 `json:"unindexed_bytes_deleted"`
+	UnindexedKept      int   `json:"unindexed_packs_kept"` // younger than the margin, or of unknown age
+	UnindexedKeptBytes int64 `json:"unindexed_bytes_kept"`
+	MissingPacks       int   `json:"missing_packs_dropped"` // indexed, absent, no blob used
+}
+
+// PruneResult is the policy's decisions and what prune did.
+type PruneResult struct {
+	DryRun bool
+	Groups []Group
+	Stats  PruneStats
+}
+
+type packAction int
+
+const (
+	packKeep packAction = iota
+	packRepack
+	packDelete
+	packMissing // named by the index, not stored, holds nothing used
+)
+
+// blob states in the mark set
+const (
+	blobUsed      = 1 // a kept snapshot needs it
+	blobSatisfied = 2 // and a copy stays: in a kept pack or copied by repack
+)
+
+// Prune applies the retention policy and removes what no kept snapshot
+// needs (docs/design.md, "Prune"). Under an exclusive lock it:
+//
+//  1. decides which snapshots to keep, loads the index and marks every
+//     blob a kept snapshot uses, and plans: packs with no used blob are
+//     deleted, packs with more than MaxUnused unused are repacked;
+//  2. removes the forgotten snapshots (so no listed snapshot ever
+//     references data that is gone);
+//  3. copies the used blobs of the packs to repack into new packs;
+//  4. writes one index naming every pack that stays and the new ones,
+//     superseding every index file it read;
+//  5. removes the old index files, then the packs.
+//
+// Killed at any point, it leaves a repository whose every snapshot is
+// whole; the next prune finishes the job. r must be open; Prune loads the
+// index itself.
+func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResult, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Location == nil {
+		o.Location = time.Local
+	}
+	res := &PruneResult{DryRun: o.DryRun}
+	var lk *repo.Lock
+	if !o.DryRun {
+		var err error
+		lk, err = r.Lock(ctx, repo.LockOptions{Exclusive: true, Command: "prune", Now: o.Now, RetryFor: o.RetryLock, Log: o.Log})
+		if err != nil {
+			return nil, err
+		}
+		defer lk.Unlock(ctx)
+	}
+
+	snaps, err := List(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	res.Groups = ApplyPolicy(snaps, o.Policy, o.GroupBy, o.Location, o.Now())
+	var kept, forgotten []*Snapshot
+	for _, g := range res.Groups {
+		for _, d := range g.Decisions {
+			if d.Keep {
+				kept = append(kept, d.Snapshot)
+			} else {
+				forgotten = append(forgotten, d.Snapshot)
+			}
+		}
+	}
+	st := &res.Stats
+	st.SnapshotsKept, st.SnapshotsRemoved = len(kept), len(forgotten)
+
+	p, err := planPrune(ctx, r, kept, o)
+	if err != nil {
+		return nil, err
+	}
+	p.fillStats(st)
+	o.Log.Info("prune plan", "snapshots_removed", len(forgotten), "packs_deleted", st.PacksDeleted,
+		"packs_repacked", st.PacksRepacked, "unindexed_deleted", st.UnindexedDeleted, "unindexed_kept", st.UnindexedKept)
+	if o.DryRun {
+		return res, nil
+	}
+
+	// 2. Snapshots first: a snapshot that is listed must stay whole.
+	ids := make([]repo.ID, 0, len(forgotten))
+	for _, sn := range forgotten {
+		ids = append(ids, sn.ID)
+	}
+	if err := removeObjects(ctx, r, lk, repo.SnapshotFile, ids); err != nil {
+		return nil, err
+	}
+	keptSet := make(map[repo.ID]bool, len(kept))
+	for _, sn := range kept {
+		keptSet[sn.ID] = true
+	}
+	// Under the exclusive lock no snapshot can appear; if one did, a
+	// backup ignored the lock, and its data must not be collected.
+	if err := r.List(ctx, repo.SnapshotFile, func(id repo.ID, _ int64) error {
+		if !keptSet[id] {
+			return fmt.Errorf("snapshot %s appeared while prune held the exclusive lock (a backup did not see the lock?); not collecting garbage now: run prune again", id.Str())
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+
+	// 3. Repack.
+	if len(p.repack) > 0 {
+		if err := p.runRepack(ctx, r, lk); err != nil {
+			return nil, err
+		}
+		st.PacksWritten = len(p.newPacks)
+		st.PackBytesWritten = p.newBytes
+		o.Log.Info("repacked", "packs_read", len(p.repack), "packs_written", len(p.newPacks), "blobs", st.BlobsRepacked)
+	}
+
+	// 4. The new index, before anything the old one names is deleted.
+	if p.needIndex() {
+		if err := lk.Err(); err != nil {
+			return nil, fmt.Errorf("not writing the new index: %w", err)
+		}
+		d := &repo.IndexData{Packs: make([]repo.PackBlobs, 0, len(p.keep)+len(p.newPacks))}
+		for _, f := range p.idx.Files {
+			d.Supersedes = append(d.Supersedes, f.ID)
+		}
+		for _, id := range p.keep {
+			d.Packs = append(d.Packs, *p.packs[id])
+		}
+		d.Packs = append(d.Packs, p.newPacks...)
+		if _, err := r.SaveIndex(ctx, d); err != nil {
+			return nil, err
+		}
+		st.IndexFilesWritten = 1
+		o.Log.Info("wrote the new index", "packs", len(d.Packs), "supersedes", len(d.Supersedes))
+
+		// 5. Old index files, then packs.
+		old := make([]repo.ID, 0, len(p.idx.Files))
+		for _, f := range p.idx.Files {
+			old = append(old, f.ID)
+		}
+		if err := removeObjects(ctx, r, lk, repo.IndexFile, old); err != nil {
+			return nil, err
+		}
+		st.IndexFilesRemoved = len(old)
+	}
+	var packs []repo.ID
+	packs = append(packs, p.delete...)
+	packs = append(packs, p.repack...)
+	packs = append(packs, p.unindexedOld...)
+	if err := removeObjects(ctx, r, lk, repo.PackFile, packs); err != nil {
+		return nil, err
+	}
+	st.PacksAfter = st.PacksBefore - st.PacksDeleted - st.PacksRepacked - st.UnindexedDeleted + st.PacksWritten
+	st.PackBytesAfter = st.PackBytesBefore - st.PackBytesDeleted - st.PackBytesRepacked - st.UnindexedBytes + st.PackBytesWritten
+	o.Log.Info("prune done", "packs_before", st.PacksBefore, "packs_after", st.PacksAfter,
+		"bytes_before", st.PackBytesBefore, "bytes_after", st.PackBytesAfter)
+	return res, nil
+}
+
+// prunePlan is what prune decided about every pack.
+type prunePlan struct {
+	idx    *repo.IndexSet
+	packs  map[repo.ID]*repo.PackBlobs // every pack the effective index names
+	stored map[repo.ID]repo.FileInfo
+	used   map[repo.ID]uint8
+
+	keep, repack, delete, missing []repo.ID
+	copyBlobs                     map[repo.ID][]repo.BlobEntry // per pack to repack
+	unindexedOld, unindexedYoung  []repo.ID
+
+	newPacks []repo.PackBlobs
+	newBytes int64
+	st       PruneStats // counts filled while planning
+}
+
+func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, o PruneOptions) (*prunePlan, error) {
+	p := &prunePlan{packs: map[repo.ID]*repo.PackBlobs{}, stored: map[repo.ID]repo.FileInfo{}, copyBlobs: map[repo.ID][]repo.BlobEntry{}}
+	var err error
+	// Every index file must load: one left out would make its packs look
+	// like garbage.
+	if p.idx, err = r.LoadIndexFiles(ctx, nil); err != nil {
+		return nil, err
+	}
+	for _, f := range p.idx.Files {
+		if p.idx.Superseded[f.ID] {
+			continue
+		}
+		for i := range f.Data.Packs {
+			pb := &f.Data.Packs[i]
+			if _, ok := p.packs[pb.PackID]; !ok {
+				p.packs[pb.PackID] = pb
+			}
+		}
+	}
+	if err := r.Backend().List(ctx, repo.PackFile, func(fi repo.FileInfo) error {
+		id, err := repo.ParseID(fi.Name)
+		if err != nil {
+			o.Log.Warn("ignoring stray object", "type", repo.PackFile, "name", fi.Name)
+			return nil
+		}
+		p.stored[id] = fi
+		p.st.PacksBefore++
+		p.st.PackBytesBefore += fi.Size
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list packs: %w", err)
+	}
+	p.st.IndexFilesBefore = len(p.idx.Files)
+
+	if p.used, err = markUsed(ctx, r, kept); err != nil {
+		return nil, err
+	}
+
+	ids := make([]repo.ID, 0, len(p.packs))
+	for id := range p.packs {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b repo.ID) int { return compareID(a, b) })
+	for _, id := range ids {
+		pb := p.packs[id]
+		var usedN int
+		var usedB, unusedB int64
+		for _, e := range pb.Blobs {
+			if p.used[e.ID] != 0 {
+				usedN++
+				usedB += int64(e.Length)
+			} else {
+				p.st.BlobsUnused++
+				unusedB += int64(e.Length)
+			}
+		}
+		p.st.BytesUnused += unusedB
+		fi, ok := p.stored[id]
+		switch {
+		case !ok && usedN > 0:
+			return nil, fmt.Errorf("pack %s holds %d blobs kept snapshots need but is missing from storage; run snap check (prune changes nothing in a damaged repository)", id, usedN)
+		case !ok:
+			p.missing = append(p.missing, id)
+		case usedN == 0:
+			p.delete = append(p.delete, id)
+			p.st.PacksDeleted++
+			p.st.PackBytesDeleted += fi.Size
+		case unusedB > 0 && float64(unusedB) > o.MaxUnused*float64(usedB+unusedB):
+			p.repack = append(p.repack, id)
+			p.st.PacksRepacked++
+			p.st.PackBytesRepacked += fi.Size
+		default:
+			p.keep = append(p.keep, id)
+		}
+	}
+	p.st.MissingPacks = len(p.missing)
+	// A used blob stored twice is copied only if no kept pack has it.
+	for _, id := range p.keep {
+		for _, e := range p.packs[id].Blobs {
+			if p.used[e.ID] != 0 {
+				p.used[e.ID] = blobSatisfied
+			}
+		}
+	}
+	for _, id := range p.repack {
+		for _, e := range p.packs[id].Blobs {
+			if p.used[e.ID] == blobUsed {
+				p.used[e.ID] = blobSatisfied
+				p.copyBlobs[id] = append(p.copyBlobs[id], e)
+				p.st.BlobsRepacked++
+				p.st.BytesRepacked += int64(e.Length)
+			}
+		}
+	}
+	for id, s := range p.used {
+		if s != blobSatisfied {
+			return nil, fmt.Errorf("blob %s is used but no pack that stays holds it (internal error; nothing was changed)", id)
+		}
+	}
+	p.st.BlobsUsed = len(p.used)
+
+	now := o.Now()
+	unknownAge := 0
+	for id, fi := range p.stored {
+		if _, ok := p.packs[id]; ok {
+			continue
+		}
+		switch {
+		case fi.ModTime.IsZero():
+			unknownAge++
+			p.unindexedYoung = append(p.unindexedYoung, id)
+		case now.Sub(fi.ModTime) > o.UnreferencedMargin:
+			p.unindexedOld = append(p.unindexedOld, id)
+			p.st.UnindexedDeleted++
+			p.st.UnindexedBytes += fi.Size
+			continue
+		default:
+			p.unindexedYoung = append(p.unindexedYoung, id)
+		}
+		p.st.UnindexedKept++
+		p.st.UnindexedKeptBytes += fi.Size
+	}
+	slices.SortFunc(p.unindexedOld, func(a, b repo.ID) int { return compareID(a, b) })
+	if unknownAge > 0 {
+		o.Log.Warn("the storage does not report object times: packs no index names are kept", "packs", unknownAge)
+	}
+	return p, nil
+}
+
+func (p *prunePlan) fillStats(st *PruneStats) {
+	kept, removed := st.SnapshotsKept, st.SnapshotsRemoved
+	*st = p.st
+	st.SnapshotsKept, st.SnapshotsRemoved = kept, removed
+	st.PacksAfter = st.PacksBefore - st.PacksDeleted - st.PacksRepacked - st.UnindexedDeleted
+	st.PackBytesAfter = st.PackBytesBefore - st.PackBytesDeleted - st.PackBytesRepacked - st.UnindexedBytes
+}
+
+// needIndex reports whether the index must be rewritten: something it
+// names goes, or there are several index files to consolidate.
+func (p *prunePlan) needIndex() bool {
+	return len(p.delete) > 0 || len(p.repack) > 0 || len(p.missing) > 0 || len(p.idx.Files) > 1
+}
+
+// markUsed loads the tree of every kept snapshot and returns the set of
+// blobs they use: the trees and every chunk. Each must be in the index.
+func markUsed(ctx context.Context, r *repo.Repository, kept []*Snapshot) (map[repo.ID]uint8, error) {
+	used := map[repo.ID]uint8{}
+	trees := map[repo.ID]*Snapshot{}
+	for _, sn := range kept {
+		if _, ok := trees[sn.Tree]; !ok {
+			trees[sn.Tree] = sn
+		}
+	}
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(r.Connections())
+	for tid, sn := range trees {
+		g.Go(func() error {
+			t, err := LoadTree(gctx, r, tid)
+			if err != nil {
+				return fmt.Errorf("snapshot %s: %w; run snap check (prune changes nothing while a kept snapshot is damaged)", sn.ID.Str(), err)
+			}
+			idx := r.Index()
+			for _, f := range t.Files {
+				for _, c := range f.Chunks {
+					if !idx.Has(c) {
+						return fmt.Errorf("snapshot %s file %s: chunk %s is not in the index; run snap check (prune changes nothing while a kept snapshot is damaged)", sn.ID.Str(), f.Name, c)
+					}
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			used[tid] = blobUsed
+			for _, f := range t.Files {
+				for _, c := range f.Chunks {
+					used[c] = blobUsed
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return used, nil
+}
+
+// runRepack copies the used blobs of the packs to repack into new packs.
+func (p *prunePlan) runRepack(ctx context.Context, r *repo.Repository, lk *repo.Lock) error {
+	if err := lk.Err(); err != nil {
+		return fmt.Errorf("not repacking: %w", err)
+	}
+	w := r.NewPackWriter()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(r.Connections())
+	for _, id := range p.repack {
+		entries := p.copyBlobs[id]
+		if len(entries) == 0 {
+			continue
+		}
+		g.Go(func() error {
+			return r.LoadBlobs(gctx, id, entries, func(e repo.BlobEntry, plain []byte) error {
+				return w.Add(gctx, e.Type, e.ID, plain)
+			})
+		})
+	}
+	gerr := g.Wait()
+	packs, n, err := w.Finish(ctx)
+	if err := errors.Join(gerr, err); err != nil {
+		return fmt.Errorf("repack: %w", err)
+	}
+	p.newPacks, p.newBytes = packs, n
+	slices.SortFunc(p.newPacks, func(a, b repo.PackBlobs) int { return compareID(a.PackID, b.PackID) })
+	return nil
+}
+
+// removeObjects removes objects in parallel, each only while the lock
+// holds. Objects already gone are fine: an earlier prune got that far.
+func removeObjects(ctx context.Context, r *repo.Repository, lk *repo.Lock, t repo.FileType, ids []repo.ID) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(r.Connections())
+	for _, id := range ids {
+		g.Go(func() error {
+			h := repo.Handle{Type: t, Name: id.String()}
+			if err := lk.Err(); err != nil {
+				return fmt.Errorf("not removing %s: %w", h, err)
+			}
+			if err := r.Backend().Remove(gctx, h); err != nil && !errors.Is(err, repo.ErrNotFound) {
+				return fmt.Errorf("remove %s: %w", h, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+func compareID(a, b repo.ID) int {
+	for i := range a {
+		if a[i] != b[i] {
+			if a[i] < b[i] {
+				return -1
+			}
+			return 1
+		}
+	}
+	return 0
+}
