@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/snapbackup/snap/repo"
 	"github.com/snapbackup/snap/snapshot"
 	"github.com/snapbackup/snap/source"
 )
@@ -71,12 +72,9 @@ func runBackup(ctx context.Context, o backupOptions) error {
 	if err := r.LoadIndex(ctx); err != nil {
 		return err
 	}
-	src := source.NewRedis(o.server, o.data, o.log)
 	var pr snapshot.Progress
 	pl := startProgress(o.stderr, !o.json && isTerminal(o.stderr), "backup", &pr)
-	sn, err := snapshot.Backup(ctx, r, src, snapshot.BackupOptions{
-		Host: o.host, Tags: o.tags, Force: o.force, Progress: &pr, Log: o.log, Program: "snap " + version,
-	})
+	sn, err := backupInto(ctx, r, o, &pr)
 	pl.Stop()
 	if sn == nil {
 		return err
@@ -106,4 +104,14 @@ func runBackup(ctx context.Context, o backupOptions) error {
 	fmt.Fprintf(o.stdout, "  new:    %s in %d chunks, %s stored\n", bytesStr(s.BytesNew), s.BlobsNew, bytesStr(s.BytesStored))
 	fmt.Fprintf(o.stdout, "  time:   %s\n", dur.Round(time.Millisecond))
 	return err
+}
+
+// backupInto backs up the server o names into r, whose index is loaded.
+// snap backup and snap run share it, so their snapshots are alike.
+func backupInto(ctx context.Context, r *repo.Repository, o backupOptions, pr *snapshot.Progress) (*snapshot.Snapshot, error) {
+	src := source.NewRedis(o.server, o.data, o.log)
+	return snapshot.Backup(ctx, r, src, snapshot.BackupOptions{
+		Host: o.host, Tags: o.tags, Force: o.force, Progress: pr, Log: o.log, Program: "snap " + version,
+		ReadLimit: o.storage.readLimiter(),
+	})
 }

@@ -166,6 +166,9 @@ func TestWrongPasswordAndUsage(t *testing.T) {
 	pwFile := filepath.Join(t.TempDir(), "pw")
 	os.WriteFile(pwFile, []byte("correct horse\n"), 0o600)
 	e.ok(nil, "ls", "--password-file", pwFile) // the file wins over SNAP_PASSWORD
+	if r := e.run("ls", "--bogus"); r.code != 2 || !strings.Contains(r.stderr, "snap ls --help") {
+		t.Fatalf("unknown flag: exit %d, %q; want 2 and a pointer to help", r.code, r.stderr)
+	}
 	if r := e.run("restore"); r.code != 2 {
 		t.Fatalf("restore without an id: exit %d, want 2", r.code)
 	}

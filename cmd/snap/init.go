@@ -48,7 +48,7 @@ func runInit(ctx context.Context, o initOptions) error {
 	if err != nil {
 		return err
 	}
-	be, err := openBackend(o.repo, true)
+	be, err := openStorage(ctx, o.storage, true)
 	if err != nil {
 		return err
 	}

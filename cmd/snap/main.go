@@ -18,7 +18,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/snapbackup/snap/repo"
-	"github.com/snapbackup/snap/repo/local"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -67,6 +66,7 @@ type globalOptions struct {
 	passwordFile string
 	json         bool
 	connections  int
+	storage      storageOptions
 	log          *slog.Logger
 	stdout       io.Writer
 	stderr       io.Writer
@@ -82,30 +82,41 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Flags: globalFlags(),
 		Commands: []*cli.Command{
 			command(initCommand()), command(backupCommand()), command(restoreCommand()), command(lsCommand()),
+			command(runCommand()),
+			command(pruneCommand()), command(checkCommand()), command(unlockCommand()),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits
-		OnUsageError: func(c *cli.Context, err error, _ bool) error {
-			return cli.Exit(fmt.Sprintf("%v (see snap %s --help)", err, c.Command.Name), exitUsage)
-		},
+		OnUsageError:   usageError,
 	}
 }
 
 // globalFlags are accepted before the command and after it:
 // "snap --json ls" and "snap ls --json" mean the same.
 func globalFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"SNAP_REPO"}, Usage: "repository location: a local directory"},
+	return append([]cli.Flag{
+		&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"SNAP_REPO"}, Usage: "repository location: a local directory or gs://bucket/prefix"},
 		&cli.StringFlag{Name: "password-file", EnvVars: []string{"SNAP_PASSWORD_FILE"}, Usage: "read the repository password from `FILE` (or set SNAP_PASSWORD)"},
 		&cli.BoolFlag{Name: "json", Usage: "print machine-readable JSON on stdout instead of text"},
-		&cli.IntFlag{Name: "connections", Value: 4, EnvVars: []string{"SNAP_CONNECTIONS"}, Usage: "parallel reads and writes to the repository"},
+		&cli.IntFlag{Name: "connections", DefaultText: "4, or 8 for gs://", EnvVars: []string{"SNAP_CONNECTIONS"}, Usage: "parallel reads and writes to the repository"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"SNAP_LOG_LEVEL"}, Usage: "debug, info, warn or error (logs go to stderr)"},
-	}
+	}, storageFlags()...)
 }
 
 // command adds the global flags to a command's own.
 func command(c *cli.Command) *cli.Command {
 	c.Flags = append(c.Flags, globalFlags()...)
+	c.OnUsageError = usageError
 	return c
+}
+
+// usageError makes a bad flag exit with exitUsage and a pointer to help,
+// instead of the whole help text.
+func usageError(c *cli.Context, err error, _ bool) error {
+	name := ""
+	if c.Command != nil && c.Command.Name != "" && c.Command.Name != c.App.Name {
+		name = " " + c.Command.Name
+	}
+	return cli.Exit(fmt.Sprintf("%v (see snap%s --help)", err, name), exitUsage)
 }
 
 // setContext returns the innermost context in which the flag was given,
@@ -129,7 +140,6 @@ func globals(c *cli.Context) (*globalOptions, error) {
 		repo:         str("repo"),
 		passwordFile: str("password-file"),
 		json:         setContext(c, "json").Bool("json"),
-		connections:  setContext(c, "connections").Int("connections"),
 		stdout:       c.App.Writer,
 		stderr:       c.App.ErrWriter,
 		stdin:        os.Stdin,
@@ -138,21 +148,15 @@ func globals(c *cli.Context) (*globalOptions, error) {
 	if g.repo == "" {
 		return nil, cli.Exit("no repository given: use --repo DIR or set SNAP_REPO", exitUsage)
 	}
+	so, err := parseStorageOptions(c, g.repo, g.log)
+	if err != nil {
+		return nil, err
+	}
+	g.storage, g.connections = so, so.connections
 	if g.connections < 1 {
 		return nil, cli.Exit("--connections must be at least 1", exitUsage)
 	}
 	return g, nil
-}
-
-// openBackend opens (or, with create, creates) the storage at location.
-func openBackend(location string, create bool) (repo.Backend, error) {
-	if i := strings.Index(location, "://"); i > 0 {
-		return nil, fmt.Errorf("repository %q: unsupported location scheme %q (a local directory path is supported)", location, location[:i])
-	}
-	if create {
-		return local.Create(location)
-	}
-	return local.Open(location)
 }
 
 // password reads the repository password: SNAP_PASSWORD_FILE or
@@ -201,7 +205,7 @@ func (g *globalOptions) password(confirm bool) (string, error) {
 
 // openRepo opens the repository named by the global options.
 func (g *globalOptions) openRepo(ctx context.Context, compression string) (*repo.Repository, error) {
-	be, err := openBackend(g.repo, false)
+	be, err := openStorage(ctx, g.storage, false)
 	if err != nil {
 		return nil, err
 	}

@@ -21,6 +21,7 @@ type restoreOptions struct {
 	host         string
 	tags         []string
 	skipExisting bool
+	noLock       bool
 }
 
 func restoreCommand() *cli.Command {
@@ -34,6 +35,7 @@ func restoreCommand() *cli.Command {
 			&cli.StringFlag{Name: "host", Usage: "with --latest: only snapshots of this host"},
 			&cli.StringSliceFlag{Name: "tag", Usage: "with --latest: only snapshots with this tag"},
 			&cli.BoolFlag{Name: "skip-existing", Usage: "if the target already holds a database, do nothing and exit 0 (for start-up scripts)"},
+			&cli.BoolFlag{Name: "no-lock", Usage: "do not take a shared lock (for read-only access to the repository)"},
 		},
 		Action: func(c *cli.Context) error {
 			g, err := globals(c)
@@ -41,7 +43,7 @@ func restoreCommand() *cli.Command {
 				return err
 			}
 			o := restoreOptions{globalOptions: g, latest: c.Bool("latest"), target: c.String("target"),
-				host: c.String("host"), tags: c.StringSlice("tag"), skipExisting: c.Bool("skip-existing")}
+				host: c.String("host"), tags: c.StringSlice("tag"), skipExisting: c.Bool("skip-existing"), noLock: c.Bool("no-lock")}
 			switch {
 			case c.NArg() > 1:
 				return cli.Exit("restore takes one snapshot id", exitUsage)
@@ -83,7 +85,7 @@ func runRestore(ctx context.Context, o restoreOptions) error {
 	var pr snapshot.Progress
 	start := time.Now()
 	pl := startProgress(o.stderr, !o.json && isTerminal(o.stderr), "restore", &pr)
-	err = snapshot.Restore(ctx, r, sn, snapshot.RestoreOptions{Target: o.target, Progress: &pr, Log: o.log})
+	err = snapshot.Restore(ctx, r, sn, snapshot.RestoreOptions{Target: o.target, Progress: &pr, Log: o.log, NoLock: o.noLock})
 	pl.Stop()
 	if errors.Is(err, snapshot.ErrTargetHasDatabase) && o.skipExisting {
 		return report(o.globalOptions, sn.ID, "skipped", o.target, 0, 0, 0, fmt.Sprintf("%v; nothing restored", err))
