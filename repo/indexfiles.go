@@ -2,7 +2,6 @@ package repo
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"golang.org/x/sync/errgroup"
@@ -115,28 +114,11 @@ func (r *Repository) RefreshIndex(ctx context.Context) error {
 			break
 		}
 	}
-	datas := make([]*IndexData, len(fresh))
+	var datas []*IndexData
 	if !stale && len(fresh) > 0 {
-		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(r.conns)
-		for i, id := range fresh {
-			g.Go(func() error {
-				plain, err := r.LoadUnpacked(gctx, IndexFile, id)
-				if errors.Is(err, ErrNotFound) {
-					return nil // removed since the listing: a prune; reload below
-				}
-				if err != nil {
-					return err
-				}
-				d, err := DecodeIndex(plain)
-				if err != nil {
-					return fmt.Errorf("index/%s: %w", id, err)
-				}
-				datas[i] = d
-				return nil
-			})
-		}
-		if err := g.Wait(); err != nil {
+		// A file removed since the listing (a prune) comes back nil: reload below.
+		var err error
+		if datas, err = r.loadIndexFiles(ctx, fresh, true); err != nil {
 			return err
 		}
 		for _, d := range datas {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -358,31 +359,26 @@ func (r *Repository) List(ctx context.Context, t FileType, fn func(ID, int64) er
 // another are skipped (prune writes the replacement before removing them).
 func (r *Repository) LoadIndex(ctx context.Context) error {
 	var ids []ID
-	if err := r.List(ctx, IndexFile, func(id ID, _ int64) error {
-		ids = append(ids, id)
-		return nil
-	}); err != nil {
-		return fmt.Errorf("list index: %w", err)
-	}
-	datas := make([]*IndexData, len(ids))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(r.conns)
-	for i, id := range ids {
-		g.Go(func() error {
-			plain, err := r.LoadUnpacked(gctx, IndexFile, id)
-			if err != nil {
-				return err
-			}
-			d, err := DecodeIndex(plain)
-			if err != nil {
-				return fmt.Errorf("index/%s: %w", id, err)
-			}
-			datas[i] = d
+	var datas []*IndexData
+	// A prune removes index files only after writing the index that
+	// supersedes them, so a file that vanished between listing and loading
+	// means a newer listing has its replacement.
+	for attempt := 1; ; attempt++ {
+		ids = ids[:0]
+		if err := r.List(ctx, IndexFile, func(id ID, _ int64) error {
+			ids = append(ids, id)
 			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return err
+		}); err != nil {
+			return fmt.Errorf("list index: %w", err)
+		}
+		var err error
+		if datas, err = r.loadIndexFiles(ctx, ids, attempt < maxIndexListings); err != nil {
+			return err
+		}
+		if !slices.Contains(datas, nil) {
+			break
+		}
+		r.log.Debug("an index file was removed while loading (a prune); listing again")
 	}
 	superseded := map[ID]bool{}
 	for _, d := range datas {
@@ -405,6 +401,33 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 	return nil
 }
 
+// loadIndexFiles loads and decodes index files in parallel. With
+// missingOK a file removed since it was listed (by a prune) leaves a nil
+// entry instead of failing.
+func (r *Repository) loadIndexFiles(ctx context.Context, ids []ID, missingOK bool) ([]*IndexData, error) {
+	datas := make([]*IndexData, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(r.conns)
+	for i, id := range ids {
+		g.Go(func() error {
+			plain, err := r.LoadUnpacked(gctx, IndexFile, id)
+			if missingOK && errors.Is(err, ErrNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			d, err := DecodeIndex(plain)
+			if err != nil {
+				return fmt.Errorf("index/%s: %w", id, err)
+			}
+			datas[i] = d
+			return nil
+		})
+	}
+	return datas, g.Wait()
+}
+
 // SaveIndex writes one index file describing packs.
 func (r *Repository) SaveIndex(ctx context.Context, d *IndexData) (ID, error) {
 	return r.SaveUnpacked(ctx, IndexFile, EncodeIndex(d))
@@ -424,6 +447,10 @@ func (r *Repository) LoadBlob(ctx context.Context, id ID, dst []byte) ([]byte, e
 	})
 	return out, err
 }
+
+// maxIndexListings bounds how often LoadIndex lists again when index files
+// vanish under it; the last attempt reports the missing file.
+const maxIndexListings = 5
 
 // maxRangeGap is how far apart two wanted blobs of one pack may be and
 // still be fetched in one request.
