@@ -220,6 +220,23 @@ func TestBackupRestoreThroughFaults(t *testing.T) {
 	// named by the hash of its bytes.
 	f.setRate(0)
 	checkObjects(t, open(), r2)
+
+	// And snap check --read-data, with the faults back on.
+	f.setRate(0.2)
+	be3 := open()
+	defer be3.Close()
+	r3, err := repo.Open(ctx, be3, "pw", repo.Options{Connections: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r3.Close()
+	res, err := snapshot.Check(ctx, r3, snapshot.CheckOptions{ReadData: true})
+	if err != nil {
+		t.Fatalf("check --read-data through faults: %v", err)
+	}
+	if len(res.Errors) > 0 {
+		t.Fatalf("check --read-data found problems: %+v", res.Errors)
+	}
 }
 
 // checkObjects loads every content-addressed object and compares its hash
