@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -36,9 +37,31 @@ func main() {
 	redis.SetLogger(quietRedis{})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	app := newApp(os.Stdout, os.Stderr)
+	stopProfile := startProfile(os.Getenv("SNAP_CPUPROFILE"), os.Stderr)
 	err := app.RunContext(ctx, flagsFirst(app, os.Args))
+	stopProfile()
 	stop()
 	os.Exit(exitCode(err, os.Stderr))
+}
+
+// startProfile writes a CPU profile to path (SNAP_CPUPROFILE, for
+// performance work) until the returned function is called.
+func startProfile(path string, stderr io.Writer) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "snap: SNAP_CPUPROFILE:", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 type quietRedis struct{}
