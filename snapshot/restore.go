@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
 
@@ -47,8 +48,28 @@ type RestoreOptions struct {
 }
 
 type blobTarget struct {
-	file   *os.File
+	file   *restoreFile
 	offset int64
+}
+
+// restoreFile is a file being written. The worker that writes its last
+// byte fsyncs it, so flushing overlaps the rest of the restore instead of
+// following it.
+type restoreFile struct {
+	fh     *os.File
+	left   atomic.Int64 // bytes not yet written
+	synced atomic.Bool
+}
+
+func (f *restoreFile) wrote(n int) error {
+	if f.left.Add(-int64(n)) != 0 {
+		return nil
+	}
+	if err := f.fh.Sync(); err != nil {
+		return fmt.Errorf("fsync %s: %w", f.fh.Name(), err)
+	}
+	f.synced.Store(true)
+	return nil
 }
 
 // Restore writes the files of sn into o.Target. It refuses when the target
@@ -113,10 +134,10 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 		return err
 	}
 
-	files := map[string]*os.File{}
+	files := map[string]*restoreFile{}
 	defer func() {
-		for _, fh := range files {
-			fh.Close()
+		for _, f := range files {
+			f.fh.Close()
 		}
 		if err != nil {
 			// Best effort: an interrupted process leaves the marker and the
@@ -140,13 +161,15 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 		if err != nil {
 			return fmt.Errorf("create %s: %w", f.Name, err)
 		}
-		files[f.Name] = fh
+		rf := &restoreFile{fh: fh}
+		rf.left.Store(f.Length)
+		files[f.Name] = rf
 		if err := fh.Truncate(f.Length); err != nil {
 			return fmt.Errorf("size %s: %w", f.Name, err)
 		}
 		var off int64
 		for k, id := range f.Chunks {
-			targets[id] = append(targets[id], blobTarget{file: fh, offset: off})
+			targets[id] = append(targets[id], blobTarget{file: rf, offset: off})
 			off += int64(f.Sizes[k])
 		}
 	}
@@ -163,10 +186,13 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 		g.Go(func() error {
 			return r.LoadBlobs(gctx, p, entries, func(e repo.BlobEntry, plain []byte) error {
 				for _, t := range targets[e.ID] {
-					if _, err := t.file.WriteAt(plain, t.offset); err != nil {
-						return fmt.Errorf("write %s: %w", t.file.Name(), err)
+					if _, err := t.file.fh.WriteAt(plain, t.offset); err != nil {
+						return fmt.Errorf("write %s: %w", t.file.fh.Name(), err)
 					}
 					o.Progress.BytesDone.Add(int64(len(plain)))
+					if err := t.file.wrote(len(plain)); err != nil {
+						return err
+					}
 				}
 				return nil
 			})
@@ -177,14 +203,16 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 	}
 
 	for _, f := range tree.Files {
-		fh := files[f.Name]
-		if fh == nil {
+		rf := files[f.Name]
+		if rf == nil {
 			continue
 		}
-		if err := fh.Sync(); err != nil {
-			return fmt.Errorf("fsync %s: %w", f.Name, err)
+		if !rf.synced.Load() { // empty files; the rest were synced when done
+			if err := rf.fh.Sync(); err != nil {
+				return fmt.Errorf("fsync %s: %w", f.Name, err)
+			}
 		}
-		fi, err := fh.Stat()
+		fi, err := rf.fh.Stat()
 		if err != nil {
 			return err
 		}
