@@ -94,17 +94,18 @@ func (r *Repository) SaveBlob(ctx context.Context, t BlobType, id ID, plain []by
 	e := BlobEntry{ID: id, Type: t, Compression: comp, RawLength: uint32(len(plain))}
 
 	p.mu.Lock()
+	// A blob that would take the open pack past the target size closes it
+	// first, so a pack's buffer never grows past its allocation.
+	var full *packBuilder
 	pb := p.open[t]
+	if pb != nil && pb.size() > 0 && pb.size()+len(sealed) > r.cfg.PackSize {
+		full, pb = pb, nil
+	}
 	if pb == nil {
 		pb = p.newBuilder()
 		p.open[t] = pb
 	}
 	pb.add(e, sealed)
-	var full *packBuilder
-	if pb.size() >= r.cfg.PackSize {
-		full = pb
-		delete(p.open, t)
-	}
 	p.mu.Unlock()
 	r.putBuf(sealed)
 	p.stats.blobsNew.Add(1)
@@ -121,7 +122,9 @@ func (p *packer) newBuilder() *packBuilder {
 		b.buf, b.entries = b.buf[:0], b.entries[:0]
 		return b
 	}
-	return &packBuilder{buf: make([]byte, 0, p.r.cfg.PackSize+p.r.chunkerP.Max+Overhead+64<<10)}
+	// Room for the blobs and the header; a blob larger than the target
+	// size gets a pack of its own, which grows as needed.
+	return &packBuilder{buf: make([]byte, 0, p.r.cfg.PackSize+64<<10)}
 }
 
 // sealBlob compresses (when that shrinks it) and encrypts plain into a

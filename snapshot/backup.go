@@ -263,7 +263,9 @@ func storeFiles(ctx context.Context, r *repo.Repository, jobs []*fileJob, o Back
 		return err
 	}
 	maxChunk := ch.Params().Max
-	bufs := sync.Pool{New: func() any { b := make([]byte, 0, maxChunk); return &b }}
+	// Chunk buffers grow to the chunks they carry (about 1 MiB, not the
+	// 8 MiB maximum), which keeps the pipeline's memory small.
+	bufs := sync.Pool{New: func() any { return new([]byte) }}
 
 	g, gctx := errgroup.WithContext(ctx)
 	files := make(chan *fileJob)

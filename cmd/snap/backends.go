@@ -20,7 +20,7 @@ import (
 // Default --connections: GCS hides its latency behind more requests in
 // flight than a local disk needs.
 const (
-	defaultConnectionsLocal = 4
+	defaultConnectionsLocal = 2
 	defaultConnectionsGCS   = 8
 )
 

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -35,6 +36,12 @@ func main() {
 	// go-redis logs dial failures through a package-wide logger; snap
 	// reports them itself, with the address and a hint.
 	redis.SetLogger(quietRedis{})
+	// snap's heap is mostly large pointer-free buffers, which the
+	// collector frees cheaply: collecting at 40% growth instead of 100%
+	// keeps peak memory near what is live at little CPU cost. GOGC wins.
+	if _, ok := os.LookupEnv("GOGC"); !ok {
+		debug.SetGCPercent(40)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	app := newApp(os.Stdout, os.Stderr)
 	stopProfile := startProfile(os.Getenv("SNAP_CPUPROFILE"), os.Stderr)
@@ -120,7 +127,7 @@ func globalFlags() []cli.Flag {
 		&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"SNAP_REPO"}, Usage: "repository location: a local directory or gs://bucket/prefix"},
 		&cli.StringFlag{Name: "password-file", EnvVars: []string{"SNAP_PASSWORD_FILE"}, Usage: "read the repository password from `FILE` (or set SNAP_PASSWORD)"},
 		&cli.BoolFlag{Name: "json", Usage: "print machine-readable JSON on stdout instead of text"},
-		&cli.IntFlag{Name: "connections", DefaultText: "4, or 8 for gs://", EnvVars: []string{"SNAP_CONNECTIONS"}, Usage: "parallel reads and writes to the repository"},
+		&cli.IntFlag{Name: "connections", DefaultText: "2, or 8 for gs://", EnvVars: []string{"SNAP_CONNECTIONS"}, Usage: "parallel reads and writes to the repository"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"SNAP_LOG_LEVEL"}, Usage: "debug, info, warn or error (logs go to stderr)"},
 	}, storageFlags()...)
 }
@@ -241,6 +248,9 @@ func (g *globalOptions) openRepo(ctx context.Context, compression string) (*repo
 		be.Close()
 		return nil, err
 	}
+	// Argon2id's 64 MiB are garbage now; hand them back before the real
+	// work allocates, so they do not add to the command's peak memory.
+	debug.FreeOSMemory()
 	return r, nil
 }
 
