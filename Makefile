@@ -44,3 +44,13 @@ demo: deps build server
 
 clean:
 	rm -rf bin
+
+## bench: snap vs restic vs borg on a 2 GiB RocksDB data set (SIZE=, RUNS=; see docs/performance.md)
+bench:
+	bench/run.sh
+
+## bench-quick: the same on a 200 MiB data set
+bench-quick:
+	SIZE=200MiB bench/run.sh
+
+.PHONY: bench bench-quick

@@ -1,0 +1,369 @@
+// Command limits measures what this machine can do at best on the
+// benchmark's data set, with the libraries snap uses and one goroutine per
+// core: reading the files from the page cache (and from disk when the cache
+// can be dropped), keyed BLAKE3, zstd at snap's levels, and
+// XChaCha20-Poly1305. bench/run.sh prints the result beside the
+// snap/restic/borg table, so the table says how close snap is to the
+// machine.
+//
+// Work is split into 1 MiB blocks (about snap's average chunk) taken from
+// the data set's SST files, and spread over the goroutines.
+package main
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/zeebo/blake3"
+	"golang.org/x/crypto/chacha20poly1305"
+)
+
+// Result is one measured limit.
+type Result struct {
+	Name    string  `json:"name"`
+	MBps    float64 `json:"mb_per_s"`          // 10^6 bytes of input per second, all goroutines
+	PerCore float64 `json:"per_core_mb_per_s"` // MBps / goroutines
+	Ratio   float64 `json:"ratio,omitempty"`   // output/input, for compression
+	Bytes   int64   `json:"bytes"`             // input bytes processed
+	Seconds float64 `json:"seconds"`           // wall time
+	CPUS    float64 `json:"cpu_s"`             // user+sys CPU time of this process
+	// MBperCPUs is input bytes per CPU second: what one core does when it
+	// is not shared, a number other load on the machine does not lower
+	// the way it lowers MBps.
+	MBperCPUs float64 `json:"mb_per_cpu_s"`
+	Threads   int     `json:"threads"`           // goroutines used
+	Source    string  `json:"source,omitempty"`  // which data
+	Skipped   bool    `json:"skipped,omitempty"` // not measured; Note says why
+	Note      string  `json:"note,omitempty"`
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "limits:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	dir := flag.String("dir", "", "the data directory (required)")
+	sample := flag.Int64("sample", 256<<20, "at most this many bytes of SST data are held in memory for the CPU limits")
+	threads := flag.Int("threads", runtime.GOMAXPROCS(0), "goroutines")
+	cold := flag.Bool("cold", false, "also measure a read from disk after dropping the page cache (needs root)")
+	jsonOut := flag.String("json", "", "also write the results as JSON to this file")
+	flag.Parse()
+	if *dir == "" {
+		return fmt.Errorf("-dir is required")
+	}
+	files, err := dataFiles(*dir)
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return fmt.Errorf("no .sst or .log files in %s", *dir)
+	}
+	n := *threads
+	var results []Result
+
+	if *cold {
+		if err := dropCaches(); err != nil {
+			results = append(results, Result{Name: "disk read (cold cache)", Skipped: true, Note: err.Error()})
+		} else {
+			r, err := readAll(files, n)
+			if err != nil {
+				return err
+			}
+			r.Name = "disk read (cold cache)"
+			results = append(results, r)
+		}
+	}
+	if _, err := readAll(files, n); err != nil { // warm the cache
+		return err
+	}
+	r, err := readAll(files, n)
+	if err != nil {
+		return err
+	}
+	r.Name = "page-cache read"
+	results = append(results, r)
+
+	blocks, err := loadSample(files, *sample)
+	if err != nil {
+		return err
+	}
+	var key [32]byte
+	rand.Read(key[:])
+	results = append(results, measure("BLAKE3 keyed", n, blocks, func() func([]byte) int {
+		h, _ := blake3.NewKeyed(key[:])
+		var sum [32]byte
+		return func(b []byte) int {
+			h.Reset()
+			h.Write(b)
+			h.Sum(sum[:0])
+			return 0
+		}
+	}))
+	var compressed [][]byte // for the decode limit
+	for _, lv := range []struct {
+		name  string
+		level zstd.EncoderLevel
+	}{{"fastest", zstd.SpeedFastest}, {"default", zstd.SpeedDefault}, {"better", zstd.SpeedBetterCompression}} {
+		res := measure("zstd encode "+lv.name, n, blocks, func() func([]byte) int {
+			enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(lv.level), zstd.WithEncoderConcurrency(1),
+				zstd.WithEncoderCRC(false), zstd.WithZeroFrames(true))
+			var buf []byte
+			return func(b []byte) int {
+				buf = enc.EncodeAll(b, buf[:0])
+				return len(buf)
+			}
+		})
+		if lv.level == zstd.SpeedFastest {
+			// Encode once more, keeping the frames, outside the timing.
+			enc, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(lv.level), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false))
+			compressed = make([][]byte, len(blocks))
+			for i, b := range blocks {
+				compressed[i] = enc.EncodeAll(b, nil)
+			}
+			enc.Close()
+		}
+		results = append(results, res)
+	}
+	dec := measureBlocks("zstd decode (fastest frames)", n, compressed, func() func([]byte) int {
+		d, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+		var buf []byte
+		return func(b []byte) int {
+			var err error
+			buf, err = d.DecodeAll(b, buf[:0])
+			if err != nil {
+				panic(err)
+			}
+			return len(buf)
+		}
+	}, true)
+	results = append(results, dec)
+	var ckey [32]byte
+	rand.Read(ckey[:])
+	results = append(results, measure("XChaCha20-Poly1305 seal", n, blocks, func() func([]byte) int {
+		aead, _ := chacha20poly1305.NewX(ckey[:])
+		nonce := make([]byte, aead.NonceSize())
+		var buf []byte
+		return func(b []byte) int {
+			rand.Read(nonce)
+			buf = aead.Seal(buf[:0], nonce, b, nil)
+			return 0
+		}
+	}))
+
+	printResults(os.Stdout, results, n)
+	if *jsonOut != "" {
+		data, err := json.MarshalIndent(map[string]any{"threads": n, "results": results}, "", "  ")
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(*jsonOut, append(data, '\n'), 0o644)
+	}
+	return nil
+}
+
+// dataFiles lists the database's table and log files, largest first.
+func dataFiles(dir string) ([]string, error) {
+	var files []string
+	for _, pat := range []string{"*.sst", "*.log"} {
+		m, err := filepath.Glob(filepath.Join(dir, pat))
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, m...)
+	}
+	sizes := map[string]int64{}
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			return nil, err
+		}
+		sizes[f] = fi.Size()
+	}
+	sort.Slice(files, func(i, j int) bool { return sizes[files[i]] > sizes[files[j]] })
+	return files, nil
+}
+
+func dropCaches() error {
+	// Written dirty pages cannot be dropped; sync first, as `sync; echo 3` does.
+	if f, err := os.Open("/"); err == nil {
+		f.Sync()
+		f.Close()
+	}
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0); err != nil {
+		return fmt.Errorf("cannot drop the page cache: %v", err)
+	}
+	return nil
+}
+
+// readAll reads every file with n goroutines, 1 MiB at a time.
+func readAll(files []string, n int) (Result, error) {
+	var next atomic.Int64
+	var total atomic.Int64
+	var firstErr error
+	var once sync.Once
+	cpu0 := cpuSeconds()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			buf := make([]byte, 1<<20)
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(files) {
+					return
+				}
+				f, err := os.Open(files[i])
+				if err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+				for {
+					k, err := f.Read(buf)
+					total.Add(int64(k))
+					if err == io.EOF {
+						break
+					}
+					if err != nil {
+						once.Do(func() { firstErr = err })
+						break
+					}
+				}
+				f.Close()
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return Result{}, firstErr
+	}
+	d := time.Since(start).Seconds()
+	cpu := cpuSeconds() - cpu0
+	b := total.Load()
+	return Result{MBps: float64(b) / 1e6 / d, Bytes: b, Seconds: d, Threads: n, PerCore: float64(b) / 1e6 / d / float64(n),
+		CPUS: cpu, MBperCPUs: perCPU(b, cpu), Source: fmt.Sprintf("%d .sst and .log files", len(files))}, nil
+}
+
+// loadSample reads up to limit bytes of SST data into 1 MiB blocks, taking
+// an equal share of every table so the sample is not one file's.
+func loadSample(files []string, limit int64) ([][]byte, error) {
+	var ssts []string
+	var total int64
+	for _, f := range files {
+		if strings.HasSuffix(f, ".sst") {
+			fi, err := os.Stat(f)
+			if err != nil {
+				return nil, err
+			}
+			ssts = append(ssts, f)
+			total += fi.Size()
+		}
+	}
+	if len(ssts) == 0 {
+		ssts = files
+		total = 1
+	}
+	frac := 1.0
+	if total > limit {
+		frac = float64(limit) / float64(total)
+	}
+	const block = 1 << 20
+	var blocks [][]byte
+	for _, f := range ssts {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		keep := int(float64(len(data)) * frac)
+		for off := 0; off+block <= keep || (off < keep && off == 0); off += block {
+			end := min(off+block, len(data))
+			blocks = append(blocks, data[off:end:end])
+		}
+	}
+	return blocks, nil
+}
+
+// measure runs work over every block once, with n goroutines that each get
+// their own state from newWorker. work returns output bytes (for a ratio) or 0.
+func measure(name string, n int, blocks [][]byte, newWorker func() func([]byte) int) Result {
+	return measureBlocks(name, n, blocks, newWorker, false)
+}
+
+func measureBlocks(name string, n int, blocks [][]byte, newWorker func() func([]byte) int, outIsInput bool) Result {
+	workers := make([]func([]byte) int, n)
+	for i := range workers {
+		workers[i] = newWorker()
+		if len(blocks) > 0 {
+			workers[i](blocks[0]) // warm up tables and buffers
+		}
+	}
+	var next atomic.Int64
+	var in, out atomic.Int64
+	cpu0 := cpuSeconds()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Go(func() {
+			var myIn, myOut int64
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(blocks) {
+					break
+				}
+				myIn += int64(len(blocks[i]))
+				myOut += int64(w(blocks[i]))
+			}
+			in.Add(myIn)
+			out.Add(myOut)
+		})
+	}
+	wg.Wait()
+	d := time.Since(start).Seconds()
+	r := Result{Name: name, Seconds: d, CPUS: cpuSeconds() - cpu0, Threads: n, Source: "sst sample"}
+	r.Bytes = in.Load()
+	if outIsInput { // decoding: count the decompressed bytes
+		r.Bytes, r.Ratio = out.Load(), float64(in.Load())/float64(max(out.Load(), 1))
+	} else if out.Load() > 0 {
+		r.Ratio = float64(out.Load()) / float64(r.Bytes)
+	}
+	r.MBps = float64(r.Bytes) / 1e6 / d
+	r.PerCore = r.MBps / float64(n)
+	r.MBperCPUs = perCPU(r.Bytes, r.CPUS)
+	return r
+}
+
+func perCPU(bytes int64, cpu float64) float64 {
+	if cpu <= 0 {
+		return 0
+	}
+	return float64(bytes) / 1e6 / cpu
+}
+
+func printResults(w io.Writer, rs []Result, n int) {
+	fmt.Fprintf(w, "| limit (%d goroutines) | MB/s | MB/s per core | MB per CPU-s | ratio | bytes |\n|---|--:|--:|--:|--:|--:|\n", n)
+	for _, r := range rs {
+		if r.Skipped {
+			fmt.Fprintf(w, "| %s | n/a | | | | %s |\n", r.Name, r.Note)
+			continue
+		}
+		ratio := ""
+		if r.Ratio > 0 {
+			ratio = fmt.Sprintf("%.3f", r.Ratio)
+		}
+		fmt.Fprintf(w, "| %s | %.0f | %.0f | %.0f | %s | %.0f MiB |\n", r.Name, r.MBps, r.PerCore, r.MBperCPUs, ratio, float64(r.Bytes)/(1<<20))
+	}
+}
