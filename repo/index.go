@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"slices"
@@ -310,20 +311,8 @@ func (x *Index) Packs() []ID {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	out := slices.Clone(x.packs)
-	slices.SortFunc(out, func(a, b ID) int { return compareIDs(a, b) })
+	slices.SortFunc(out, func(a, b ID) int { return bytes.Compare(a[:], b[:]) })
 	return out
-}
-
-func compareIDs(a, b ID) int {
-	for i := range a {
-		if a[i] != b[i] {
-			if a[i] < b[i] {
-				return -1
-			}
-			return 1
-		}
-	}
-	return 0
 }
 
 func sortEntries(s []BlobEntry) {

@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -183,7 +184,7 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 	for p := range byPack {
 		packs = append(packs, p)
 	}
-	slices.SortFunc(packs, func(a, b repo.ID) int { return compareBytes(a[:], b[:]) })
+	slices.SortFunc(packs, func(a, b repo.ID) int { return bytes.Compare(a[:], b[:]) })
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(o.Workers)
 	for _, p := range packs {
@@ -292,15 +293,6 @@ func dedupEntries(in []repo.BlobEntry) []repo.BlobEntry {
 		}
 	}
 	return out
-}
-
-func compareBytes(a, b []byte) int {
-	for i := range a {
-		if a[i] != b[i] {
-			return int(a[i]) - int(b[i])
-		}
-	}
-	return 0
 }
 
 // writeFileSync writes name in dir atomically: temp file, fsync, rename,
