@@ -1,0 +1,116 @@
+package directio
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestAlloc(t *testing.T) {
+	for _, n := range []int{0, 1, Align - 1, Align, Align + 1, 1 << 20} {
+		b := Alloc(n)
+		if len(b) != n || cap(b)%Align != 0 || cap(b) < n {
+			t.Fatalf("Alloc(%d): len %d cap %d", n, len(b), cap(b))
+		}
+		if cap(b) > 0 && !Aligned(b) {
+			t.Fatalf("Alloc(%d) is not aligned", n)
+		}
+	}
+	if Aligned(Alloc(2 * Align)[1:]) {
+		t.Fatal("Aligned says yes to a slice one byte past a boundary")
+	}
+}
+
+// TestWriteRead writes files of awkward lengths the way the pack spooler
+// does (aligned pieces, then a tail) and reads every kind of range back.
+func TestWriteRead(t *testing.T) {
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, size := range []int{0, 1, 100, Align - 1, Align, Align + 1, 3*Align + 17, 1<<20 + 5} {
+		want := make([]byte, size)
+		for i := range want {
+			want[i] = byte(rng.Uint32())
+		}
+		name := filepath.Join(dir, "f")
+		os.Remove(name)
+		f, err := Create(name, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("size %d: direct %v", size, f.Direct())
+		// Aligned full blocks in pieces, then whatever is left.
+		rest := want
+		for len(rest) >= 2*Align {
+			b := Alloc(2 * Align)
+			copy(b, rest)
+			if err := f.WriteFull(b); err != nil {
+				t.Fatal(err)
+			}
+			rest = rest[2*Align:]
+		}
+		b := Alloc(len(rest))
+		copy(b, rest)
+		if err := f.WriteFull(b); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if got, _ := os.ReadFile(name); !bytes.Equal(got, want) {
+			t.Fatalf("size %d: file differs from what was written", size)
+		}
+
+		r, err := Open(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 50; i++ {
+			off := rng.IntN(size + 1)
+			n := rng.IntN(size - off + 1)
+			p := make([]byte, n)
+			if i%2 == 0 {
+				p = Alloc(n)
+			}
+			if err := r.ReadFullAt(p, int64(off)); err != nil {
+				t.Fatalf("size %d: read %d at %d: %v", size, n, off, err)
+			}
+			if !bytes.Equal(p, want[off:off+n]) {
+				t.Fatalf("size %d: read %d at %d: wrong bytes", size, n, off)
+			}
+		}
+		// Past the end is an error, never a short success.
+		if err := r.ReadFullAt(make([]byte, 10), int64(max(size-5, 0))); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("size %d: read past the end: %v", size, err)
+		}
+		r.Close()
+	}
+}
+
+// An unaligned buffer on a direct file still writes (through the page
+// cache).
+func TestWriteUnaligned(t *testing.T) {
+	name := filepath.Join(t.TempDir(), "f")
+	f, err := Create(name, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Repeat([]byte("snap"), 3000)
+	if err := f.WriteFull(Alloc(len(want) + 1)[1:][:0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.WriteFull(want); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if got, _ := os.ReadFile(name); !bytes.Equal(got, want) {
+		t.Fatal("file differs")
+	}
+	if _, err := Create(name, 0o600); !errors.Is(err, os.ErrExist) {
+		t.Fatalf("Create over an existing file: %v", err)
+	}
+}
