@@ -132,3 +132,29 @@ type Backend interface {
 	Remove(ctx context.Context, h Handle) error
 	Close() error
 }
+
+// Spooler is implemented by backends that can take an object as a stream
+// whose name is only known at its end, as a pack's is (its name is the
+// hash of its bytes). The packer streams packs through it in small blocks
+// instead of holding whole packs in memory. Backends without it get whole
+// packs through Save.
+type Spooler interface {
+	// Spool starts a new object of type t.
+	Spool(ctx context.Context, t FileType) (Spool, error)
+}
+
+// Spool is one object being written. It is used by one goroutine at a
+// time.
+type Spool interface {
+	// Write appends p. It does not retain p. The packer passes blocks that
+	// start aligned to directio.Align, which a backend may use.
+	Write(p []byte) error
+	// Commit stores what was written under h (of the spool's type) with
+	// Save's guarantees: durable and whole after nil, create-only (an
+	// error wrapping ErrExists leaves the stored object untouched), and
+	// nothing under h after a crash or an error. The spool is finished
+	// either way.
+	Commit(ctx context.Context, h Handle) error
+	// Abort discards what was written. It is a no-op after Commit.
+	Abort()
+}

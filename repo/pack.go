@@ -1,8 +1,11 @@
 package repo
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
+
+	"github.com/snapbackup/snap/internal/directio"
 )
 
 // A pack is: sealed blobs back to back, then the sealed header, then the
@@ -17,23 +20,36 @@ const (
 	MaxPackSize = 1<<32 - 1
 )
 
-// packBuilder assembles one pack in memory.
+// packBuilder assembles one pack: streamed to a Spooler backend block by
+// block, or else in memory and stored whole with Save.
 type packBuilder struct {
-	buf     []byte
+	buf     []byte // in memory: the pack so far
+	sw      *spoolWriter
+	n       int // bytes so far
 	entries []BlobEntry
 }
 
-func (p *packBuilder) size() int { return len(p.buf) }
+func (p *packBuilder) size() int { return p.n }
 
 // add appends an already sealed blob.
 func (p *packBuilder) add(e BlobEntry, sealed []byte) {
-	e.Offset = uint32(len(p.buf))
+	e.Offset = uint32(p.n)
 	e.Length = uint32(len(sealed))
-	p.buf = append(p.buf, sealed...)
+	p.write(sealed)
 	p.entries = append(p.entries, e)
 }
 
-// finish appends the sealed header and trailer and returns the pack bytes.
+func (p *packBuilder) write(b []byte) {
+	p.n += len(b)
+	if p.sw != nil {
+		p.sw.write(b)
+		return
+	}
+	p.buf = append(p.buf, b...)
+}
+
+// finish appends the sealed header and trailer. In memory it returns the
+// pack's bytes; a spooled pack's bytes are with the spool.
 func (p *packBuilder) finish(k *Keys) []byte {
 	hdr := make([]byte, 0, len(p.entries)*packHeaderEntrySize)
 	for _, e := range p.entries {
@@ -42,10 +58,52 @@ func (p *packBuilder) finish(k *Keys) []byte {
 		hdr = binary.LittleEndian.AppendUint32(hdr, e.RawLength)
 		hdr = append(hdr, e.ID[:]...)
 	}
-	start := len(p.buf)
-	p.buf = k.Seal(p.buf, hdr)
-	p.buf = binary.LittleEndian.AppendUint32(p.buf, uint32(len(p.buf)-start))
+	sealed := k.Seal(make([]byte, 0, len(hdr)+Overhead+packTrailerSize), hdr)
+	sealed = binary.LittleEndian.AppendUint32(sealed, uint32(len(sealed)))
+	p.write(sealed)
 	return p.buf
+}
+
+// newPackBuilder starts a pack: spooled when be can take streams, else in
+// memory, in an aligned buffer of capacity size that backends may write
+// without copying.
+func newPackBuilder(ctx context.Context, be Backend, size int) (*packBuilder, error) {
+	sp, ok := be.(Spooler)
+	if !ok {
+		return &packBuilder{buf: directio.Alloc(size)[:0]}, nil
+	}
+	s, err := sp.Spool(ctx, PackFile)
+	if err != nil {
+		return nil, err
+	}
+	return &packBuilder{sw: newSpoolWriter(s)}, nil
+}
+
+// store finishes the pack and stores it in be (the backend it was made
+// for), streaming the rest of a spooled pack. It returns the pack's id and
+// size.
+func (p *packBuilder) store(ctx context.Context, be Backend, k *Keys) (ID, int, error) {
+	data := p.finish(k)
+	if p.sw == nil {
+		id := Hash(data)
+		return id, len(data), be.Save(ctx, Handle{Type: PackFile, Name: id.String()}, data)
+	}
+	sw := p.sw
+	p.sw = nil
+	id, err := sw.close()
+	if err != nil {
+		return id, p.n, err
+	}
+	return id, p.n, sw.sp.Commit(ctx, Handle{Type: PackFile, Name: id.String()})
+}
+
+// abort discards a pack that will not be stored.
+func (p *packBuilder) abort() {
+	if p.sw != nil {
+		p.sw.close()
+		p.sw.sp.Abort()
+		p.sw = nil
+	}
 }
 
 // DecodePackHeader parses a pack header's plaintext; packSize is the size of

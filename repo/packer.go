@@ -100,9 +100,20 @@ func (r *Repository) SaveBlob(ctx context.Context, t BlobType, id ID, plain []by
 	pb := p.open[t]
 	if pb != nil && pb.size() > 0 && pb.size()+len(sealed) > r.cfg.PackSize {
 		full, pb = pb, nil
+		delete(p.open, t)
 	}
 	if pb == nil {
-		pb = p.newBuilder()
+		var err error
+		if pb, err = p.newBuilder(ctx); err != nil {
+			delete(p.pending, id)
+			p.mu.Unlock()
+			r.putBuf(sealed)
+			err = fmt.Errorf("start a pack: %w", err)
+			if full != nil {
+				err = errors.Join(err, p.upload(ctx, full))
+			}
+			return false, err
+		}
 		p.open[t] = pb
 	}
 	pb.add(e, sealed)
@@ -117,14 +128,14 @@ func (r *Repository) SaveBlob(ctx context.Context, t BlobType, id ID, plain []by
 	return true, nil
 }
 
-func (p *packer) newBuilder() *packBuilder {
+func (p *packer) newBuilder(ctx context.Context) (*packBuilder, error) {
 	if b, ok := p.bufPool.Get().(*packBuilder); ok {
-		b.buf, b.entries = b.buf[:0], b.entries[:0]
-		return b
+		b.buf, b.n, b.entries = b.buf[:0], 0, b.entries[:0]
+		return b, nil
 	}
-	// Room for the blobs and the header; a blob larger than the target
-	// size gets a pack of its own, which grows as needed.
-	return &packBuilder{buf: make([]byte, 0, p.r.cfg.PackSize+64<<10)}
+	// In memory: room for the blobs and the header; a blob larger than the
+	// target size gets a pack of its own, which grows as needed.
+	return newPackBuilder(ctx, p.r.be, p.r.cfg.PackSize+64<<10)
 }
 
 // sealBlob compresses (when that shrinks it) and encrypts plain into a
@@ -163,27 +174,27 @@ func (p *packer) upload(ctx context.Context, pb *packBuilder) error {
 	select {
 	case p.sem <- struct{}{}:
 	case <-ctx.Done():
+		pb.abort()
 		return ctx.Err()
 	}
-	data := pb.finish(p.r.keys)
-	id := Hash(data)
 	p.uploadWG.Add(1)
 	go func() {
 		defer p.uploadWG.Done()
 		defer func() { <-p.sem }()
-		h := Handle{Type: PackFile, Name: id.String()}
-		err := p.r.be.Save(ctx, h, data)
+		id, size, err := pb.store(ctx, p.r.be, p.r.keys)
 		if errors.Is(err, ErrExists) {
 			err = nil // same name, same bytes
 		}
 		entries := slices.Clone(pb.entries)
-		p.bufPool.Put(pb)
+		if pb.buf != nil {
+			p.bufPool.Put(pb) // in-memory builders keep their buffer
+		}
 		if err != nil {
-			p.fail(fmt.Errorf("save %s: %w", h, err))
+			p.fail(fmt.Errorf("save %s: %w", packName(id), err))
 			return
 		}
 		p.stats.packs.Add(1)
-		p.stats.bytesSaved.Add(int64(len(data)))
+		p.stats.bytesSaved.Add(int64(size))
 		pbs := PackBlobs{PackID: id, Blobs: entries}
 		p.r.idx.AddPack(pbs)
 		p.mu.Lock()
@@ -203,6 +214,27 @@ func (p *packer) upload(ctx context.Context, pb *packBuilder) error {
 		}
 	}()
 	return nil
+}
+
+// abortOpen drops the packs not yet uploaded and waits for the uploads
+// under way.
+func (p *packer) abortOpen() {
+	p.mu.Lock()
+	for t, pb := range p.open {
+		pb.abort()
+		delete(p.open, t)
+	}
+	p.mu.Unlock()
+	p.uploadWG.Wait()
+}
+
+// packName names a pack in messages; a pack that failed before it was
+// whole has no id yet.
+func packName(id ID) string {
+	if id == (ID{}) {
+		return "a new pack"
+	}
+	return Handle{Type: PackFile, Name: id.String()}.String()
 }
 
 func (p *packer) fail(err error) {

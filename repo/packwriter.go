@@ -46,7 +46,13 @@ func (w *PackWriter) Add(ctx context.Context, t BlobType, id ID, plain []byte) e
 	}
 	pb := w.open[t]
 	if pb == nil {
-		pb = &packBuilder{buf: make([]byte, 0, w.r.cfg.PackSize+w.r.chunkerP.Max+Overhead+64<<10)}
+		var err error
+		pb, err = newPackBuilder(ctx, w.r.be, w.r.cfg.PackSize+w.r.chunkerP.Max+Overhead+64<<10)
+		if err != nil {
+			w.mu.Unlock()
+			w.r.putBuf(sealed)
+			return fmt.Errorf("start a pack: %w", err)
+		}
 		w.open[t] = pb
 	}
 	pb.add(e, sealed)
@@ -67,16 +73,14 @@ func (w *PackWriter) upload(ctx context.Context, pb *packBuilder) error {
 	select {
 	case w.sem <- struct{}{}:
 	case <-ctx.Done():
+		pb.abort()
 		return ctx.Err()
 	}
-	data := pb.finish(w.r.keys)
-	id := Hash(data)
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
 		defer func() { <-w.sem }()
-		h := Handle{Type: PackFile, Name: id.String()}
-		err := w.r.be.Save(ctx, h, data)
+		id, size, err := pb.store(ctx, w.r.be, w.r.keys)
 		if errors.Is(err, ErrExists) {
 			err = nil // same name, same bytes
 		}
@@ -84,12 +88,12 @@ func (w *PackWriter) upload(ctx context.Context, pb *packBuilder) error {
 		defer w.mu.Unlock()
 		if err != nil {
 			if w.err == nil {
-				w.err = fmt.Errorf("save %s: %w", h, err)
+				w.err = fmt.Errorf("save %s: %w", packName(id), err)
 			}
 			return
 		}
 		w.done = append(w.done, PackBlobs{PackID: id, Blobs: slices.Clone(pb.entries)})
-		w.bytes += int64(len(data))
+		w.bytes += int64(size)
 	}()
 	return nil
 }

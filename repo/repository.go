@@ -11,12 +11,14 @@ import (
 	"log/slog"
 	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/snapbackup/snap/chunker"
+	"github.com/snapbackup/snap/internal/directio"
 )
 
 // FormatVersion is the repository format this code writes and reads
@@ -281,8 +283,10 @@ func newRepository(be Backend, keys *Keys, cfg Config, o Options) (*Repository, 
 // make, and the largest tree we write.
 const maxBlobSize = 64 << 20
 
-// Close releases resources. It does not flush: unsaved packs are dropped.
+// Close releases resources. It does not flush: unsaved packs are dropped
+// (uploads already under way finish first).
 func (r *Repository) Close() error {
+	r.packer.abortOpen()
 	if r.enc != nil {
 		r.enc.Close()
 	}
@@ -460,6 +464,11 @@ const maxRangeGap = 1 << 20
 // so the memory each concurrent reader holds.
 const maxRangeLen = 8 << 20
 
+// rangeBufs holds the buffers LoadBlobs reads ranges into, aligned so that
+// a backend can read into them with direct I/O; reused, because a restore
+// reads gigabytes through them.
+var rangeBufs = sync.Pool{New: func() any { return new([]byte) }}
+
 // LoadBlobs fetches the given blobs of one pack, in as few ranged reads as
 // their positions allow, and calls fn with each verified plaintext in
 // offset order. The plaintext is only valid during the call.
@@ -467,6 +476,8 @@ func (r *Repository) LoadBlobs(ctx context.Context, pack ID, entries []BlobEntry
 	entries = sortedByOffset(entries)
 	h := Handle{Type: PackFile, Name: pack.String()}
 	var plainBuf, rawBuf []byte
+	bp := rangeBufs.Get().(*[]byte)
+	defer rangeBufs.Put(bp)
 	for start := 0; start < len(entries); {
 		end := start + 1
 		for end < len(entries) &&
@@ -480,10 +491,10 @@ func (r *Repository) LoadBlobs(ctx context.Context, pack ID, entries []BlobEntry
 		rangeLen := int64(last.Offset) + int64(last.Length) - rangeStart
 		var buf []byte
 		err := r.be.Load(ctx, h, rangeStart, rangeLen, func(rd io.Reader) error {
-			if int64(cap(buf)) < rangeLen {
-				buf = make([]byte, rangeLen)
+			if int64(cap(*bp)) < rangeLen {
+				*bp = directio.Alloc(int(max(rangeLen, maxRangeLen)))
 			}
-			buf = buf[:rangeLen]
+			buf = (*bp)[:rangeLen]
 			_, err := io.ReadFull(rd, buf)
 			return err
 		})

@@ -109,3 +109,13 @@ func (f *File) ReadFullAt(p []byte, off int64) error {
 	copy(p, buf[off-start:])
 	return nil
 }
+
+// ReadUpTo reads into p at off until p is full or the file ends, and
+// returns how many bytes it read; the end of the file is not an error. On
+// a direct file p and off must be aligned (len(p) need not be).
+func (f *File) ReadUpTo(p []byte, off int64) (int, error) {
+	if f.direct && (!Aligned(p) || off&(Align-1) != 0) {
+		return 0, errUnaligned
+	}
+	return readSome(f.File, p, off)
+}

@@ -1,12 +1,15 @@
 package directio
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
 )
 
 var errShort = fmt.Errorf("short read: %w", io.ErrUnexpectedEOF)
+
+var errUnaligned = errors.New("directio: unaligned buffer or offset")
 
 // readSome reads into p at off until p is full, the file ends or an error.
 func readSome(f *os.File, p []byte, off int64) (int, error) {

@@ -41,6 +41,10 @@ func Run(t *testing.T, newBackend func(t *testing.T) repo.Backend) {
 		{"Empty", testEmpty},
 		{"CancelledContext", testCancelledContext},
 		{"InvalidHandle", testInvalidHandle},
+		{"LoadLargeRange", testLoadLargeRange},
+		{"Spool", testSpool},
+		{"SpoolExisting", testSpoolExisting},
+		{"SpoolAbort", testSpoolAbort},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

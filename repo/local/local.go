@@ -25,6 +25,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/snapbackup/snap/internal/directio"
 	"github.com/snapbackup/snap/repo"
 )
 
@@ -138,11 +139,10 @@ func (b *Backend) save(ctx context.Context, h repo.Handle, data []byte) error {
 		return err
 	}
 	dir := filepath.Dir(final)
-	f, err := os.CreateTemp(dir, tempPrefix+"*") // mode 0600
+	f, tmp, err := createTemp(dir)
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
 	if err := writeSync(f, data); err != nil {
 		os.Remove(tmp)
 		return err
@@ -161,9 +161,10 @@ func (b *Backend) save(ctx context.Context, h repo.Handle, data []byte) error {
 	return syncDir(dir)
 }
 
-// writeSync writes data to f, syncs and closes it.
-func writeSync(f *os.File, data []byte) error {
-	_, err := f.Write(data)
+// writeSync writes data to f, syncs and closes it. Data in an aligned
+// buffer (a whole pack from the packer) goes around the page cache.
+func writeSync(f *directio.File, data []byte) error {
+	err := f.WriteFull(data)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -181,11 +182,25 @@ func (b *Backend) Load(ctx context.Context, h repo.Handle, offset, length int64,
 		return fmt.Errorf("load %s in %s: %w", h, b.dir, err)
 	}
 	defer f.Close()
+	if rd.Size() >= directMin {
+		// Large ranges (packs for restore and check) are read once: around
+		// the page cache, where the system allows it.
+		df, err := directio.Open(f.Name())
+		if err == nil && df.Direct() {
+			defer df.Close()
+			dr := &directReader{f: df, off: offset, end: offset + rd.Size()}
+			defer dr.release()
+			return fn(dr)
+		}
+		if err == nil {
+			df.Close()
+		}
+	}
 	// fn's error is the caller's own; return it as is.
 	return fn(rd)
 }
 
-func (b *Backend) openRange(ctx context.Context, h repo.Handle, offset, length int64) (*os.File, io.Reader, error) {
+func (b *Backend) openRange(ctx context.Context, h repo.Handle, offset, length int64) (*os.File, *io.SectionReader, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, nil, err
 	}
