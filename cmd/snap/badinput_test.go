@@ -2,7 +2,10 @@ package main_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -269,4 +272,33 @@ func TestKilledBackup(t *testing.T) {
 func countPacks(repo string) int {
 	packs, _ := filepath.Glob(filepath.Join(repo, "data", "*", "*"))
 	return len(packs)
+}
+
+// TestInitKDF: the key file records the KDF cost init was given, and a
+// cost out of range is a usage error that creates nothing.
+func TestInitKDF(t *testing.T) {
+	e := newEnv(t)
+	if r := e.run("init", "--kdf-memory", "4"); r.code != 2 || !strings.Contains(r.stderr, "--kdf-memory") {
+		t.Fatalf("init --kdf-memory 4: exit %d, %q; want 2", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(e.repo, "config")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a refused init left a config: %v", err)
+	}
+	e.ok(nil, "init", "--kdf-memory", "9", "--kdf-time", "2")
+	keys, err := os.ReadDir(filepath.Join(e.repo, "keys"))
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("keys: %v, %v", keys, err)
+	}
+	raw, err := os.ReadFile(filepath.Join(e.repo, "keys", keys[0].Name()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kf struct {
+		Time      int `json:"time"`
+		MemoryKiB int `json:"memory_kib"`
+	}
+	if err := json.Unmarshal(raw, &kf); err != nil || kf.Time != 2 || kf.MemoryKiB != 9<<10 {
+		t.Fatalf("key file has time %d, memory %d KiB (%v); want 2 and %d", kf.Time, kf.MemoryKiB, err, 9<<10)
+	}
+	e.ok(nil, "ls")
 }

@@ -25,11 +25,17 @@ func initCommand() *cli.Command {
 			&cli.IntFlag{Name: "chunk-min", Usage: "minimum chunk size in KiB (default 512)"},
 			&cli.IntFlag{Name: "chunk-avg", Usage: "average chunk size in KiB, a power of two (default 1024)"},
 			&cli.IntFlag{Name: "chunk-max", Usage: "maximum chunk size in KiB (default 8192)"},
+			&cli.IntFlag{Name: "kdf-memory", Value: int(repo.DefaultKDF.MemoryKiB >> 10), Usage: "memory in MiB each password guess costs (Argon2id); every command needs it once"},
+			&cli.IntFlag{Name: "kdf-time", Value: int(repo.DefaultKDF.Time), Usage: "passes over that memory (Argon2id time cost)"},
 		},
 		Action: func(c *cli.Context) error {
 			g, err := globals(c)
 			if err != nil {
 				return err
+			}
+			mem, passes := c.Int("kdf-memory"), c.Int("kdf-time")
+			if mem < 8 || mem > 4<<10 || passes < 1 || passes > 100 {
+				return cli.Exit(fmt.Sprintf("--kdf-memory must be 8 to 4096 MiB and --kdf-time 1 to 100 (got %d and %d)", mem, passes), exitUsage)
 			}
 			o := initOptions{globalOptions: g, InitOptions: repo.InitOptions{
 				Compression: c.String("compression"),
@@ -37,6 +43,7 @@ func initCommand() *cli.Command {
 				ChunkerMin:  c.Int("chunk-min") << 10,
 				ChunkerAvg:  c.Int("chunk-avg") << 10,
 				ChunkerMax:  c.Int("chunk-max") << 10,
+				KDF:         repo.KDFParams{Time: uint32(passes), MemoryKiB: uint32(mem) << 10, Threads: repo.DefaultKDF.Threads},
 			}}
 			return runInit(c.Context, o)
 		},

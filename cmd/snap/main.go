@@ -248,7 +248,7 @@ func (g *globalOptions) openRepo(ctx context.Context, compression string) (*repo
 		be.Close()
 		return nil, err
 	}
-	// Argon2id's 64 MiB are garbage now; hand them back before the real
+	// Argon2id's memory is garbage now; hand them back before the real
 	// work allocates, so they do not add to the command's peak memory.
 	debug.FreeOSMemory()
 	return r, nil
