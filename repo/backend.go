@@ -158,3 +158,13 @@ type Spool interface {
 	// Abort discards what was written. It is a no-op after Commit.
 	Abort()
 }
+
+// TempRemover is implemented by backends whose writers leave temp objects
+// behind when they die (the local backend's ".tmp-" files). Prune calls it
+// under the exclusive lock with its margin, so a temp file a live writer
+// still needs is never removed.
+type TempRemover interface {
+	// RemoveTemp removes temp objects last modified before cutoff and
+	// reports how many and how many bytes.
+	RemoveTemp(ctx context.Context, cutoff time.Time) (n int, size int64, err error)
+}

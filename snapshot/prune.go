@@ -74,6 +74,9 @@ type PruneStats struct {
 	UnindexedKept      int   `json:"unindexed_packs_kept"` // younger than the margin, or of unknown age
 	UnindexedKeptBytes int64 `json:"unindexed_bytes_kept"`
 	MissingPacks       int   `json:"missing_packs_dropped"` // indexed, absent, no blob used
+
+	TempFilesDeleted int   `json:"temp_files_deleted"` // left by killed writers, older than the margin
+	TempBytesDeleted int64 `json:"temp_bytes_deleted"`
 }
 
 // PruneResult is the policy's decisions and what prune did.
@@ -232,6 +235,18 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResul
 	packs = append(packs, p.unindexedOld...)
 	if err := removeObjects(ctx, r, lk, repo.PackFile, packs); err != nil {
 		return nil, err
+	}
+	// 6. Temp files killed writers left (local repositories), once they
+	// are as old as the margin: no live writer is still on them.
+	if tr, ok := r.Backend().(repo.TempRemover); ok {
+		if err := lk.Err(); err != nil {
+			return nil, fmt.Errorf("not removing temp files: %w", err)
+		}
+		n, size, err := tr.RemoveTemp(ctx, o.Now().Add(-o.UnreferencedMargin))
+		if err != nil {
+			return nil, err
+		}
+		st.TempFilesDeleted, st.TempBytesDeleted = n, size
 	}
 	st.PacksAfter = st.PacksBefore - st.PacksDeleted - st.PacksRepacked - st.UnindexedDeleted + st.PacksWritten
 	st.PackBytesAfter = st.PackBytesBefore - st.PackBytesDeleted - st.PackBytesRepacked - st.UnindexedBytes + st.PackBytesWritten

@@ -214,6 +214,9 @@ func printPrune(w io.Writer, res *snapshot.PruneResult, o snapshot.PruneOptions)
 	if st.IndexFilesWritten > 0 {
 		fmt.Fprintf(w, "index: %d files consolidated into 1\n", st.IndexFilesRemoved)
 	}
+	if st.TempFilesDeleted > 0 {
+		fmt.Fprintf(w, "removed %d temp files interrupted writers left, older than %v (%s)\n", st.TempFilesDeleted, o.UnreferencedMargin, bytesStr(st.TempBytesDeleted))
+	}
 }
 
 // lockRetryFlag is shared by the commands that take a lock.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -111,5 +112,33 @@ func TestEndToEndPruneCheck(t *testing.T) {
 	}
 	if res.code != 1 || ck.ErrorCount == 0 || !strings.Contains(res.stderr, "check found") {
 		t.Fatalf("check of a repository with a missing pack: exit %d, %+v, %s", res.code, ck, res.stderr)
+	}
+}
+
+// TestPruneRemovesOldTempFiles: temp files a killed backup left in a local
+// repository are removed by prune once they are older than its margin.
+func TestPruneRemovesOldTempFiles(t *testing.T) {
+	e := newEnv(t)
+	e.ok(nil, "init")
+	oldTmp := filepath.Join(e.repo, "data", ".tmp-killed")
+	youngTmp := filepath.Join(e.repo, "data", ".tmp-running")
+	for _, p := range []string{oldTmp, youngTmp} {
+		if err := os.WriteFile(p, make([]byte, 5000), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := time.Now().Add(-25 * time.Hour)
+	if err := os.Chtimes(oldTmp, old, old); err != nil {
+		t.Fatal(err)
+	}
+	r := e.ok(nil, "prune", "--keep-last", "1")
+	if !strings.Contains(r.stdout, "removed 1 temp files") {
+		t.Errorf("prune output does not report the temp file:\n%s", r.stdout)
+	}
+	if _, err := os.Stat(oldTmp); !os.IsNotExist(err) {
+		t.Errorf("old temp file: %v, want it gone", err)
+	}
+	if _, err := os.Stat(youngTmp); err != nil {
+		t.Errorf("young temp file: %v, want it kept", err)
 	}
 }

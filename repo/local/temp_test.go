@@ -1,0 +1,56 @@
+package local
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/snapbackup/snap/repo"
+)
+
+// TestRemoveTemp: only temp files older than the cutoff go, wherever a
+// writer leaves them; objects and young temp files stay.
+func TestRemoveTemp(t *testing.T) {
+	dir := t.TempDir()
+	be, err := Create(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	h := repo.Handle{Type: repo.PackFile, Name: "ab01"}
+	if err := be.Save(ctx, h, []byte("pack")); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	old := now.Add(-48 * time.Hour)
+	files := map[string]time.Time{
+		"data/.tmp-spooled":  old,
+		"data/ab/.tmp-saved": old,
+		"index/.tmp-idx":     old,
+		"data/.tmp-live":     now,
+		"snapshots/.tmp-new": now.Add(-time.Hour),
+	}
+	for name, mtime := range files {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, make([]byte, 1000), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, size, err := be.RemoveTemp(ctx, now.Add(-24*time.Hour))
+	if err != nil || n != 3 || size != 3000 {
+		t.Fatalf("RemoveTemp: %d files, %d bytes, %v; want 3, 3000", n, size, err)
+	}
+	for name, mtime := range files {
+		_, err := os.Stat(filepath.Join(dir, name))
+		if gone := os.IsNotExist(err); gone != mtime.Equal(old) {
+			t.Errorf("%s (modified %v ago): gone %v", name, now.Sub(mtime).Round(time.Hour), gone)
+		}
+	}
+	if _, err := be.Stat(ctx, h); err != nil {
+		t.Fatalf("the pack: %v", err)
+	}
+}
