@@ -13,15 +13,16 @@ import (
 	"github.com/snapbackup/snap/repo"
 )
 
-// RemoveTemp removes the ".tmp-" files a killed writer left in the
-// repository's directories, when they were last written before cutoff.
+// RemoveTemp removes the ".tmp-" files a killed writer left where backups
+// and prunes write (packs, index files, snapshots), when they were last
+// written before cutoff. Lock and key files are left alone: they are
+// written without holding a lock (a lock's own file, while another process
+// may hold the exclusive one), so their temp files may be live at any time.
 func (b *Backend) RemoveTemp(ctx context.Context, cutoff time.Time) (int, int64, error) {
-	dirs := []string{b.dir}
-	for _, t := range repo.AllFileTypes {
-		if t == repo.ConfigFile {
-			continue
-		}
-		dirs = append(dirs, filepath.Join(b.dir, string(t)))
+	dirs := []string{
+		filepath.Join(b.dir, string(repo.PackFile)),
+		filepath.Join(b.dir, string(repo.IndexFile)),
+		filepath.Join(b.dir, string(repo.SnapshotFile)),
 	}
 	for i := range 256 {
 		dirs = append(dirs, filepath.Join(b.dir, string(repo.PackFile), fmt.Sprintf("%02x", i)))

@@ -3,14 +3,16 @@ package local
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/snapbackup/snap/repo"
 )
 
-// TestRemoveTemp: only temp files older than the cutoff go, wherever a
-// writer leaves them; objects and young temp files stay.
+// TestRemoveTemp: only temp files older than the cutoff go, from where
+// backups and prunes write; objects, young temp files and those of lock and
+// key writers (which run beside a prune) stay.
 func TestRemoveTemp(t *testing.T) {
 	dir := t.TempDir()
 	be, err := Create(dir)
@@ -30,6 +32,8 @@ func TestRemoveTemp(t *testing.T) {
 		"index/.tmp-idx":     old,
 		"data/.tmp-live":     now,
 		"snapshots/.tmp-new": now.Add(-time.Hour),
+		"locks/.tmp-lock":    old,
+		"keys/.tmp-key":      old,
 	}
 	for name, mtime := range files {
 		p := filepath.Join(dir, name)
@@ -46,7 +50,8 @@ func TestRemoveTemp(t *testing.T) {
 	}
 	for name, mtime := range files {
 		_, err := os.Stat(filepath.Join(dir, name))
-		if gone := os.IsNotExist(err); gone != mtime.Equal(old) {
+		want := mtime.Equal(old) && !strings.HasPrefix(name, "locks/") && !strings.HasPrefix(name, "keys/")
+		if gone := os.IsNotExist(err); gone != want {
 			t.Errorf("%s (modified %v ago): gone %v", name, now.Sub(mtime).Round(time.Hour), gone)
 		}
 	}
