@@ -108,41 +108,82 @@ func (c *Chunker) Params() Params { return c.p }
 // Boundaries are a pure function of the bytes from the chunk start: cutting
 // a stream from any earlier boundary reproduces the same later boundaries.
 func (c *Chunker) Cut(data []byte, atEOF bool) int {
-	p := &c.p
-	n := min(len(data), p.Max)
-	if n < p.Min {
-		if atEOF {
-			return n
-		}
-		return 0
-	}
-
-	// A chunk of length i+1 ends at data[i] when the hash of the window
-	// ending at data[i] matches. Lengths in [Min, Avg) use maskS, lengths
-	// in [Avg, Max) use maskL, and length Max is forced.
-	h := warm(&c.gear, data[p.Min-windowSize:p.Min-1])
-	i := p.Min - 1
-	if end := min(n, p.Avg-1); i < end {
-		j, hh := scan(&c.gear, data[i:end], h, c.maskS)
-		if j >= 0 {
-			return i + j + 1
-		}
-		h, i = hh, end
-	}
-	if end := min(n, p.Max-1); i < end {
-		if j, _ := scan(&c.gear, data[i:end], h, c.maskL); j >= 0 {
-			return i + j + 1
-		}
-	}
-	if n == p.Max || atEOF {
+	s := Stream{c: c}
+	// Within Max bytes a Stream always cuts, at Max at the latest.
+	n, cut := s.Next(data[:min(len(data), c.p.Max)])
+	if cut || atEOF {
 		return n
 	}
 	return 0
 }
 
-// warm hashes b without testing for a cut.
-func warm(gear *[256]uint64, b []byte) uint64 {
-	var h uint64
+// Stream finds the cut points of one byte stream fed to it in pieces of any
+// size, so a reader can chunk a file as it reads it without holding a
+// maximal chunk ahead. The cuts are exactly those of Cut: the test at a
+// byte depends only on the 64 bytes ending there and on the distance from
+// the chunk start, both of which a Stream carries from one piece to the
+// next. A Stream is not safe for concurrent use.
+type Stream struct {
+	c *Chunker
+	n int    // bytes of the current chunk seen so far
+	h uint64 // gear hash of those bytes, from Min-windowSize on
+}
+
+// NewStream returns a Stream at the start of a chunk.
+func (c *Chunker) NewStream() *Stream { return &Stream{c: c} }
+
+// Reset starts a new chunk, as at the start of a new stream.
+func (s *Stream) Reset() { s.n, s.h = 0, 0 }
+
+// Next consumes b up to the end of the current chunk. If the chunk ends
+// within b, it returns the number of bytes of b that belong to it and true,
+// and the Stream is at the start of the next chunk: call Next again with
+// b[n:]. Otherwise it returns len(b) and false. At the end of the stream
+// the bytes consumed since the last cut are its last chunk.
+func (s *Stream) Next(b []byte) (int, bool) {
+	c := s.c
+	p := &c.p
+	i := 0 // b[:i] consumed
+	for i < len(b) {
+		// A chunk of length n+1 ends at its byte n when the hash of the
+		// window ending there matches. No cut comes before Min, so the
+		// bytes before the window of the first tested byte are skipped
+		// and the 63 after them only hashed. Lengths in [Min, Avg) use
+		// maskS, lengths in [Avg, Max) use maskL, and length Max is
+		// forced.
+		var mask uint64
+		var stop int // chunk length at which this phase ends
+		switch {
+		case s.n < p.Min-windowSize:
+			k := min(len(b)-i, p.Min-windowSize-s.n)
+			i, s.n = i+k, s.n+k
+			continue
+		case s.n < p.Min-1:
+			k := min(len(b)-i, p.Min-1-s.n)
+			s.h = warm(&c.gear, b[i:i+k], s.h)
+			i, s.n = i+k, s.n+k
+			continue
+		case s.n < p.Avg-1:
+			mask, stop = c.maskS, p.Avg-1
+		case s.n < p.Max-1:
+			mask, stop = c.maskL, p.Max-1
+		default:
+			s.Reset()
+			return i + 1, true
+		}
+		k := min(len(b)-i, stop-s.n)
+		j, h := scan(&c.gear, b[i:i+k], s.h, mask)
+		if j >= 0 {
+			s.Reset()
+			return i + j + 1, true
+		}
+		i, s.n, s.h = i+k, s.n+k, h
+	}
+	return len(b), false
+}
+
+// warm rolls h over b without testing for a cut.
+func warm(gear *[256]uint64, b []byte, h uint64) uint64 {
 	for _, x := range b {
 		h = h<<1 + gear[x]
 	}

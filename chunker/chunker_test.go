@@ -62,6 +62,171 @@ func TestGolden(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("cuts changed:\n got %v\nwant %v", got, want)
 	}
+	if got := refSplit(c, randBytes(1, 64<<10)); !slices.Equal(got, want) {
+		t.Fatalf("reference cuts changed:\n got %v\nwant %v", got, want)
+	}
+	one := func() int { return 1 }
+	if got := streamSplit(c, randBytes(1, 64<<10), one); !slices.Equal(got, want) {
+		t.Fatalf("byte-by-byte stream cuts changed:\n got %v\nwant %v", got, want)
+	}
+}
+
+// refCut is Cut as it was before Stream existed, kept as the definition the
+// streaming code must reproduce byte for byte: the repository format
+// depends on these boundaries.
+func refCut(c *Chunker, data []byte, atEOF bool) int {
+	p := &c.p
+	n := min(len(data), p.Max)
+	if n < p.Min {
+		if atEOF {
+			return n
+		}
+		return 0
+	}
+	h := warm(&c.gear, data[p.Min-windowSize:p.Min-1], 0)
+	i := p.Min - 1
+	if end := min(n, p.Avg-1); i < end {
+		j, hh := scan(&c.gear, data[i:end], h, c.maskS)
+		if j >= 0 {
+			return i + j + 1
+		}
+		h, i = hh, end
+	}
+	if end := min(n, p.Max-1); i < end {
+		if j, _ := scan(&c.gear, data[i:end], h, c.maskL); j >= 0 {
+			return i + j + 1
+		}
+	}
+	if n == p.Max || atEOF {
+		return n
+	}
+	return 0
+}
+
+func refSplit(c *Chunker, data []byte) []int {
+	var out []int
+	for len(data) > 0 {
+		n := refCut(c, data, true)
+		out = append(out, n)
+		data = data[n:]
+	}
+	return out
+}
+
+// streamSplit feeds data to a Stream in blocks of next() bytes, as a reader
+// does, and returns the chunk lengths.
+func streamSplit(c *Chunker, data []byte, next func() int) []int {
+	s := c.NewStream()
+	var out []int
+	cur := 0
+	for len(data) > 0 {
+		b := data[:min(next(), len(data))]
+		data = data[len(b):]
+		for len(b) > 0 {
+			n, cut := s.Next(b)
+			if n == 0 || n > len(b) || !cut && n != len(b) {
+				panic(fmt.Sprintf("Next(%d bytes) = %d, %v", len(b), n, cut))
+			}
+			cur += n
+			b = b[n:]
+			if cut {
+				out = append(out, cur)
+				cur = 0
+			}
+		}
+	}
+	if cur > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+// TestStreamMatchesCut feeds random data to a Stream in blocks of random
+// sizes (single bytes, sizes around Min, Avg and Max, and more than a
+// chunk) and checks the cuts against the reference, for inputs that end
+// at a cut and in the middle of a chunk.
+func TestStreamMatchesCut(t *testing.T) {
+	params := []Params{
+		small,
+		DefaultParams(seed(13)),
+		{Min: 64, Avg: 128, Max: 256, Seed: seed(14)}, // no bytes skipped
+		{Min: 100, Avg: 1024, Max: 1100, Seed: seed(15)},
+		{Min: 100, Avg: 128, Max: 300, Seed: seed(16)}, // most cuts near Min
+	}
+	for pi, p := range params {
+		c := mustNew(t, p)
+		// Enough chunks that a test at one position a chunk (at Min, at
+		// Avg) is seen to disagree.
+		data := randBytes(uint64(20+pi), max(6*p.Max+777, 1<<20))
+		// A zero run cuts at Max; text-like bytes stress the masks.
+		clear(data[p.Max : 2*p.Max+5])
+		for i := 3 * p.Max; i < 4*p.Max; i++ {
+			data[i] = "abcab\n"[data[i]%6]
+		}
+		want := refSplit(c, data)
+		sizes := []int{1, 2, 3, 63, 64, 65, p.Min - 1, p.Min, p.Min + 1, p.Avg - 1, p.Avg, p.Avg + 1,
+			p.Max - 1, p.Max, p.Max + 1, 2*p.Max + 1}
+		if p.Max > 1<<20 {
+			// Megabytes in small blocks are slow (under -race) and test
+			// nothing the small parameters do not.
+			sizes = []int{p.Min - 1, p.Avg + 1, p.Max + 1}
+		}
+		rng := rand.New(rand.NewPCG(uint64(pi), 13))
+		modes := map[string]func() int{
+			"random": func() int { return 1 + rng.IntN(2*p.Max) },
+			"mixed": func() int {
+				if rng.IntN(2) == 0 {
+					return 1 + rng.IntN(8)
+				}
+				return sizes[rng.IntN(len(sizes))]
+			},
+		}
+		for _, n := range sizes {
+			modes[fmt.Sprintf("fixed %d", n)] = func() int { return n }
+		}
+		// The whole input, and prefixes ending mid-chunk.
+		wants := map[int][]int{len(data): want}
+		for _, n := range []int{p.Min / 2, p.Avg + 3, 2*p.Max + p.Min + 1, 4*p.Max - 1} {
+			wants[n] = refSplit(c, data[:n])
+		}
+		for name, next := range modes {
+			for n, w := range wants {
+				if got := streamSplit(c, data[:n], next); !slices.Equal(got, w) {
+					t.Fatalf("params %d, %s, %d bytes: stream cuts differ from Cut:\n got %v\nwant %v", pi, name, n, got, w)
+				}
+			}
+		}
+		if got := c.Split(data); !slices.Equal(got, want) {
+			t.Fatalf("params %d: Split differs from the reference", pi)
+		}
+	}
+}
+
+func TestStreamReset(t *testing.T) {
+	c := mustNew(t, small)
+	data := randBytes(16, 200<<10)
+	s := c.NewStream()
+	if n, cut := s.Next(nil); n != 0 || cut {
+		t.Fatalf("Next(nil) = %d, %v", n, cut)
+	}
+	// A stream that ended mid-chunk, then Reset, cuts a new stream as a
+	// fresh one does.
+	if _, cut := s.Next(data[:small.Min+100]); cut {
+		t.Fatal("cut before Min")
+	}
+	s.Reset()
+	var got []int
+	for b := data; len(b) > 0; {
+		n, cut := s.Next(b)
+		b = b[n:]
+		if cut {
+			got = append(got, n)
+		}
+	}
+	want := refSplit(c, data)
+	if !slices.Equal(got, want[:len(want)-1]) {
+		t.Fatalf("after Reset: %v, want %v", got, want[:len(want)-1])
+	}
 }
 
 func TestDeterministic(t *testing.T) {
@@ -153,7 +318,7 @@ func TestCutContract(t *testing.T) {
 	}
 }
 
-// TestStreaming feeds data the way a reader with a Max-sized buffer does:
+// TestStreaming feeds Cut the way a caller with a Max-sized buffer does:
 // small reads of random size, Cut after each, and atEOF only once the
 // source is drained.
 func TestStreaming(t *testing.T) {
@@ -437,6 +602,23 @@ func popcount(x uint64) int {
 	return n
 }
 
+// FuzzStream checks that a Stream fed in blocks of arbitrary sizes cuts
+// where the reference does.
+func FuzzStream(f *testing.F) {
+	p := Params{Min: 64, Avg: 256, Max: 1024, Seed: seed(10)}
+	c := mustNew(f, p)
+	f.Add(randBytes(10, 5000), uint64(1))
+	f.Add(make([]byte, 3000), uint64(2))
+	f.Add([]byte("x"), uint64(3))
+	f.Fuzz(func(t *testing.T, data []byte, sizes uint64) {
+		rng := rand.New(rand.NewPCG(sizes, 0))
+		got := streamSplit(c, data, func() int { return 1 + rng.IntN(3*p.Max) })
+		if want := refSplit(c, data); !slices.Equal(got, want) {
+			t.Fatalf("stream %v, reference %v", got, want)
+		}
+	})
+}
+
 // FuzzCut checks Cut's contract on arbitrary input and that a streaming
 // caller agrees with Split.
 func FuzzCut(f *testing.F) {
@@ -490,4 +672,27 @@ func benchmarkCut(b *testing.B, p Params) {
 func BenchmarkCut(b *testing.B) {
 	b.Run("default", func(b *testing.B) { benchmarkCut(b, DefaultParams(seed(11))) })
 	b.Run("small", func(b *testing.B) { benchmarkCut(b, small) })
+}
+
+// BenchmarkStream feeds a Stream in blocks, as the backup's reader does.
+func BenchmarkStream(b *testing.B) {
+	c := mustNew(b, DefaultParams(seed(11)))
+	data := randBytes(11, 64<<20)
+	for _, block := range []int{64 << 10, 256 << 10, 1 << 20} {
+		b.Run(fmt.Sprintf("block=%dK", block>>10), func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			s := c.NewStream()
+			for b.Loop() {
+				for rest := data; len(rest) > 0; {
+					blk := rest[:min(block, len(rest))]
+					rest = rest[len(blk):]
+					for len(blk) > 0 {
+						n, _ := s.Next(blk)
+						blk = blk[n:]
+					}
+				}
+				s.Reset()
+			}
+		})
+	}
 }

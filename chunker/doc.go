@@ -33,5 +33,6 @@
 // is done elsewhere.
 //
 // A Chunker holds no state between calls, so one Chunker may be shared by
-// any number of goroutines.
+// any number of goroutines. A Stream, which carries one stream's state
+// from one piece of it to the next, belongs to one goroutine.
 package chunker

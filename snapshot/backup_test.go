@@ -9,12 +9,15 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/snapbackup/snap/chunker"
 	"github.com/snapbackup/snap/repo"
 	"github.com/snapbackup/snap/repo/faulty"
+	"github.com/snapbackup/snap/repo/limit"
 	"github.com/snapbackup/snap/repo/mem"
 	"github.com/snapbackup/snap/snapshot"
 	"github.com/snapbackup/snap/source"
@@ -320,6 +323,92 @@ func TestReplacedFileIsReadAgain(t *testing.T) {
 		t.Fatalf("read %d bytes; the replaced table (%d bytes) was not read", sn.Summary.BytesRead, len(data))
 	}
 	checkRestore(t, r, sn, fx.files)
+}
+
+// TestBackupCutsLikeChunker checks that the reader, which feeds the chunker
+// a block at a time, stores every file in the chunks the chunker cuts from
+// the whole file: for sizes around the chunker's limits, an empty WAL, with
+// one reader and several, paced or not, and for files that grew and are
+// read from their last chunk. The repository format depends on it.
+func TestBackupCutsLikeChunker(t *testing.T) {
+	const min, avg, max = 16 << 10, 64 << 10, 256 << 10 // testInit
+	rng := rand.New(rand.NewPCG(13, 13))
+	fx := newFixture(t, 13)
+	dir, files := fx.dir, fx.files
+	for i, n := range []int{1, min - 1, min, min + 1, avg, max - 1, max, max + 1, 3*max + 5, 5 << 20} {
+		data := randBytes(rng, n)
+		if i%3 == 1 {
+			data = compressible(rng, n)
+		}
+		name := fmt.Sprintf("%06d.sst", 100+i)
+		writeFile(t, dir, name, data)
+		files[name] = data
+	}
+	zeros := make([]byte, 2*max+3) // cut at max
+	writeFile(t, dir, "000200.sst", zeros)
+	files["000200.sst"] = zeros
+	writeFile(t, dir, "000201.log", nil)
+	files["000201.log"] = nil
+	wal := compressible(rng, 700<<10)
+	writeFile(t, dir, "000202.log", wal)
+	files["000202.log"] = wal
+	fx.relist()
+	src := fx.src
+
+	check := func(t *testing.T, r *repo.Repository, sn *snapshot.Snapshot) {
+		t.Helper()
+		ch, err := chunker.New(r.ChunkerParams())
+		if err != nil {
+			t.Fatal(err)
+		}
+		tree, err := snapshot.LoadTree(context.Background(), r, sn.Tree)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tree.Files) != len(files) {
+			t.Fatalf("%d files in the tree, want %d", len(tree.Files), len(files))
+		}
+		for _, f := range tree.Files {
+			var got []int
+			for _, n := range f.Sizes {
+				got = append(got, int(n))
+			}
+			if want := ch.Split(files[f.Name]); !slices.Equal(got, want) {
+				t.Errorf("%s: chunks %v, the chunker cuts %v", f.Name, got, want)
+			}
+		}
+	}
+	for _, o := range []snapshot.BackupOptions{
+		{Readers: 1},
+		{Readers: 3, Workers: 1},
+		{ReadLimit: limit.NewLimiter(1 << 30)},
+	} {
+		t.Run(fmt.Sprintf("readers=%d,limit=%d", o.Readers, o.ReadLimit.Rate()), func(t *testing.T) {
+			o.Host = "h"
+			r := newRepo(t, mem.New())
+			sn, err := snapshot.Backup(context.Background(), r, src, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			check(t, r, sn)
+			checkRestore(t, r, sn, files)
+		})
+	}
+
+	// The WAL grows; the next backup reads it from the start of its last
+	// chunk and must cut the rest as the whole file would be cut.
+	r := newRepo(t, mem.New())
+	backup(t, r, src, false)
+	more := compressible(rng, 300<<10)
+	appendFile(t, dir, "000202.log", more)
+	files["000202.log"] = append(wal, more...)
+	fx.relist()
+	sn := backup(t, r, src, false)
+	if sn.Summary.BytesRead >= int64(len(files["000202.log"])) {
+		t.Fatalf("read %d bytes: the grown WAL was read whole", sn.Summary.BytesRead)
+	}
+	check(t, r, sn)
+	checkRestore(t, r, sn, files)
 }
 
 func TestBackupBadListing(t *testing.T) {
