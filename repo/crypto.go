@@ -57,6 +57,22 @@ func (k *Keys) Seal(dst, plain []byte) []byte {
 	return sealWith(k.aead, dst, plain)
 }
 
+// nonceSize is the length of the nonce a sealed object starts with.
+const nonceSize = chacha20poly1305.NonceSizeX
+
+// sealInPlace seals b[nonceSize:] where it lies: b is room for the nonce
+// followed by the plaintext, and the result is the sealed form, in b's
+// array when its capacity holds the tag.
+func (k *Keys) sealInPlace(b []byte) []byte {
+	nonce := b[:nonceSize]
+	if _, err := rand.Read(nonce); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err)) // rand.Read never fails on supported platforms
+	}
+	// Seal's output starts exactly where the plaintext does, the one
+	// overlap the AEAD interface allows.
+	return k.aead.Seal(b[:nonceSize], nonce, b[nonceSize:], nil)
+}
+
 // Open decrypts nonce || ciphertext || tag, appending the plaintext to dst.
 func (k *Keys) Open(dst, sealed []byte) ([]byte, error) {
 	return openWith(k.aead, dst, sealed)

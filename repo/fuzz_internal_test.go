@@ -128,6 +128,33 @@ func TestSealOpen(t *testing.T) {
 	}
 }
 
+// TestSealInPlace: sealing where the plaintext lies gives what Open reads
+// back, in the buffer's own array when it has room for the tag.
+func TestSealInPlace(t *testing.T) {
+	k, err := deriveKeys(fuzzMaster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{0, 1, 100, 1 << 16} {
+		plain := bytes.Repeat([]byte{byte(n)}, n)
+		for _, room := range []int{Overhead, 0} { // room for the tag, or none
+			b := make([]byte, nonceSize, nonceSize+n+room)
+			b = append(b, plain...)
+			sealed := k.sealInPlace(b)
+			if len(sealed) != n+Overhead {
+				t.Fatalf("%d bytes: sealed to %d", n, len(sealed))
+			}
+			if inPlace := &sealed[0] == &b[0]; inPlace != (room > 0) {
+				t.Errorf("%d bytes, room %d: in place %v", n, room, inPlace)
+			}
+			got, err := k.Open(nil, sealed)
+			if err != nil || !bytes.Equal(got, plain) {
+				t.Fatalf("%d bytes: open: %v", n, err)
+			}
+		}
+	}
+}
+
 // FuzzDecodeConfig: a config that decodes always yields a usable chunker.
 func FuzzDecodeConfig(f *testing.F) {
 	f.Add([]byte(`{"version":1,"id":"00","chunker_min":524288,"chunker_avg":1048576,"chunker_max":8388608,"pack_size":16777216,"compression":"fastest"}`))

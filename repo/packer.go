@@ -139,22 +139,24 @@ func (p *packer) newBuilder(ctx context.Context) (*packBuilder, error) {
 }
 
 // sealBlob compresses (when that shrinks it) and encrypts plain into a
-// pooled buffer.
+// pooled buffer. The payload is compressed to where the sealed blob's
+// ciphertext goes and encrypted in place, so each blob is written once by
+// zstd and once by the cipher, with no copy between.
 func (r *Repository) sealBlob(plain []byte) ([]byte, Compression) {
+	buf := r.getBuf(Overhead + len(plain))[:nonceSize]
 	comp := CompressionNone
-	payload := plain
-	var zbuf []byte
 	if r.enc != nil {
-		zbuf = r.enc.EncodeAll(plain, r.getBuf(len(plain)))
-		if len(zbuf) < len(plain) {
-			comp, payload = CompressionZstd, zbuf
+		buf = r.enc.EncodeAll(plain, buf)
+		if len(buf)-nonceSize < len(plain) {
+			comp = CompressionZstd
+		} else {
+			buf = buf[:nonceSize]
 		}
 	}
-	sealed := r.keys.Seal(r.getBuf(len(payload)+Overhead), payload)
-	if zbuf != nil {
-		r.putBuf(zbuf)
+	if comp == CompressionNone {
+		buf = append(buf, plain...)
 	}
-	return sealed, comp
+	return r.keys.sealInPlace(buf), comp
 }
 
 func (r *Repository) getBuf(n int) []byte {
