@@ -19,7 +19,7 @@ RUN go mod download
 COPY . .
 ARG VERSION=dev
 # snap needs no cgo (only the test server does): a static binary.
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/snap ./cmd/snap
+RUN CGO_ENABLED=0 go build -tags disable_grpc_modules -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/snap ./cmd/snap
 
 FROM ubuntu:24.04
 RUN apt-get update \

@@ -134,7 +134,7 @@ export CGO_ENABLED=1
 version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
 log "building bin/snap ($version), bin/rocksdb-server and the bench helpers"
 mkdir -p "$BENCH_DIR/bin"
-go build -ldflags "-X main.version=$version" -o bin/snap ./cmd/snap
+go build -tags disable_grpc_modules -ldflags "-X main.version=$version" -o bin/snap ./cmd/snap
 go build -tags rocksdb -o bin/rocksdb-server ./cmd/rocksdb-server
 for t in gen limits report; do
 	go build -o "$BENCH_DIR/bin/$t" "./bench/$t"

@@ -11,7 +11,7 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 export SNAP_PASSWORD=synthetic SNAP_REPO="$WORK/repo" SNAP_LOG_LEVEL=warn
 cd "$ROOT"
-go build -o "$WORK/snap" ./cmd/snap
+go build -tags disable_grpc_modules -o "$WORK/snap" ./cmd/snap
 go build -o "$WORK/synthrepo" ./scripts/synthrepo
 "$WORK/synthrepo" -repo "$WORK/repo" -blobs "$BLOBS" -snapshots 20
 echo "repository: $(du -sh "$WORK/repo" | cut -f1)"
