@@ -63,6 +63,33 @@ type restoreFile struct {
 	synced atomic.Bool
 }
 
+// writeAt writes p at off and starts writing its whole pages to the
+// device. Without that, the kernel starts writeback only when gigabytes
+// are dirty or after 30 s, so the fsync after a file's last byte wrote all
+// of the file while its worker waited, and with it the P that Go keeps for
+// a goroutine blocked in a system call (a cold restore of 2 GiB on 2
+// cores: 4.0 s without, 3.5 s with). The partial pages at p's ends are
+// left to fsync: the neighbouring chunks may still write into them.
+func (f *restoreFile) writeAt(p []byte, off int64) error {
+	if _, err := f.fh.WriteAt(p, off); err != nil {
+		return fmt.Errorf("write %s: %w", f.fh.Name(), err)
+	}
+	if start, n := wholePages(off, len(p), pageSize); n > 0 {
+		// Only a hint: fsync reports any error of this writeback.
+		startWriteback(f.fh, start, n)
+	}
+	return nil
+}
+
+// wholePages returns the range of the whole pages of size page inside
+// [off, off+n).
+func wholePages(off int64, n, page int) (start, length int64) {
+	pg := int64(page)
+	start = (off + pg - 1) / pg * pg
+	end := (off + int64(n)) / pg * pg
+	return start, max(end-start, 0)
+}
+
 func (f *restoreFile) wrote(n int) error {
 	if f.left.Add(-int64(n)) != 0 {
 		return nil
@@ -173,6 +200,12 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 		if err := fh.Truncate(f.Length); err != nil {
 			return fmt.Errorf("size %s: %w", f.Name, err)
 		}
+		// Chunks arrive in pack order and are written back as they come:
+		// allocated up front, a file stays in few extents (the 40 SSTs of
+		// the benchmark: 40 extents instead of 249).
+		if err := allocate(fh, f.Length); err != nil {
+			return fmt.Errorf("allocate %s: %w", f.Name, err)
+		}
 		var off int64
 		for k, id := range f.Chunks {
 			targets[id] = append(targets[id], blobTarget{file: rf, offset: off})
@@ -192,8 +225,8 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 		g.Go(func() error {
 			return r.LoadBlobs(gctx, p, entries, func(e repo.BlobEntry, plain []byte) error {
 				for _, t := range targets[e.ID] {
-					if _, err := t.file.fh.WriteAt(plain, t.offset); err != nil {
-						return fmt.Errorf("write %s: %w", t.file.fh.Name(), err)
+					if err := t.file.writeAt(plain, t.offset); err != nil {
+						return err
 					}
 					o.Progress.BytesDone.Add(int64(len(plain)))
 					if err := t.file.wrote(len(plain)); err != nil {
