@@ -11,14 +11,12 @@ import (
 	"log/slog"
 	"runtime"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/snapbackup/snap/chunker"
-	"github.com/snapbackup/snap/internal/directio"
 )
 
 // FormatVersion is the repository format this code writes and reads
@@ -460,24 +458,20 @@ const maxIndexListings = 5
 // still be fetched in one request.
 const maxRangeGap = 1 << 20
 
-// maxRangeLen bounds one ranged read (unless a single blob is larger), and
-// so the memory each concurrent reader holds.
+// maxRangeLen bounds one ranged read (unless a single blob is larger).
 const maxRangeLen = 8 << 20
-
-// rangeBufs holds the buffers LoadBlobs reads ranges into, aligned so that
-// a backend can read into them with direct I/O; reused, because a restore
-// reads gigabytes through them.
-var rangeBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // LoadBlobs fetches the given blobs of one pack, in as few ranged reads as
 // their positions allow, and calls fn with each verified plaintext in
 // offset order. The plaintext is only valid during the call.
+//
+// A range is streamed blob by blob, not read whole first, so a reader holds
+// one sealed blob and its plaintext whatever the range's length (a restore
+// runs several of these at once).
 func (r *Repository) LoadBlobs(ctx context.Context, pack ID, entries []BlobEntry, fn func(BlobEntry, []byte) error) error {
 	entries = sortedByOffset(entries)
 	h := Handle{Type: PackFile, Name: pack.String()}
-	var plainBuf, rawBuf []byte
-	bp := rangeBufs.Get().(*[]byte)
-	defer rangeBufs.Put(bp)
+	var sealedBuf, plainBuf, rawBuf []byte
 	for start := 0; start < len(entries); {
 		end := start + 1
 		for end < len(entries) &&
@@ -489,34 +483,75 @@ func (r *Repository) LoadBlobs(ctx context.Context, pack ID, entries []BlobEntry
 		first, last := group[0], group[len(group)-1]
 		rangeStart := int64(first.Offset)
 		rangeLen := int64(last.Offset) + int64(last.Length) - rangeStart
-		var buf []byte
+		// done counts the blobs handed to fn. A backend may call the
+		// reading function again after a broken read; it then starts at
+		// the range's start again and skips them, so fn sees each blob
+		// once.
+		done := 0
+		var blobErr, fnErr error
 		err := r.be.Load(ctx, h, rangeStart, rangeLen, func(rd io.Reader) error {
-			if int64(cap(*bp)) < rangeLen {
-				*bp = directio.Alloc(int(max(rangeLen, maxRangeLen)))
+			pos := rangeStart // pack offset of rd's next byte
+			var plain []byte  // the last blob's, for a repeated entry
+			for i, e := range group {
+				off, n := int64(e.Offset), int64(e.Length)
+				if i < done {
+					continue
+				}
+				if off < pos {
+					// Only the same blob listed twice can start before the
+					// previous one ended (pack headers tile their blobs).
+					if i == 0 || group[i-1] != e || plain == nil {
+						blobErr = fmt.Errorf("pack %s blob %s: %w: overlaps the blob before it", pack, e.ID, ErrCorrupt)
+						return blobErr
+					}
+				} else {
+					if _, err := io.CopyN(io.Discard, rd, off-pos); err != nil {
+						return eofIsShort(err)
+					}
+					if int64(cap(sealedBuf)) < n {
+						sealedBuf = make([]byte, n)
+					}
+					sealed := sealedBuf[:n]
+					if _, err := io.ReadFull(rd, sealed); err != nil {
+						return err
+					}
+					pos = off + n
+					var err error
+					if plain, err = r.openBlob(e, sealed, &plainBuf, &rawBuf); err != nil {
+						blobErr = fmt.Errorf("pack %s blob %s: %w", pack, e.ID, err)
+						return blobErr
+					}
+				}
+				if fnErr = fn(e, plain); fnErr != nil {
+					return fnErr
+				}
+				done = i + 1
 			}
-			buf = (*bp)[:rangeLen]
-			_, err := io.ReadFull(rd, buf)
-			return err
+			return nil
 		})
-		if errors.Is(err, io.ErrUnexpectedEOF) {
+		switch {
+		case err == nil:
+		case fnErr != nil && errors.Is(err, fnErr):
+			return fnErr // the caller's own
+		case blobErr != nil && errors.Is(err, blobErr):
+			return blobErr
+		case errors.Is(err, io.ErrUnexpectedEOF):
 			return fmt.Errorf("load %s: %w: %w", h, ErrCorrupt, err)
-		}
-		if err != nil {
+		default:
 			return fmt.Errorf("load %s: %w", h, err)
-		}
-		for _, e := range group {
-			sealed := buf[int64(e.Offset)-rangeStart : int64(e.Offset)-rangeStart+int64(e.Length)]
-			plain, err := r.openBlob(e, sealed, &plainBuf, &rawBuf)
-			if err != nil {
-				return fmt.Errorf("pack %s blob %s: %w", pack, e.ID, err)
-			}
-			if err := fn(e, plain); err != nil {
-				return err
-			}
 		}
 		start = end
 	}
 	return nil
+}
+
+// eofIsShort turns the io.EOF of a discard that ran out of bytes into the
+// short read it is.
+func eofIsShort(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 func sortedByOffset(entries []BlobEntry) []BlobEntry {

@@ -2,8 +2,10 @@ package repo_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -619,5 +621,96 @@ func TestIndex(t *testing.T) {
 	}
 	if got := x.Packs(); !slices.Equal(got, []repo.ID{{0xa0}, {0xb0}}) {
 		t.Errorf("packs %v", got)
+	}
+}
+
+// restartingBackend breaks the first read of every Load after breakAt
+// bytes and then calls fn again from the start of the range, as the retry
+// decorator does after a broken read.
+type restartingBackend struct {
+	repo.Backend
+	breakAt int
+}
+
+var errBroken = errors.New("connection reset (test)")
+
+type breakingReader struct {
+	data []byte
+}
+
+func (r *breakingReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, errBroken
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+func (b *restartingBackend) Load(ctx context.Context, h repo.Handle, offset, length int64, fn func(io.Reader) error) error {
+	var data []byte
+	if err := b.Backend.Load(ctx, h, offset, length, func(rd io.Reader) error {
+		var err error
+		data, err = io.ReadAll(rd)
+		return err
+	}); err != nil {
+		return err
+	}
+	if b.breakAt < len(data) {
+		if err := fn(&breakingReader{data: data[:b.breakAt]}); !errors.Is(err, errBroken) {
+			return fmt.Errorf("fn made %v of a broken read", err)
+		}
+	}
+	return fn(bytes.NewReader(data))
+}
+
+// TestLoadBlobsRestart: when a backend restarts a broken read, LoadBlobs
+// hands fn every blob once, in order, wherever the read broke; a blob
+// listed twice is handed over twice, as asked.
+func TestLoadBlobsRestart(t *testing.T) {
+	rng := newRand(t)
+	be := &restartingBackend{Backend: mem.New()}
+	o := smallOptions()
+	o.PackSize, o.Compression = 8<<20, "off"
+	r := initRepo(t, be, o)
+	var blobs []testBlob
+	for range 6 {
+		p := randomBytes(rng, 100<<10+rng.IntN(1000))
+		blobs = append(blobs, testBlob{id: r.BlobID(p), plain: p})
+		if _, err := r.SaveBlob(t.Context(), repo.DataBlob, blobs[len(blobs)-1].id, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var entries []repo.BlobEntry
+	var pack repo.ID
+	for _, i := range []int{0, 1, 1, 3, 4} { // a gap (2), a repeat (1), a tail left out (5)
+		loc, _ := r.Index().Lookup(blobs[i].id)
+		entries = append(entries, loc.BlobEntry)
+		pack = loc.Pack
+	}
+	e0, e1, e3 := entries[0], entries[1], entries[3]
+	for _, breakAt := range []int{
+		0, 1, int(e0.Length) - 1, int(e0.Length), int(e0.Length) + 1,
+		int(e1.Offset+e1.Length) - int(e0.Offset), int(e3.Offset) - int(e0.Offset) - 7, 1 << 30,
+	} {
+		be.breakAt = breakAt
+		var got []int
+		err := r.LoadBlobs(t.Context(), pack, entries, func(e repo.BlobEntry, plain []byte) error {
+			i := slices.IndexFunc(blobs, func(b testBlob) bool { return b.id == e.ID })
+			if !bytes.Equal(plain, blobs[i].plain) {
+				return fmt.Errorf("blob %d: wrong bytes", i)
+			}
+			got = append(got, i)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("break at %d: %v", breakAt, err)
+		}
+		if want := []int{0, 1, 1, 3, 4}; !slices.Equal(got, want) {
+			t.Errorf("break at %d: fn saw blobs %v, want %v", breakAt, got, want)
+		}
 	}
 }

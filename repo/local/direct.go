@@ -13,7 +13,7 @@ import (
 const directMin = 1 << 20
 
 // bounceSize is the direct read done for a request that is not aligned.
-const bounceSize = 256 << 10
+const bounceSize = 1 << 20
 
 var bounces = sync.Pool{New: func() any { b := directio.Alloc(bounceSize); return &b }}
 
