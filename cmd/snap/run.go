@@ -326,7 +326,9 @@ func (o *runOptions) prepare(ctx context.Context, st *runState) (time.Time, erro
 	var pr snapshot.Progress
 	err = r.LoadIndex(ctx)
 	if err == nil {
-		err = snapshot.Restore(ctx, r, sn, snapshot.RestoreOptions{Target: o.data, Progress: &pr, Log: o.log})
+		workers, restoreProcs := ioProcs(r)
+		err = snapshot.Restore(ctx, r, sn, snapshot.RestoreOptions{Target: o.data, Progress: &pr, Log: o.log, Workers: workers})
+		restoreProcs()
 	}
 	if err != nil {
 		return time.Time{}, fmt.Errorf("restore snapshot %s into %s: %w; the server was not started", sn.ID.Str(), o.data, err)
