@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/snapbackup/snap/internal/directio"
 )
 
 // ErrShortFile is wrapped by every error about a file on disk that ends
@@ -48,6 +50,7 @@ type Reader struct {
 	name    string
 	dir     string
 	f       *os.File // nil for synthesized content
+	direct  *directReader
 	content []byte
 	length  int64
 	listed  bool // length came from the listing, not from a stat
@@ -89,6 +92,19 @@ func openFile(dir string, file File) (*Reader, error) {
 		f.Close()
 		return nil, &ShortFileError{Name: file.Name, Dir: dir, Want: file.Length, Found: fi.Size(), Listed: true}
 	}
+	// Tables are immutable: read them around the page cache where the file
+	// system allows. Append-only files stay buffered: the server may be
+	// writing beyond their listed length, and a direct read would first
+	// force its dirty pages out.
+	if file.Role == RoleTable && r.length >= directMin {
+		if df, err := directio.Open(filepath.Join(dir, file.Name)); err == nil {
+			if df.Direct() {
+				r.direct = &directReader{f: df}
+			} else {
+				df.Close()
+			}
+		}
+	}
 	return r, nil
 }
 
@@ -123,7 +139,11 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 		n = copy(want, r.content[off:])
 	} else {
 		var err error
-		n, err = r.f.ReadAt(want, off)
+		if r.direct != nil {
+			n, err = r.direct.readAt(want, off, r.length)
+		} else {
+			n, err = r.f.ReadAt(want, off)
+		}
 		if n < len(want) && (err == nil || errors.Is(err, io.EOF)) {
 			return n, r.shortError(off + int64(n))
 		}
@@ -152,5 +172,11 @@ func (r *Reader) Close() error {
 	if r.f == nil {
 		return nil
 	}
-	return r.f.Close()
+	err := r.f.Close()
+	if r.direct != nil {
+		if derr := r.direct.close(); err == nil {
+			err = derr
+		}
+	}
+	return err
 }
