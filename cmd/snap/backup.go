@@ -110,8 +110,12 @@ func runBackup(ctx context.Context, o backupOptions) error {
 // snap backup and snap run share it, so their snapshots are alike.
 func backupInto(ctx context.Context, r *repo.Repository, o backupOptions, pr *snapshot.Progress) (*snapshot.Snapshot, error) {
 	src := source.NewRedis(o.server, o.data, o.log)
+	// One worker per core compresses; the extra Ps are for the readers and
+	// pack writers while they wait on the disk (see ioProcs).
+	procs, restoreProcs := ioProcs()
+	defer restoreProcs()
 	return snapshot.Backup(ctx, r, src, snapshot.BackupOptions{
 		Host: o.host, Tags: o.tags, Force: o.force, Progress: pr, Log: o.log, Program: "snap " + version,
-		ReadLimit: o.storage.readLimiter(),
+		ReadLimit: o.storage.readLimiter(), Workers: procs,
 	})
 }

@@ -86,8 +86,9 @@ func runRestore(ctx context.Context, o restoreOptions) error {
 	var pr snapshot.Progress
 	start := time.Now()
 	pl := startProgress(o.stderr, !o.json && isTerminal(o.stderr), "restore", &pr)
-	workers, restoreProcs := ioProcs(r)
-	err = snapshot.Restore(ctx, r, sn, snapshot.RestoreOptions{Target: o.target, Progress: &pr, Log: o.log, NoLock: o.noLock, Workers: workers})
+	procs, restoreProcs := ioProcs()
+	err = snapshot.Restore(ctx, r, sn, snapshot.RestoreOptions{Target: o.target, Progress: &pr, Log: o.log, NoLock: o.noLock,
+		Workers: max(r.Connections(), 2*procs)})
 	restoreProcs()
 	pl.Stop()
 	if errors.Is(err, snapshot.ErrTargetHasDatabase) && o.skipExisting {
@@ -128,16 +129,17 @@ func hasTags(have, want []string) bool {
 	return true
 }
 
-// ioProcs raises GOMAXPROCS for a restore and returns its worker count and
-// the function that sets GOMAXPROCS back. Restore workers spend much of
-// their time in reads, writes and fsyncs, and Go keeps a goroutine's P while
-// it is blocked in a system call, so with one P per core the cores idle
-// while the decoding waits for a P (a trace of a cold 2 GiB restore: P held
-// in system calls for 3.4 of 7.2 P-seconds). Twice the Ps let the decoding
-// run meanwhile; the workers stay at two per core (plus connections), so
-// memory does not grow with the Ps.
-func ioProcs(r *repo.Repository) (workers int, restore func()) {
-	procs := runtime.GOMAXPROCS(0)
+// ioProcs doubles GOMAXPROCS for a backup or restore and returns the
+// number of Ps there were (one per core, or the container's CPU limit) and
+// the function that sets it back. Both spend much of their time in reads,
+// writes and fsyncs (direct I/O never returns early from the page cache),
+// and Go keeps a goroutine's P while it is blocked in a system call, so
+// with one P per core the cores idle while the compressing or decoding
+// goroutines wait for a P (a trace of a cold 2 GiB restore: Ps held in
+// system calls for 3.4 of 7.2 P-seconds). The callers size their workers
+// by the returned count, so memory does not grow with the Ps.
+func ioProcs() (procs int, restore func()) {
+	procs = runtime.GOMAXPROCS(0)
 	runtime.GOMAXPROCS(2 * procs)
-	return max(r.Connections(), 2*procs), func() { runtime.GOMAXPROCS(procs) }
+	return procs, func() { runtime.GOMAXPROCS(procs) }
 }

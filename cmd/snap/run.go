@@ -326,8 +326,9 @@ func (o *runOptions) prepare(ctx context.Context, st *runState) (time.Time, erro
 	var pr snapshot.Progress
 	err = r.LoadIndex(ctx)
 	if err == nil {
-		workers, restoreProcs := ioProcs(r)
-		err = snapshot.Restore(ctx, r, sn, snapshot.RestoreOptions{Target: o.data, Progress: &pr, Log: o.log, Workers: workers})
+		procs, restoreProcs := ioProcs()
+		err = snapshot.Restore(ctx, r, sn, snapshot.RestoreOptions{Target: o.data, Progress: &pr, Log: o.log,
+			Workers: max(r.Connections(), 2*procs)})
 		restoreProcs()
 	}
 	if err != nil {
