@@ -263,7 +263,8 @@ func newRepository(be Backend, keys *Keys, cfg Config, o Options) (*Repository, 
 			return nil, fmt.Errorf("unknown compression %q (want off, fastest, default or better)", comp)
 		}
 		r.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderCRC(false),
-			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithZeroFrames(true))
+			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithZeroFrames(true),
+			zstd.WithAllLitEntropyCompression(level >= zstd.SpeedDefault))
 		if err != nil {
 			return nil, err
 		}
