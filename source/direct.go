@@ -9,24 +9,19 @@ import (
 // directMin is the smallest table read around the page cache.
 const directMin = 1 << 20
 
-// directBlock is what one direct read fetches: reads of the backup's size
-// (a chunk's first Min bytes, then 256 KiB blocks) are served from it.
-const directBlock = 1 << 20
-
-var directBlocks = sync.Pool{New: func() any { b := directio.Alloc(directBlock); return &b }}
-
 // directReader reads an immutable table around the page cache, through an
-// aligned block: a backup reads every table once, sequentially, and through
-// the page cache that would cost a kernel copy per byte and evict the pages
-// the live server serves from (and on a cold cache, allocate a page per 4
-// KiB read).
+// aligned block (directio.BlockReader): a backup reads every table once,
+// sequentially, and through the page cache that would cost a kernel copy
+// per byte and evict the pages the live server serves from (and on a cold
+// cache, allocate a page per 4 KiB read).
 type directReader struct {
-	f *directio.File
+	f  *directio.File
+	mu sync.Mutex
+	br *directio.BlockReader
+}
 
-	mu    sync.Mutex
-	block *[]byte // nil between uses; holds file bytes [off, off+n)
-	off   int64
-	n     int
+func newDirectReader(f *directio.File) *directReader {
+	return &directReader{f: f, br: directio.NewBlockReader(f)}
 }
 
 // readAt fills p from off, within the file's first length bytes (which the
@@ -35,42 +30,16 @@ type directReader struct {
 func (d *directReader) readAt(p []byte, off, length int64) (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	done := 0
-	for done < len(p) {
-		pos := off + int64(done)
-		if d.block == nil || pos < d.off || pos >= d.off+int64(d.n) {
-			if d.block == nil {
-				d.block = directBlocks.Get().(*[]byte)
-			}
-			d.off = pos &^ (directio.Align - 1)
-			n, err := d.f.ReadUpTo(*d.block, d.off)
-			d.n = n
-			if err != nil {
-				d.n = 0
-				return done, err
-			}
-			if pos >= d.off+int64(n) {
-				return done, nil // the file ends before pos
-			}
-		}
-		done += copy(p[done:], (*d.block)[pos-d.off:d.n])
+	n, err := d.br.ReadAt(p, off)
+	if off+int64(n) >= length {
+		d.br.Release() // read to the end: the block is not needed again
 	}
-	if off+int64(done) >= length {
-		d.release() // read to the end: the block is not needed again
-	}
-	return done, nil
-}
-
-func (d *directReader) release() {
-	if d.block != nil {
-		directBlocks.Put(d.block)
-		d.block, d.n = nil, 0
-	}
+	return n, err
 }
 
 func (d *directReader) close() error {
 	d.mu.Lock()
-	d.release()
+	d.br.Release()
 	d.mu.Unlock()
 	return d.f.Close()
 }

@@ -99,7 +99,7 @@ func openFile(dir string, file File) (*Reader, error) {
 	if file.Role == RoleTable && r.length >= directMin {
 		if df, err := directio.Open(filepath.Join(dir, file.Name)); err == nil {
 			if df.Direct() {
-				r.direct = &directReader{f: df}
+				r.direct = newDirectReader(df)
 			} else {
 				df.Close()
 			}

@@ -114,3 +114,46 @@ func TestWriteUnaligned(t *testing.T) {
 		t.Fatalf("Create over an existing file: %v", err)
 	}
 }
+
+// TestBlockReader: reads of any size at any offset, in order and not,
+// come back as the file has them; past the end they come back short, with
+// no error; Release in between changes nothing.
+func TestBlockReader(t *testing.T) {
+	const size = 2*BlockSize + 12345
+	rng := rand.New(rand.NewPCG(5, 6))
+	want := make([]byte, size)
+	for i := range want {
+		want[i] = byte(rng.Uint32())
+	}
+	name := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(name, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r := NewBlockReader(f)
+	defer r.Release()
+	for off := 0; off < size; {
+		p := make([]byte, 1+rng.IntN(300<<10))
+		n, err := r.ReadAt(p, int64(off))
+		if err != nil || n != min(len(p), size-off) || !bytes.Equal(p[:n], want[off:off+n]) {
+			t.Fatalf("ReadAt(%d at %d) = %d, %v", len(p), off, n, err)
+		}
+		off += n
+	}
+	for i := range 300 {
+		if i%50 == 0 {
+			r.Release()
+		}
+		off := rng.IntN(size + 10)
+		p := make([]byte, rng.IntN(3*BlockSize))
+		n, err := r.ReadAt(p, int64(off))
+		wantN := max(0, min(len(p), size-off))
+		if err != nil || n != wantN || !bytes.Equal(p[:n], want[min(off, size):min(off, size)+n]) {
+			t.Fatalf("ReadAt(%d at %d) = %d, %v; want %d bytes", len(p), off, n, err, wantN)
+		}
+	}
+}

@@ -188,7 +188,7 @@ func (b *Backend) Load(ctx context.Context, h repo.Handle, offset, length int64,
 		df, err := directio.Open(f.Name())
 		if err == nil && df.Direct() {
 			defer df.Close()
-			dr := &directReader{f: df, off: offset, end: offset + rd.Size()}
+			dr := newDirectReader(df, offset, offset+rd.Size())
 			defer dr.release()
 			return fn(dr)
 		}
