@@ -25,7 +25,8 @@ type PackWriter struct {
 }
 
 // NewPackWriter returns a writer that uploads up to Connections packs at
-// once; memory is about (Connections + 2) packs.
+// once; memory is about (Connections + 2) packs, or two 1 MiB blocks each
+// where the backend spools.
 func (r *Repository) NewPackWriter() *PackWriter {
 	return &PackWriter{r: r, sem: make(chan struct{}, r.conns), open: map[BlobType]*packBuilder{}}
 }
