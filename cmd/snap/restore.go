@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"time"
 
@@ -138,8 +139,18 @@ func hasTags(have, want []string) bool {
 // goroutines wait for a P (a trace of a cold 2 GiB restore: Ps held in
 // system calls for 3.4 of 7.2 P-seconds). The callers size their workers
 // by the returned count, so memory does not grow with the Ps.
+//
+// Setting GOMAXPROCS turns off the runtime's tracking of the container's
+// CPU limit, so the function turns it back on, unless the GOMAXPROCS
+// environment variable had turned it off (snap run lives for months).
 func ioProcs() (procs int, restore func()) {
 	procs = runtime.GOMAXPROCS(0)
 	runtime.GOMAXPROCS(2 * procs)
-	return procs, func() { runtime.GOMAXPROCS(procs) }
+	return procs, func() {
+		if os.Getenv("GOMAXPROCS") != "" {
+			runtime.GOMAXPROCS(procs)
+		} else {
+			runtime.SetDefaultGOMAXPROCS()
+		}
+	}
 }
