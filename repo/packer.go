@@ -170,37 +170,50 @@ func (r *Repository) putBuf(b []byte) {
 	r.packer.blobBufs.Put(&b)
 }
 
-// upload finishes pb and stores it in the background; it blocks while
-// r.conns uploads are in flight, which is the pipeline's backpressure.
-func (p *packer) upload(ctx context.Context, pb *packBuilder) error {
+// storeInBackground finishes pb and stores it in a goroutine counted by
+// wg, once one of sem's slots is free: it blocks while they are all taken,
+// which is a writer's backpressure. If ctx ends first, pb is dropped. done
+// gets the pack's id and blobs, its size, and the error (storing a pack
+// that exists counts as success: same name, same bytes).
+func (r *Repository) storeInBackground(ctx context.Context, sem chan struct{}, wg *sync.WaitGroup, pb *packBuilder, done func(PackBlobs, int, error)) error {
 	select {
-	case p.sem <- struct{}{}:
+	case sem <- struct{}{}:
 	case <-ctx.Done():
 		pb.abort()
 		return ctx.Err()
 	}
-	p.uploadWG.Add(1)
+	wg.Add(1)
 	go func() {
-		defer p.uploadWG.Done()
-		defer func() { <-p.sem }()
-		id, size, err := pb.store(ctx, p.r.be, p.r.keys)
+		defer wg.Done()
+		defer func() { <-sem }()
+		id, size, err := pb.store(ctx, r.be, r.keys)
 		if errors.Is(err, ErrExists) {
-			err = nil // same name, same bytes
+			err = nil
 		}
-		entries := slices.Clone(pb.entries)
+		if err != nil {
+			err = fmt.Errorf("save %s: %w", packName(id), err)
+		}
+		done(PackBlobs{PackID: id, Blobs: slices.Clone(pb.entries)}, size, err)
+	}()
+	return nil
+}
+
+// upload stores pb in the background, r.conns packs at a time, and indexes
+// it once stored.
+func (p *packer) upload(ctx context.Context, pb *packBuilder) error {
+	return p.r.storeInBackground(ctx, p.sem, &p.uploadWG, pb, func(pbs PackBlobs, size int, err error) {
 		if pb.buf != nil {
 			p.bufPool.Put(pb) // in-memory builders keep their buffer
 		}
 		if err != nil {
-			p.fail(fmt.Errorf("save %s: %w", packName(id), err))
+			p.fail(err)
 			return
 		}
 		p.stats.packs.Add(1)
 		p.stats.bytesSaved.Add(int64(size))
-		pbs := PackBlobs{PackID: id, Blobs: entries}
 		p.r.idx.AddPack(pbs)
 		p.mu.Lock()
-		for _, e := range entries {
+		for _, e := range pbs.Blobs {
 			delete(p.pending, e.ID)
 		}
 		p.unindex = append(p.unindex, pbs)
@@ -214,8 +227,7 @@ func (p *packer) upload(ctx context.Context, pb *packBuilder) error {
 				p.fail(err)
 			}
 		}
-	}()
-	return nil
+	})
 }
 
 // abortOpen drops the packs not yet uploaded and waits for the uploads

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 )
 
@@ -71,32 +70,18 @@ func (w *PackWriter) Add(ctx context.Context, t BlobType, id ID, plain []byte) e
 }
 
 func (w *PackWriter) upload(ctx context.Context, pb *packBuilder) error {
-	select {
-	case w.sem <- struct{}{}:
-	case <-ctx.Done():
-		pb.abort()
-		return ctx.Err()
-	}
-	w.wg.Add(1)
-	go func() {
-		defer w.wg.Done()
-		defer func() { <-w.sem }()
-		id, size, err := pb.store(ctx, w.r.be, w.r.keys)
-		if errors.Is(err, ErrExists) {
-			err = nil // same name, same bytes
-		}
+	return w.r.storeInBackground(ctx, w.sem, &w.wg, pb, func(pbs PackBlobs, size int, err error) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		if err != nil {
 			if w.err == nil {
-				w.err = fmt.Errorf("save %s: %w", packName(id), err)
+				w.err = err
 			}
 			return
 		}
-		w.done = append(w.done, PackBlobs{PackID: id, Blobs: slices.Clone(pb.entries)})
+		w.done = append(w.done, pbs)
 		w.bytes += int64(size)
-	}()
-	return nil
+	})
 }
 
 // Finish uploads the packs still open, waits for every upload and returns
