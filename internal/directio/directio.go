@@ -55,6 +55,12 @@ func Open(name string) (*File, error) {
 	return openFile(name, os.O_RDONLY, 0)
 }
 
+// OpenFile is os.OpenFile with direct I/O where the file system supports
+// it. Writes to a direct file need aligned buffers, offsets and lengths.
+func OpenFile(name string, flag int, perm os.FileMode) (*File, error) {
+	return openFile(name, flag, perm)
+}
+
 // Direct reports whether the file's I/O bypasses the page cache.
 func (f *File) Direct() bool { return f.direct }
 

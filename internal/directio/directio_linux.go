@@ -12,11 +12,13 @@ func openFile(name string, flag int, perm os.FileMode) (*File, error) {
 	if err == nil {
 		return &File{File: fh, direct: true}, nil
 	}
-	// tmpfs and some other file systems refuse O_DIRECT with EINVAL.
+	// tmpfs before Linux 6.6 and some other file systems refuse O_DIRECT
+	// with EINVAL, after creating the file: the second open must not
+	// insist on creating it.
 	if !errors.Is(err, unix.EINVAL) {
 		return nil, err
 	}
-	fh, err = os.OpenFile(name, flag, perm)
+	fh, err = os.OpenFile(name, flag&^os.O_EXCL, perm)
 	if err != nil {
 		return nil, err
 	}
