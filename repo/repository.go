@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -470,9 +471,21 @@ const maxRangeLen = 8 << 20
 // one sealed blob and its plaintext whatever the range's length (a restore
 // runs several of these at once).
 func (r *Repository) LoadBlobs(ctx context.Context, pack ID, entries []BlobEntry, fn func(BlobEntry, []byte) error) error {
+	return r.LoadBlobsInto(ctx, pack, entries, nil, fn)
+}
+
+// LoadBlobsInto is LoadBlobs that decodes each blob into memory of the
+// caller's: into(e) returns an empty slice with room for e's plaintext,
+// or nil for the repository's own buffer, and fn's plaintext lies in that
+// slice's array when it had the room. So a caller can decode a blob at an
+// address that suits direct I/O, and keep the buffer past fn (say, to
+// write it while the next blob decodes). into is called once per blob,
+// after its sealed bytes were read; an error from it ends the load.
+func (r *Repository) LoadBlobsInto(ctx context.Context, pack ID, entries []BlobEntry, into func(BlobEntry) ([]byte, error), fn func(BlobEntry, []byte) error) error {
 	entries = sortedByOffset(entries)
 	h := Handle{Type: PackFile, Name: pack.String()}
-	var sealedBuf, plainBuf, rawBuf []byte
+	bufs := getBlobBufs()
+	defer putBlobBufs(bufs)
 	for start := 0; start < len(entries); {
 		end := start + 1
 		for end < len(entries) &&
@@ -509,16 +522,24 @@ func (r *Repository) LoadBlobs(ctx context.Context, pack ID, entries []BlobEntry
 					if _, err := io.CopyN(io.Discard, rd, off-pos); err != nil {
 						return eofIsShort(err)
 					}
-					if int64(cap(sealedBuf)) < n {
-						sealedBuf = make([]byte, n)
-					}
-					sealed := sealedBuf[:n]
+					sealed := bufs.sealedFor(n)
 					if _, err := io.ReadFull(rd, sealed); err != nil {
 						return err
 					}
 					pos = off + n
+					var dst []byte
+					if into != nil {
+						var err error
+						if dst, err = into(e); err != nil {
+							fnErr = err
+							return fnErr
+						}
+					}
+					if dst == nil {
+						dst = bufs.plainFor(e, n)
+					}
 					var err error
-					if plain, err = r.openBlob(e, sealed, &plainBuf, &rawBuf); err != nil {
+					if plain, err = r.openBlob(e, sealed, dst); err != nil {
 						blobErr = fmt.Errorf("pack %s blob %s: %w", pack, e.ID, err)
 						return blobErr
 					}
@@ -546,6 +567,53 @@ func (r *Repository) LoadBlobs(ctx context.Context, pack ID, entries []BlobEntry
 	return nil
 }
 
+// blobBufs are a blob reader's two buffers: the sealed blob as read, in
+// which compressed blobs are also decrypted, and the plaintext.
+// They are pooled: a restore reads hundreds of packs, and fresh
+// megabyte buffers cost a page fault per page and their zeroing.
+type blobBufs struct {
+	sealed []byte
+	plain  []byte
+}
+
+var blobBufPool = sync.Pool{New: func() any { return new(blobBufs) }}
+
+func getBlobBufs() *blobBufs { return blobBufPool.Get().(*blobBufs) }
+
+func putBlobBufs(b *blobBufs) {
+	if cap(b.sealed) > maxPooledBuf {
+		b.sealed = nil // an outsized blob's; let it go
+	}
+	if cap(b.plain) > maxPooledBuf {
+		b.plain = nil
+	}
+	blobBufPool.Put(b)
+}
+
+// maxPooledBuf bounds the buffers kept for reuse: four times the default
+// chunker's average blob, which nearly all blobs are below; a larger one
+// gets a buffer of its own.
+const maxPooledBuf = 4 << 20
+
+// sealedFor returns a buffer of n bytes for a sealed blob.
+func (b *blobBufs) sealedFor(n int64) []byte {
+	if int64(cap(b.sealed)) < n {
+		b.sealed = make([]byte, n)
+	}
+	return b.sealed[:n]
+}
+
+// plainFor returns an empty slice with room for e's plaintext. sealedLen
+// bounds the plaintext of a stored blob whose index entry lies about its
+// raw length.
+func (b *blobBufs) plainFor(e BlobEntry, sealedLen int64) []byte {
+	need := int(min(max(int64(e.RawLength), sealedLen), maxBlobSize))
+	if cap(b.plain) < need {
+		b.plain = make([]byte, need)
+	}
+	return b.plain[:0]
+}
+
 // eofIsShort turns the io.EOF of a discard that ran out of bytes into the
 // short read it is.
 func eofIsShort(err error) error {
@@ -566,26 +634,33 @@ func sortedByOffset(entries []BlobEntry) []BlobEntry {
 	return entries
 }
 
-// openBlob decrypts, decompresses and verifies one sealed blob.
-func (r *Repository) openBlob(e BlobEntry, sealed []byte, plainBuf, rawBuf *[]byte) ([]byte, error) {
+// openBlob decrypts, decompresses and verifies one sealed blob. The
+// plaintext is appended to dst, in dst's array when it has the room.
+// sealed is overwritten: a compressed blob is decrypted where it lies.
+func (r *Repository) openBlob(e BlobEntry, sealed, dst []byte) ([]byte, error) {
 	if e.RawLength > maxBlobSize {
 		return nil, fmt.Errorf("%w: raw length %d exceeds the blob limit", ErrCorrupt, e.RawLength)
 	}
-	p, err := r.keys.Open((*plainBuf)[:0], sealed)
-	if err != nil {
-		return nil, err
-	}
-	*plainBuf = p
-	raw := p
+	var raw []byte
 	if e.Compression == CompressionZstd {
-		if cap(*rawBuf) < int(e.RawLength) {
-			*rawBuf = make([]byte, 0, e.RawLength)
+		// The plaintext starts exactly where the ciphertext does, the one
+		// overlap the AEAD interface allows.
+		if len(sealed) < nonceSize {
+			return nil, fmt.Errorf("%w: %d bytes is shorter than nonce and tag", ErrCorrupt, len(sealed))
 		}
-		raw, err = r.dec.DecodeAll(p, (*rawBuf)[:0])
+		p, err := r.keys.Open(sealed[nonceSize:nonceSize], sealed)
+		if err != nil {
+			return nil, err
+		}
+		raw, err = r.dec.DecodeAll(p, dst)
 		if err != nil {
 			return nil, fmt.Errorf("%w: decompress: %v", ErrCorrupt, err)
 		}
-		*rawBuf = raw
+	} else {
+		var err error
+		if raw, err = r.keys.Open(dst, sealed); err != nil {
+			return nil, err
+		}
 	}
 	if len(raw) != int(e.RawLength) {
 		return nil, fmt.Errorf("%w: %d bytes, the index says %d", ErrCorrupt, len(raw), e.RawLength)

@@ -714,3 +714,67 @@ func TestLoadBlobsRestart(t *testing.T) {
 		}
 	}
 }
+
+// LoadBlobsInto decodes each blob into the caller's buffer, compressed or
+// not, and hands the caller's error from into back unchanged.
+func TestLoadBlobsInto(t *testing.T) {
+	rng := newRand(t)
+	for _, comp := range []string{"off", "fastest"} {
+		t.Run(comp, func(t *testing.T) {
+			o := smallOptions()
+			o.Compression = comp
+			r := initRepo(t, mem.New(), o)
+			var blobs []testBlob
+			for i := range 5 {
+				p := textBytes(rng, 50<<10+i*777)
+				if i%2 == 1 {
+					p = randomBytes(rng, 30<<10+i) // stored uncompressed even under zstd
+				}
+				blobs = append(blobs, testBlob{id: r.BlobID(p), plain: p})
+				if _, err := r.SaveBlob(t.Context(), repo.DataBlob, blobs[i].id, p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := r.Flush(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			byPack := map[repo.ID][]repo.BlobEntry{}
+			for _, b := range blobs {
+				loc, _ := r.Index().Lookup(b.id)
+				byPack[loc.Pack] = append(byPack[loc.Pack], loc.BlobEntry)
+			}
+			seen := 0
+			for pack, entries := range byPack {
+				bufs := map[repo.ID][]byte{}
+				into := func(e repo.BlobEntry) ([]byte, error) {
+					b := make([]byte, 3+e.RawLength)
+					bufs[e.ID] = b
+					return b[3:3], nil
+				}
+				err := r.LoadBlobsInto(t.Context(), pack, entries, into, func(e repo.BlobEntry, plain []byte) error {
+					i := slices.IndexFunc(blobs, func(b testBlob) bool { return b.id == e.ID })
+					if !bytes.Equal(plain, blobs[i].plain) {
+						return fmt.Errorf("blob %d: wrong bytes", i)
+					}
+					if &plain[0] != &bufs[e.ID][3] {
+						return fmt.Errorf("blob %d was not decoded into the caller's buffer", i)
+					}
+					seen++
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				errMine := errors.New("no buffer for you")
+				err = r.LoadBlobsInto(t.Context(), pack, entries, func(repo.BlobEntry) ([]byte, error) { return nil, errMine },
+					func(repo.BlobEntry, []byte) error { return errors.New("fn called after into failed") })
+				if err != errMine {
+					t.Fatalf("into's error came back as %v", err)
+				}
+			}
+			if seen != len(blobs) {
+				t.Fatalf("fn saw %d blobs, want %d", seen, len(blobs))
+			}
+		})
+	}
+}

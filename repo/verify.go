@@ -29,20 +29,18 @@ func (r *Repository) CheckPack(ctx context.Context, id ID, size int64) ([]BlobEn
 	h := Handle{Type: PackFile, Name: id.String()}
 	var bad []BadBlob
 	var sum ID
-	var buf, plainBuf, rawBuf []byte
+	bufs := getBlobBufs()
+	defer putBlobBufs(bufs)
 	err = r.be.Load(ctx, h, 0, 0, func(rd io.Reader) error {
 		bad = bad[:0] // Load may call again after a retry
 		hasher := blake3.New()
 		for _, e := range entries {
-			if cap(buf) < int(e.Length) {
-				buf = make([]byte, e.Length)
-			}
-			buf = buf[:e.Length]
+			buf := bufs.sealedFor(int64(e.Length))
 			if _, err := io.ReadFull(rd, buf); err != nil {
 				return err
 			}
 			hasher.Write(buf)
-			if _, err := r.openBlob(e, buf, &plainBuf, &rawBuf); err != nil {
+			if _, err := r.openBlob(e, buf, bufs.plainFor(e, int64(e.Length))); err != nil {
 				bad = append(bad, BadBlob{Entry: e, Err: err})
 			}
 		}
