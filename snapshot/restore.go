@@ -12,9 +12,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"sync/atomic"
-
-	"golang.org/x/sync/errgroup"
 
 	"github.com/snapbackup/snap/repo"
 )
@@ -47,58 +44,6 @@ type RestoreOptions struct {
 	// (a concurrent prune may then make the restore fail, never succeed
 	// with wrong data: every blob is verified).
 	NoLock bool
-}
-
-type blobTarget struct {
-	file   *restoreFile
-	offset int64
-}
-
-// restoreFile is a file being written. The worker that writes its last
-// byte fsyncs it, so flushing overlaps the rest of the restore instead of
-// following it.
-type restoreFile struct {
-	fh     *os.File
-	left   atomic.Int64 // bytes not yet written
-	synced atomic.Bool
-}
-
-// writeAt writes p at off and starts writing its whole pages to the
-// device. Without that, the kernel starts writeback only when gigabytes
-// are dirty or after 30 s, so the fsync after a file's last byte wrote all
-// of the file while its worker waited, and with it the P that Go keeps for
-// a goroutine blocked in a system call (a cold restore of 2 GiB on 2
-// cores: 4.0 s without, 3.5 s with). The partial pages at p's ends are
-// left to fsync: the neighbouring chunks may still write into them.
-func (f *restoreFile) writeAt(p []byte, off int64) error {
-	if _, err := f.fh.WriteAt(p, off); err != nil {
-		return fmt.Errorf("write %s: %w", f.fh.Name(), err)
-	}
-	if start, n := wholePages(off, len(p), pageSize); n > 0 {
-		// Only a hint: fsync reports any error of this writeback.
-		startWriteback(f.fh, start, n)
-	}
-	return nil
-}
-
-// wholePages returns the range of the whole pages of size page inside
-// [off, off+n).
-func wholePages(off int64, n, page int) (start, length int64) {
-	pg := int64(page)
-	start = (off + pg - 1) / pg * pg
-	end := (off + int64(n)) / pg * pg
-	return start, max(end-start, 0)
-}
-
-func (f *restoreFile) wrote(n int) error {
-	if f.left.Add(-int64(n)) != 0 {
-		return nil
-	}
-	if err := f.fh.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", f.fh.Name(), err)
-	}
-	f.synced.Store(true)
-	return nil
 }
 
 // Restore writes the files of sn into o.Target. It refuses when the target
@@ -190,22 +135,11 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 			pointer = f
 			continue
 		}
-		fh, err := os.OpenFile(filepath.Join(dir, f.Name), os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+		rf, err := createRestoreFile(filepath.Join(dir, f.Name), f.Length)
 		if err != nil {
 			return fmt.Errorf("create %s: %w", f.Name, err)
 		}
-		rf := &restoreFile{fh: fh}
-		rf.left.Store(f.Length)
 		files[f.Name] = rf
-		if err := fh.Truncate(f.Length); err != nil {
-			return fmt.Errorf("size %s: %w", f.Name, err)
-		}
-		// Chunks arrive in pack order and are written back as they come:
-		// allocated up front, a file stays in few extents (the 40 SSTs of
-		// the benchmark: 40 extents instead of 249).
-		if err := allocate(fh, f.Length); err != nil {
-			return fmt.Errorf("allocate %s: %w", f.Name, err)
-		}
 		var off int64
 		for k, id := range f.Chunks {
 			targets[id] = append(targets[id], blobTarget{file: rf, offset: off})
@@ -218,26 +152,7 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 		packs = append(packs, p)
 	}
 	slices.SortFunc(packs, func(a, b repo.ID) int { return bytes.Compare(a[:], b[:]) })
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(o.Workers)
-	for _, p := range packs {
-		entries := dedupEntries(byPack[p])
-		g.Go(func() error {
-			return r.LoadBlobs(gctx, p, entries, func(e repo.BlobEntry, plain []byte) error {
-				for _, t := range targets[e.ID] {
-					if err := t.file.writeAt(plain, t.offset); err != nil {
-						return err
-					}
-					o.Progress.BytesDone.Add(int64(len(plain)))
-					if err := t.file.wrote(len(plain)); err != nil {
-						return err
-					}
-				}
-				return nil
-			})
-		})
-	}
-	if err := g.Wait(); err != nil {
+	if err := restoreChunks(ctx, r, packs, byPack, targets, o); err != nil {
 		return err
 	}
 
@@ -247,8 +162,8 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 			continue
 		}
 		if !rf.synced.Load() { // empty files; the rest were synced when done
-			if err := rf.fh.Sync(); err != nil {
-				return fmt.Errorf("fsync %s: %w", f.Name, err)
+			if err := rf.finish(); err != nil {
+				return err
 			}
 		}
 		fi, err := rf.fh.Stat()

@@ -1,0 +1,163 @@
+package snapshot
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/snapbackup/snap/internal/directio"
+	"github.com/snapbackup/snap/repo"
+	"github.com/snapbackup/snap/repo/mem"
+)
+
+// A restoreFile takes chunks of any size in any order from several
+// goroutines at once, decoded at the right placement or not, and ends up
+// with exactly the file's bytes, direct or through the page cache.
+func TestRestoreFileChunks(t *testing.T) {
+	const pg = directio.Align
+	for _, direct := range []bool{true, false} {
+		for _, size := range []int{1, pg - 1, pg, pg + 1, 5*pg + 123, 64 * pg, 300<<10 + 7} {
+			rng := rand.New(rand.NewPCG(uint64(size), 1))
+			want := make([]byte, size)
+			for i := range want {
+				want[i] = byte(rng.Uint32())
+			}
+			path := filepath.Join(t.TempDir(), "f")
+			var fh *directio.File
+			var err error
+			if direct {
+				fh, err = directio.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+			} else {
+				var osf *os.File
+				osf, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+				fh = &directio.File{File: osf}
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if direct && !fh.Direct() {
+				t.Log("the file system does not do direct I/O; both runs are buffered")
+			}
+			f, err := newRestoreFile(fh, path, int64(size))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Chunks of 1 byte to a few pages, cut anywhere.
+			type chunk struct{ off, n int }
+			var chunks []chunk
+			for off := 0; off < size; {
+				n := min(size-off, 1+rng.IntN(3*pg))
+				chunks = append(chunks, chunk{off, n})
+				off += n
+			}
+			rng.Shuffle(len(chunks), func(i, j int) { chunks[i], chunks[j] = chunks[j], chunks[i] })
+			var wg sync.WaitGroup
+			errs := make(chan error, len(chunks))
+			for k := range 4 {
+				wg.Go(func() {
+					for i := k; i < len(chunks); i += 4 {
+						c := chunks[i]
+						pad := placement(int64(c.off))
+						if i%3 == 0 {
+							pad = (pad + 1) % pg // decoded for another place
+						}
+						p := directio.Alloc(pad + c.n)[pad:]
+						copy(p, want[c.off:c.off+c.n])
+						if err := f.writeAt(p, int64(c.off)); err != nil {
+							errs <- err
+							return
+						}
+						if err := f.wrote(c.n); err != nil {
+							errs <- err
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			if !f.synced.Load() {
+				t.Fatalf("size %d: not synced after the last byte", size)
+			}
+			if len(f.edges) != 0 {
+				t.Fatalf("size %d: %d partial pages left unwritten", size, len(f.edges))
+			}
+			fh.Close()
+			got, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("direct %v, size %d: restored %d bytes differ from the original", direct, size, len(got))
+			}
+		}
+	}
+}
+
+// A write that fails ends restoreChunks with that error; the decoders
+// waiting to hand over their chunks, and the other writers, stop.
+func TestRestoreChunksWriteError(t *testing.T) {
+	r, err := repo.Init(t.Context(), mem.New(), "pw", repo.InitOptions{
+		PackSize: 1 << 20, KDF: repo.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
+	}, repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	rng := rand.New(rand.NewPCG(3, 4))
+	path := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	osf, err := os.Open(path) // read-only: every write fails
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer osf.Close()
+	f := &restoreFile{fh: &directio.File{File: osf}, name: path, size: 1 << 30}
+	f.left.Store(f.size)
+	targets := map[repo.ID][]blobTarget{}
+	byPack := map[repo.ID][]repo.BlobEntry{}
+	for i := range 200 { // many more chunks than buffers in flight
+		p := make([]byte, 20<<10)
+		for k := range p {
+			p[k] = byte(rng.Uint32())
+		}
+		id := r.BlobID(p)
+		if _, err := r.SaveBlob(t.Context(), repo.DataBlob, id, p); err != nil {
+			t.Fatal(err)
+		}
+		targets[id] = []blobTarget{{file: f, offset: int64(i) * int64(len(p))}}
+	}
+	if err := r.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for id := range targets {
+		loc, _ := r.Index().Lookup(id)
+		byPack[loc.Pack] = append(byPack[loc.Pack], loc.BlobEntry)
+	}
+	var packs []repo.ID
+	for p := range byPack {
+		packs = append(packs, p)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- restoreChunks(t.Context(), r, packs, byPack, targets, RestoreOptions{Workers: 2, Progress: &Progress{}})
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "write "+path) {
+			t.Fatalf("restoreChunks with failing writes: %v", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("restoreChunks hangs after a failed write")
+	}
+}
