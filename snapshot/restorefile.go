@@ -2,10 +2,12 @@ package snapshot
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sync/errgroup"
@@ -33,11 +35,14 @@ type restoreFile struct {
 	fh     *directio.File
 	name   string
 	size   int64
+	padded bool         // sized up to whole pages until finish
 	left   atomic.Int64 // bytes not yet written
 	synced atomic.Bool
 
-	mu    sync.Mutex
-	edges map[int64]*edgePage // by file offset, partial pages being filled in
+	mu sync.Mutex
+	// edges holds, by file offset, the partial pages being filled in; nil
+	// when the file is written through the page cache.
+	edges map[int64]*edgePage
 }
 
 // edgePage is a page some of whose bytes have arrived.
@@ -65,6 +70,7 @@ func newRestoreFile(fh *directio.File, path string, size int64) (*restoreFile, e
 	alloc := size
 	if fh.Direct() {
 		alloc = roundUp(size)
+		f.padded = alloc != size
 		f.edges = map[int64]*edgePage{}
 	}
 	if err := fh.Truncate(alloc); err != nil {
@@ -91,10 +97,12 @@ func placement(off int64) int { return int(off & (directio.Align - 1)) }
 
 // writeAt writes p, a whole chunk, at off.
 func (f *restoreFile) writeAt(p []byte, off int64) error {
-	if !f.fh.Direct() {
+	if f.edges == nil {
 		return f.writeBuffered(p, off)
 	}
-	if len(p) > 0 && int(uintptr(unsafe.Pointer(unsafe.SliceData(p)))&(directio.Align-1)) != placement(off) {
+	// Pages are written whole from here on, also if the file system
+	// turns out to refuse direct writes after all (see write).
+	if f.fh.Direct() && len(p) > 0 && int(uintptr(unsafe.Pointer(unsafe.SliceData(p)))&(directio.Align-1)) != placement(off) {
 		// Decoded for another place (a chunk that occurs twice): move it.
 		q := directio.Alloc(placement(off) + len(p))[placement(off):]
 		copy(q, p)
@@ -144,9 +152,17 @@ func (f *restoreFile) fill(off int64, b []byte) error {
 	return f.write(e.buf, pg)
 }
 
-// write writes whole pages with direct I/O.
+// write writes whole pages with direct I/O. A file system that took
+// O_DIRECT at open but refuses the write gets this and later writes
+// through the page cache.
 func (f *restoreFile) write(b []byte, off int64) error {
-	if _, err := f.fh.WriteAt(b, off); err != nil {
+	_, err := f.fh.WriteAt(b, off)
+	if errors.Is(err, syscall.EINVAL) && f.fh.Direct() {
+		if err = f.fh.SetBuffered(); err == nil {
+			_, err = f.fh.WriteAt(b, off)
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("write %s: %w", f.name, err)
 	}
 	return nil
@@ -188,7 +204,7 @@ func (f *restoreFile) wrote(n int) error {
 }
 
 func (f *restoreFile) finish() error {
-	if f.fh.Direct() && f.size != roundUp(f.size) {
+	if f.padded {
 		if err := f.fh.Truncate(f.size); err != nil {
 			return fmt.Errorf("size %s: %w", f.name, err)
 		}

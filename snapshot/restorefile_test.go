@@ -102,6 +102,67 @@ func TestRestoreFileChunks(t *testing.T) {
 	}
 }
 
+// A file system that takes O_DIRECT at open but refuses a direct write
+// (EINVAL, here provoked with a misaligned buffer) gets that write and
+// the rest through the page cache, partial pages waiting in edges too.
+func TestRestoreFileDirectRefused(t *testing.T) {
+	const pg = directio.Align
+	size := 5*pg + 100
+	want := make([]byte, size)
+	for i := range want {
+		want[i] = byte(i*7 + i>>9)
+	}
+	path := filepath.Join(t.TempDir(), "f")
+	fh, err := directio.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	if !fh.Direct() {
+		t.Skip("the file system does not do direct I/O")
+	}
+	f, err := newRestoreFile(fh, path, int64(size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(off, end int) {
+		t.Helper()
+		pad := placement(int64(off))
+		p := directio.Alloc(pad + end - off)[pad:]
+		copy(p, want[off:end])
+		if err := f.writeAt(p, int64(off)); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.wrote(end - off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(0, 2*pg+10) // leaves page 2 partly filled
+	misaligned := directio.Alloc(pg + 1)[1:]
+	copy(misaligned, want[3*pg:4*pg])
+	if err := f.write(misaligned, 3*pg); err != nil {
+		t.Fatalf("write after the file system refused direct I/O: %v", err)
+	}
+	if fh.Direct() {
+		t.Fatal("still direct after a refused write")
+	}
+	if err := f.wrote(pg); err != nil {
+		t.Fatal(err)
+	}
+	put(2*pg+10, 3*pg)
+	put(4*pg, size)
+	if !f.synced.Load() || len(f.edges) != 0 {
+		t.Fatalf("synced %v, %d partial pages left", f.synced.Load(), len(f.edges))
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("restored bytes differ from the original")
+	}
+}
+
 // A write that fails ends restoreChunks with that error; the decoders
 // waiting to hand over their chunks, and the other writers, stop.
 func TestRestoreChunksWriteError(t *testing.T) {

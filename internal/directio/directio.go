@@ -12,6 +12,7 @@ package directio
 
 import (
 	"os"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -40,7 +41,7 @@ func Aligned(b []byte) bool {
 // File is an open file that writes, where it can, with direct I/O.
 type File struct {
 	*os.File
-	direct bool // O_DIRECT is set on the descriptor
+	direct atomic.Bool // O_DIRECT is set on the descriptor
 }
 
 // Create creates (O_EXCL) name for writing with direct I/O when the file
@@ -62,7 +63,21 @@ func OpenFile(name string, flag int, perm os.FileMode) (*File, error) {
 }
 
 // Direct reports whether the file's I/O bypasses the page cache.
-func (f *File) Direct() bool { return f.direct }
+func (f *File) Direct() bool { return f.direct.Load() }
+
+// SetBuffered turns direct I/O off for the file's later reads and writes:
+// for a file system that accepts O_DIRECT at open and then refuses the
+// I/O (EINVAL), the caller can go on without it.
+func (f *File) SetBuffered() error {
+	if !f.direct.Load() {
+		return nil
+	}
+	if err := f.setDirect(false); err != nil {
+		return err
+	}
+	f.direct.Store(false)
+	return nil
+}
 
 // WriteFull writes p at the file's current position. When the file is
 // direct and p starts aligned, the aligned prefix of p goes directly to
@@ -70,7 +85,7 @@ func (f *File) Direct() bool { return f.direct }
 // after an unaligned tail the file is no longer direct, so a caller writes
 // its tail last. Otherwise it is an ordinary write.
 func (f *File) WriteFull(p []byte) error {
-	if f.direct && Aligned(p) {
+	if f.Direct() && Aligned(p) {
 		n := len(p) &^ (Align - 1)
 		if n > 0 {
 			if _, err := f.File.Write(p[:n]); err != nil {
@@ -82,11 +97,8 @@ func (f *File) WriteFull(p []byte) error {
 			return nil
 		}
 	}
-	if f.direct {
-		if err := f.setDirect(false); err != nil {
-			return err
-		}
-		f.direct = false
+	if err := f.SetBuffered(); err != nil {
+		return err
 	}
 	_, err := f.File.Write(p)
 	return err
@@ -97,7 +109,7 @@ func (f *File) WriteFull(p []byte) error {
 // length are not aligned go through an aligned bounce buffer on a direct
 // file, so callers may ask for any range.
 func (f *File) ReadFullAt(p []byte, off int64) error {
-	if !f.direct || (Aligned(p) && off&(Align-1) == 0 && len(p)&(Align-1) == 0) {
+	if !f.Direct() || (Aligned(p) && off&(Align-1) == 0 && len(p)&(Align-1) == 0) {
 		return readFull(f.File, p, off)
 	}
 	start := off &^ (Align - 1)
@@ -120,7 +132,7 @@ func (f *File) ReadFullAt(p []byte, off int64) error {
 // returns how many bytes it read; the end of the file is not an error. On
 // a direct file p and off must be aligned (len(p) need not be).
 func (f *File) ReadUpTo(p []byte, off int64) (int, error) {
-	if f.direct && (!Aligned(p) || off&(Align-1) != 0) {
+	if f.Direct() && (!Aligned(p) || off&(Align-1) != 0) {
 		return 0, errUnaligned
 	}
 	return readSome(f.File, p, off)

@@ -10,7 +10,9 @@ import (
 func openFile(name string, flag int, perm os.FileMode) (*File, error) {
 	fh, err := os.OpenFile(name, flag|unix.O_DIRECT, perm)
 	if err == nil {
-		return &File{File: fh, direct: true}, nil
+		f := &File{File: fh}
+		f.direct.Store(true)
+		return f, nil
 	}
 	// tmpfs before Linux 6.6 and some other file systems refuse O_DIRECT
 	// with EINVAL, after creating the file: the second open must not
