@@ -20,8 +20,10 @@
 #        incremental backup after INCREMENT_PCT % new data (new SSTs from a
 #          FLUSH, and a new live WAL);
 #        restore of the latest snapshot into an empty directory;
+#        the same restore followed by sync (each tool at snap's durability);
 #        retention down to one snapshot plus garbage collection.
-#   6. snap's compression levels on the same data, and a perf profile of
+#   6. snap's compression levels on the same data (and restic on exactly
+#      the files snap stores, for the repository sizes), and a perf profile of
 #      snap's first backup.
 #   7. Write the table as Markdown (stdout and bench/results/<date>-<size>.md),
 #      JSON (.json) and every single run (.tsv) beside it.
@@ -421,7 +423,7 @@ log "load before: $uptime_before"
 
 log "measuring the physical limits"
 limits_flags=()
-[ "$cache_mode" = cold ] && limits_flags+=(-cold)
+[ "$cache_mode" = cold ] && limits_flags+=(-cold -scratch "$work")
 "${nice_cmd[@]}" "$BENCH_DIR/bin/limits" -dir "$data" -json "$work/limits.json" "${limits_flags[@]}" >"$work/limits.md"
 cat "$work/limits.md" >&2
 
@@ -468,6 +470,25 @@ for run in $(seq "$RUNS"); do
 		[ "$VERIFY" = 1 ] && [ "$run" = 1 ] && verify_restore "$tool" "$work/listing-2"
 	done
 done
+# The same restore followed by sync -f of the target's file system, which
+# returns once every restored byte is on the disk. snap fsyncs each file
+# before it writes CURRENT, so its restore has ended there already; restic
+# and borg leave the data in the page cache when they exit (2 GiB dirty,
+# none written back, in /proc/meminfo after restic's). This step compares
+# the tools at the same durability; step 3 is each tool as it runs.
+log "step 3b: the same restore, then sync (every restored byte on disk)"
+for run in $(seq "$RUNS"); do
+	for tool in $(order "$run"); do
+		repo=$(repo_of "$tool" "$run")
+		rm -rf "$restore_dir"
+		mkdir -p "$restore_dir"
+		case $tool in
+		snap) measure restore-sync "$tool" "$run" "" "$data_bytes_2" sh -c '"$@" && sync -f "$0"' "$restore_dir" "$snap" restore --repo "$repo" --latest --target "$restore_dir/data" ;;
+		restic) measure restore-sync "$tool" "$run" "" "$data_bytes_2" sh -c '"$@" && sync -f "$0"' "$restore_dir" restic --repo "$repo" --cache-dir "$work/restic-cache-$run" restore latest --target "$restore_dir" ;;
+		borg) measure restore-sync "$tool" "$run" "" "$data_bytes_2" sh -c 'cd "$0" && borg extract "$1" && sync -f .' "$restore_dir" "$repo::b2" ;;
+		esac
+	done
+done
 rm -rf "$restore_dir"
 
 log "step 4: retention to the last snapshot and garbage collection"
@@ -490,12 +511,26 @@ done
 
 if [ "$SWEEP" = 1 ] && [[ " $TOOLS " == *" snap "* ]]; then
 	log "snap's compression levels, first backup of the same data (once each)"
-	for level in off fastest default better; do
+	for level in off fastest default default-2m better; do
 		repo=$work/repos/sweep-$level
-		init_repo snap "$repo" --compression "$level"
+		case $level in
+		# The higher-ratio setting: fewer, larger chunks give zstd fewer
+		# frames to start (docs/performance.md).
+		default-2m) init_repo snap "$repo" --compression default --chunk-avg 2048 ;;
+		*) init_repo snap "$repo" --compression "$level" ;;
+		esac
 		measure "level-$level" snap 1 "$repo" "$data_bytes_2" "$snap" backup --repo "$repo" --server "127.0.0.1:$port" --data "$data" --host bench --json
 		rm -rf "$repo"
 	done
+	if [[ " $TOOLS " == *" restic "* ]]; then
+		# restic on the very same files, named one by one from snap's
+		# FREEZE listing, so the repository sizes compare like for like.
+		repo=$work/repos/sweep-restic
+		init_repo restic "$repo"
+		mapfile -t names < <(cut -d' ' -f1 "$work/listing-2")
+		measure level-restic restic 1 "$repo" "$data_bytes_2" bash -c 'cd "$1" && exec restic --repo "$2" --cache-dir "$3" backup --compression auto --host bench -q "${@:4}"' bash "$data" "$repo" "$work/restic-cache-sweep" "${names[@]}"
+		rm -rf "$repo"
+	fi
 fi
 
 profile_txt=$work/profile.txt

@@ -28,6 +28,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/zeebo/blake3"
 	"golang.org/x/crypto/chacha20poly1305"
+
+	"github.com/snapbackup/snap/internal/directio"
 )
 
 // Result is one measured limit.
@@ -62,6 +64,7 @@ func run() error {
 	threads := flag.Int("threads", runtime.GOMAXPROCS(0), "goroutines")
 	cold := flag.Bool("cold", false, "also measure a read from disk after dropping the page cache (needs root)")
 	jsonOut := flag.String("json", "", "also write the results as JSON to this file")
+	scratch := flag.String("scratch", "", "with -cold: a directory on the repository's disk for the direct write limits")
 	flag.Parse()
 	if *dir == "" {
 		return fmt.Errorf("-dir is required")
@@ -86,6 +89,11 @@ func run() error {
 			}
 			r.Name = "disk read (cold cache)"
 			results = append(results, r)
+			rs, err := diskLimits(files, n, *scratch)
+			if err != nil {
+				return err
+			}
+			results = append(results, rs...)
 		}
 	}
 	if _, err := readAll(files, n); err != nil { // warm the cache
@@ -256,6 +264,158 @@ func readAll(files []string, n int) (Result, error) {
 	b := total.Load()
 	return Result{MBps: float64(b) / 1e6 / d, Bytes: b, Seconds: d, Threads: n, PerCore: float64(b) / 1e6 / d / float64(n),
 		CPUS: cpu, MBperCPUs: perCPU(b, cpu), Source: fmt.Sprintf("%d .sst and .log files", len(files))}, nil
+}
+
+// diskLimits measures the device the way snap's restore uses it: direct
+// reads of the files, direct writes made durable, and both at once (a
+// restore reads packs while it writes files). Each runs after the page
+// cache was dropped.
+func diskLimits(files []string, n int, scratch string) ([]Result, error) {
+	var out []Result
+	if err := dropCaches(); err != nil {
+		return nil, err
+	}
+	r, err := readDirect(files, n)
+	if err != nil {
+		return nil, err
+	}
+	r.Name = "disk read, direct"
+	out = append(out, r)
+	if scratch == "" {
+		return out, nil
+	}
+	var size int64
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			return nil, err
+		}
+		size += fi.Size()
+	}
+	size = min(size, 1<<30)
+	if err := dropCaches(); err != nil {
+		return nil, err
+	}
+	w, err := writeDirect(scratch, n, size)
+	if err != nil {
+		return nil, err
+	}
+	w.Name = "disk write, direct + fsync"
+	out = append(out, w)
+	if err := dropCaches(); err != nil {
+		return nil, err
+	}
+	cpu0 := cpuSeconds()
+	start := time.Now()
+	var rr, wr Result
+	var rerr, werr error
+	var wg sync.WaitGroup
+	wg.Go(func() { rr, rerr = readDirect(files, n) })
+	wg.Go(func() { wr, werr = writeDirect(scratch, n, size) })
+	wg.Wait()
+	if rerr != nil {
+		return nil, rerr
+	}
+	if werr != nil {
+		return nil, werr
+	}
+	d := time.Since(start).Seconds()
+	cpu := cpuSeconds() - cpu0
+	b := rr.Bytes + wr.Bytes
+	out = append(out, Result{Name: "disk read + write at once, direct", MBps: float64(b) / 1e6 / d, Bytes: b, Seconds: d,
+		Threads: 2 * n, PerCore: float64(b) / 1e6 / d / float64(n), CPUS: cpu, MBperCPUs: perCPU(b, cpu),
+		Source: fmt.Sprintf("%d MiB read and %d MiB written, counted together", rr.Bytes>>20, wr.Bytes>>20)})
+	return out, nil
+}
+
+// readDirect reads every file with n goroutines, 1 MiB at a time, around
+// the page cache.
+func readDirect(files []string, n int) (Result, error) {
+	var next, total atomic.Int64
+	var firstErr error
+	var once sync.Once
+	cpu0 := cpuSeconds()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			buf := directio.Alloc(1 << 20)
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(files) {
+					return
+				}
+				f, err := directio.Open(files[i])
+				if err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+				for off := int64(0); ; {
+					k, err := f.ReadUpTo(buf, off)
+					total.Add(int64(k))
+					off += int64(k)
+					if err != nil {
+						once.Do(func() { firstErr = err })
+					}
+					if err != nil || k < len(buf) {
+						break
+					}
+				}
+				f.Close()
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return Result{}, firstErr
+	}
+	d := time.Since(start).Seconds()
+	cpu := cpuSeconds() - cpu0
+	b := total.Load()
+	return Result{MBps: float64(b) / 1e6 / d, Bytes: b, Seconds: d, Threads: n, PerCore: float64(b) / 1e6 / d / float64(n),
+		CPUS: cpu, MBperCPUs: perCPU(b, cpu), Source: fmt.Sprintf("%d .sst and .log files", len(files))}, nil
+}
+
+// writeDirect writes size bytes of random data into n new files in dir, 1
+// MiB at a time with direct I/O, fsyncs them and removes them.
+func writeDirect(dir string, n int, size int64) (Result, error) {
+	block := directio.Alloc(1 << 20)
+	rand.Read(block)
+	per := (size / int64(n)) &^ (1<<20 - 1)
+	cpu0 := cpuSeconds()
+	start := time.Now()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for k := range n {
+		wg.Go(func() {
+			name := filepath.Join(dir, fmt.Sprintf("limits-write-%d", k))
+			defer os.Remove(name)
+			f, err := directio.Create(name, 0o600)
+			if err != nil {
+				errs[k] = err
+				return
+			}
+			defer f.Close()
+			for off := int64(0); off < per && err == nil; off += int64(len(block)) {
+				err = f.WriteFull(block)
+			}
+			if err == nil {
+				err = f.Sync()
+			}
+			errs[k] = err
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return Result{}, err
+		}
+	}
+	d := time.Since(start).Seconds()
+	cpu := cpuSeconds() - cpu0
+	b := per * int64(n)
+	return Result{MBps: float64(b) / 1e6 / d, Bytes: b, Seconds: d, Threads: n, PerCore: float64(b) / 1e6 / d / float64(n),
+		CPUS: cpu, MBperCPUs: perCPU(b, cpu), Source: fmt.Sprintf("%d new files of %d MiB, fsynced", n, per>>20)}, nil
 }
 
 // loadSample reads up to limit bytes of SST data into 1 MiB blocks, taking

@@ -89,6 +89,7 @@ var steps = []struct{ key, title string }{
 	{"backup-1", "1. first backup"},
 	{"backup-2", "2. incremental backup"},
 	{"restore", "3. restore latest"},
+	{"restore-sync", "3b. restore, then sync"},
 	{"prune", "4. retention + GC"},
 }
 
@@ -510,11 +511,18 @@ func writeTargets(w io.Writer, rs []*Result, ratios []Ratio) {
 			ts = append(ts, target{"first backup repository vs restic", "≤ 1.06", r.Repo, func(x float64) bool { return x <= 1.06 }})
 		}
 	}
+	if hr, rr := find(rs, "level-default-2m", "snap"), find(rs, "level-restic", "restic"); hr != nil && rr != nil && hr.Median != nil && rr.Median != nil && rr.Median.RepoBytes > 0 {
+		ts = append(ts, target{"higher-ratio setting's repository vs restic, same files", "≤ 1", float64(hr.Median.RepoBytes) / float64(rr.Median.RepoBytes), func(x float64) bool { return x <= 1 }})
+		ts = append(ts, target{"higher-ratio setting's throughput vs restic, same files", "≥ 1.5x", rr.Median.WallS / hr.Median.WallS, func(x float64) bool { return x >= 1.5 }})
+	}
 	if r := ratioFor(ratios, "backup-2", "restic"); r != nil {
 		ts = append(ts, target{"incremental throughput vs restic", "≥ 1x", r.Throughput, func(x float64) bool { return x >= 1 }})
 	}
 	if r := ratioFor(ratios, "restore", "restic"); r != nil {
 		ts = append(ts, target{"restore throughput vs restic", "≥ 2x", r.Throughput, func(x float64) bool { return x >= 2 }})
+	}
+	if r := ratioFor(ratios, "restore-sync", "restic"); r != nil {
+		ts = append(ts, target{"restore throughput vs restic, both durable (3b)", "≥ 2x", r.Throughput, func(x float64) bool { return x >= 2 }})
 	}
 	for _, st := range steps {
 		if r := ratioFor(ratios, st.key, "restic"); r != nil {
@@ -530,7 +538,7 @@ func writeTargets(w io.Writer, rs []*Result, ratios []Ratio) {
 		if t.ok(t.got) {
 			met = "yes"
 		}
-		fmt.Fprintf(w, "| %s | %s | %.2f | %s |\n", t.name, t.want, t.got, met)
+		fmt.Fprintf(w, "| %s | %s | %.4g | %s |\n", t.name, t.want, t.got, met)
 	}
 }
 
@@ -577,38 +585,75 @@ func writeDistance(w io.Writer, rs []*Result, lim limits) {
 			fmt.Fprintf(w, ", %.0f%% of zstd decode", 100*r.Median.MBps/v)
 		}
 		fmt.Fprintf(w, ", CPU %.0f%%.", r.Median.CPUPct)
+		writeRestoreDisk(w, rs, lim, r)
 	}
 	fmt.Fprintln(w)
 }
 
+// writeRestoreDisk says how long the disk alone needs for a durable
+// restore: reading the repository and writing the data, around the page
+// cache.
+func writeRestoreDisk(w io.Writer, rs []*Result, lim limits, r *Result) {
+	b := find(rs, "backup-2", "snap")
+	rd, wr := limitMBps(lim, "disk read, direct"), limitMBps(lim, "disk write, direct + fsync")
+	both := limitMBps(lim, "disk read + write at once, direct")
+	if b == nil || b.Median == nil || b.Median.RepoBytes == 0 || rd == 0 || wr == 0 {
+		return
+	}
+	in, out := float64(b.Median.RepoBytes)/1e6, float64(r.DataBytes)/1e6
+	fmt.Fprintf(w, " Its disk work, reading the repository (%.0f MB) and writing the data (%.0f MB) to stay, takes this disk %.2f s one after the other", in, out, in/rd+out/wr)
+	if both > 0 {
+		fmt.Fprintf(w, " and %.2f s at once", (in+out)/both)
+	}
+	fmt.Fprintf(w, "; the restore took %.2f s.", r.Median.WallS)
+}
+
+// sweepLevels are the settings the sweep measures, with how the report
+// names them.
+var sweepLevels = []struct{ key, name string }{
+	{"off", "off"},
+	{"fastest", "fastest (the default)"},
+	{"default", "default"},
+	{"default-2m", "default, 2 MiB chunks (higher ratio)"},
+	{"better", "better"},
+}
+
 func writeSweep(w io.Writer, rs []*Result) {
-	levels := []string{"off", "fastest", "default", "better"}
 	var any bool
-	for _, l := range levels {
-		if r := find(rs, "level-"+l, "snap"); r != nil && r.Median != nil {
+	for _, l := range sweepLevels {
+		if r := find(rs, "level-"+l.key, "snap"); r != nil && r.Median != nil {
 			any = true
 		}
 	}
 	if !any {
 		return
 	}
-	fmt.Fprintf(w, "\n## snap's compression levels\n\nFirst backup of the incremental step's data into a fresh repository, `snap init --compression LEVEL`, one run each.")
-	if r := find(rs, "backup-1", "restic"); r != nil && r.Median != nil && r.Median.RepoBytes > 0 {
-		fmt.Fprintf(w, " For reference, restic (`--compression auto`) stored %.3f of the data at %.0f MB/s in step 1", float64(r.Median.RepoBytes)/float64(r.DataBytes), r.Median.MBps)
-		if b := find(rs, "backup-1", "borg"); b != nil && b.Median != nil && b.Median.RepoBytes > 0 {
-			fmt.Fprintf(w, ", borg (zstd,3) %.3f at %.0f MB/s", float64(b.Median.RepoBytes)/float64(b.DataBytes), b.Median.MBps)
-		}
-		fmt.Fprint(w, ".")
+	rr := find(rs, "level-restic", "restic")
+	if rr != nil && rr.Median == nil {
+		rr = nil
 	}
-	fmt.Fprintf(w, "\n\n| level | wall s | CPU s | CPU %% | peak RSS MiB | MB/s | repo MiB | repo/data |\n|---|--:|--:|--:|--:|--:|--:|--:|\n")
-	for _, l := range levels {
-		r := find(rs, "level-"+l, "snap")
-		if r == nil || r.Median == nil {
-			continue
-		}
+	fmt.Fprintf(w, "\n## snap's compression levels\n\nFirst backup of the incremental step's data into a fresh repository, `snap init --compression LEVEL` (`default, 2 MiB chunks`: `--compression default --chunk-avg 2048`), one run each.")
+	if rr != nil {
+		fmt.Fprint(w, " restic (`--compression auto`) backed up the very same files, named one by one from snap's FREEZE listing, into a fresh repository in the same run.")
+	}
+	fmt.Fprintf(w, "\n\n| setting | wall s | CPU s | CPU %% | peak RSS MiB | MB/s | repo bytes | repo/data | vs restic: repo | vs restic: throughput |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	row := func(name string, r *Result) {
 		m := r.Median
-		fmt.Fprintf(w, "| %s | %.2f | %.2f | %.0f | %.0f | %.0f | %s | %.3f |\n", l, m.WallS, m.CPUS, m.CPUPct,
-			float64(m.MaxRSSKiB)/1024, m.MBps, mib(m.RepoBytes), float64(m.RepoBytes)/float64(r.DataBytes))
+		vsRepo, vsSpeed := "", ""
+		if rr != nil && rr.Median.RepoBytes > 0 && m.WallS > 0 {
+			vsRepo = fmt.Sprintf("%.4f", float64(m.RepoBytes)/float64(rr.Median.RepoBytes))
+			vsSpeed = fmt.Sprintf("%.2fx", rr.Median.WallS/m.WallS)
+		}
+		fmt.Fprintf(w, "| %s | %.2f | %.2f | %.0f | %.0f | %.0f | %d | %.4f | %s | %s |\n", name, m.WallS, m.CPUS, m.CPUPct,
+			float64(m.MaxRSSKiB)/1024, m.MBps, m.RepoBytes, float64(m.RepoBytes)/float64(r.DataBytes), vsRepo, vsSpeed)
+	}
+	for _, l := range sweepLevels {
+		if r := find(rs, "level-"+l.key, "snap"); r != nil && r.Median != nil {
+			row(l.name, r)
+		}
+	}
+	if rr != nil {
+		row("restic auto", rr)
 	}
 }
 
