@@ -11,17 +11,39 @@ var blocks = sync.Pool{New: func() any { b := Alloc(BlockSize); return &b }}
 // one aligned block, which it fills with one read per BlockSize bytes: what
 // direct I/O needs to serve callers whose buffers and offsets are not
 // aligned, and what keeps sequential small reads from costing a system
-// call each. Its block comes from a pool and goes back on Release. A
+// call each. Its blocks come from a pool and go back on Release. A
 // BlockReader is not safe for concurrent use.
+//
+// Direct reads get no read-ahead from the kernel. A BlockReader made with
+// NewBlockReaderAhead does its own: while the caller works through one
+// block, it reads the next in the background, so a reader that decodes
+// or hashes what it reads does not wait for the disk at every block.
 type BlockReader struct {
 	f     *File
 	block *[]byte
 	off   int64 // file offset of (*block)[0]
 	n     int   // valid bytes in *block
+	end   int64 // read ahead below this offset; 0: no read-ahead
+	ahead *aheadRead
+}
+
+// aheadRead is a block being read in the background.
+type aheadRead struct {
+	block *[]byte
+	off   int64
+	n     int
+	err   error
+	done  chan struct{}
 }
 
 // NewBlockReader reads f, which may be direct or not.
 func NewBlockReader(f *File) *BlockReader { return &BlockReader{f: f} }
+
+// NewBlockReaderAhead reads f like NewBlockReader, for a caller that reads
+// front to back up to end, and reads a block ahead of it.
+func NewBlockReaderAhead(f *File, end int64) *BlockReader {
+	return &BlockReader{f: f, end: end}
+}
 
 // ReadAt fills p from the file at off. It returns fewer than len(p) bytes,
 // and no error, only where the file ends.
@@ -30,17 +52,10 @@ func (r *BlockReader) ReadAt(p []byte, off int64) (int, error) {
 	for done < len(p) {
 		pos := off + int64(done)
 		if r.block == nil || pos < r.off || pos >= r.off+int64(r.n) {
-			if r.block == nil {
-				r.block = blocks.Get().(*[]byte)
-			}
-			r.off = pos &^ (Align - 1)
-			n, err := r.f.ReadUpTo(*r.block, r.off)
-			if err != nil {
-				r.n = 0
+			if err := r.load(pos &^ (Align - 1)); err != nil {
 				return done, err
 			}
-			r.n = n
-			if pos >= r.off+int64(n) {
+			if pos >= r.off+int64(r.n) {
 				return done, nil // the file ends before pos
 			}
 		}
@@ -49,11 +64,70 @@ func (r *BlockReader) ReadAt(p []byte, off int64) (int, error) {
 	return done, nil
 }
 
-// Release returns the block to the pool. The reader may be used again; it
-// then takes another block.
-func (r *BlockReader) Release() {
+// load makes the block at off the current one: the one read ahead if it
+// is that, else read now. Then it starts reading the next.
+func (r *BlockReader) load(off int64) error {
+	if a := r.ahead; a != nil {
+		r.ahead = nil
+		<-a.done
+		if a.off == off {
+			r.drop()
+			r.block, r.off, r.n = a.block, a.off, a.n
+			if a.err != nil {
+				r.n = 0
+				return a.err
+			}
+			r.readAhead()
+			return nil
+		}
+		blocks.Put(a.block)
+	}
+	if r.block == nil {
+		r.block = blocks.Get().(*[]byte)
+	}
+	r.off = off
+	n, err := r.f.ReadUpTo(*r.block, r.off)
+	if err != nil {
+		r.n = 0
+		return err
+	}
+	r.n = n
+	r.readAhead()
+	return nil
+}
+
+// readAhead starts reading the block after the current one, if the
+// caller will want it: the current block is full and ends before end.
+func (r *BlockReader) readAhead() {
+	next := r.off + int64(r.n)
+	if r.end == 0 || r.n < BlockSize || next >= r.end {
+		return
+	}
+	a := &aheadRead{block: blocks.Get().(*[]byte), off: next, done: make(chan struct{})}
+	// Only as much as the caller will read, in whole aligned pieces.
+	want := min(int64(BlockSize), (r.end-next+Align-1)&^(Align-1))
+	r.ahead = a
+	go func() {
+		defer close(a.done)
+		a.n, a.err = r.f.ReadUpTo((*a.block)[:want], a.off)
+	}()
+}
+
+// drop returns the current block to the pool.
+func (r *BlockReader) drop() {
 	if r.block != nil {
 		blocks.Put(r.block)
 		r.block, r.n = nil, 0
 	}
+}
+
+// Release returns the blocks to the pool, after waiting for a read ahead
+// to end. The reader may be used again; it then takes other blocks.
+func (r *BlockReader) Release() {
+	if a := r.ahead; a != nil {
+		r.ahead = nil
+		<-a.done
+		blocks.Put(a.block)
+	}
+	r.drop()
 }

@@ -157,3 +157,58 @@ func TestBlockReader(t *testing.T) {
 		}
 	}
 }
+
+// TestBlockReaderAhead: a reader that reads ahead serves the same bytes,
+// front to back up to its end, past it, out of order and after Release;
+// and it does read ahead while the caller is inside a range.
+func TestBlockReaderAhead(t *testing.T) {
+	const size = 3*BlockSize + 54321
+	rng := rand.New(rand.NewPCG(7, 8))
+	want := make([]byte, size)
+	for i := range want {
+		want[i] = byte(rng.Uint32())
+	}
+	name := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(name, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, end := range []int64{BlockSize / 2, BlockSize, 2*BlockSize + 777, size, size + 5*BlockSize} {
+		r := NewBlockReaderAhead(f, end)
+		start := int64(rng.IntN(1000))
+		for off := start; off < min(end, size); {
+			p := make([]byte, min(int64(1+rng.IntN(400<<10)), end-off))
+			n, err := r.ReadAt(p, off)
+			if err != nil || n != int(min(int64(len(p)), size-off)) || !bytes.Equal(p[:n], want[off:off+int64(n)]) {
+				t.Fatalf("end %d: ReadAt(%d at %d) = %d, %v", end, len(p), off, n, err)
+			}
+			if r.off+int64(r.n) < min(end, size) && r.n == BlockSize && r.ahead == nil {
+				t.Fatalf("end %d: at %d, no read ahead of the block at %d", end, off, r.off)
+			}
+			if r.ahead != nil && r.ahead.off >= end {
+				t.Fatalf("end %d: reads ahead at %d, past the end", end, r.ahead.off)
+			}
+			off += int64(n)
+		}
+		for i := range 50 {
+			if i%10 == 0 {
+				r.Release()
+			}
+			off := rng.IntN(size + 10)
+			p := make([]byte, rng.IntN(2*BlockSize))
+			n, err := r.ReadAt(p, int64(off))
+			wantN := max(0, min(len(p), size-off))
+			if err != nil || n != wantN || !bytes.Equal(p[:n], want[min(off, size):min(off, size)+n]) {
+				t.Fatalf("end %d: ReadAt(%d at %d) = %d, %v; want %d bytes", end, len(p), off, n, err, wantN)
+			}
+		}
+		r.Release()
+		if r.ahead != nil || r.block != nil {
+			t.Fatal("Release kept a block")
+		}
+	}
+}

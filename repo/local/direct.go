@@ -22,7 +22,7 @@ type directReader struct {
 }
 
 func newDirectReader(f *directio.File, off, end int64) *directReader {
-	return &directReader{f: f, br: directio.NewBlockReader(f), off: off, end: end}
+	return &directReader{f: f, br: directio.NewBlockReaderAhead(f, end), off: off, end: end}
 }
 
 func (r *directReader) Read(p []byte) (int, error) {
