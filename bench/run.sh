@@ -456,17 +456,25 @@ for run in $(seq "$RUNS"); do
 done
 [ "$(fingerprint "$data")" = "$fp_2" ] || die "the data directory changed during the incremental backups"
 
+# restore_cmd TOOL RUN: set cmd to the restore of the latest snapshot
+# into $restore_dir.
+restore_cmd() {
+	local repo
+	repo=$(repo_of "$1" "$2")
+	case $1 in
+	snap) cmd=("$snap" restore --repo "$repo" --latest --target "$restore_dir/data") ;;
+	restic) cmd=(restic --repo "$repo" --cache-dir "$work/restic-cache-$2" restore latest --target "$restore_dir") ;;
+	borg) cmd=(sh -c 'cd "$1" && exec borg extract "$2"' sh "$restore_dir" "$repo::b2") ;;
+	esac
+}
+
 log "step 3: restore of the latest snapshot"
 for run in $(seq "$RUNS"); do
 	for tool in $(order "$run"); do
-		repo=$(repo_of "$tool" "$run")
 		rm -rf "$restore_dir"
 		mkdir -p "$restore_dir"
-		case $tool in
-		snap) measure restore "$tool" "$run" "" "$data_bytes_2" "$snap" restore --repo "$repo" --latest --target "$restore_dir/data" ;;
-		restic) measure restore "$tool" "$run" "" "$data_bytes_2" restic --repo "$repo" --cache-dir "$work/restic-cache-$run" restore latest --target "$restore_dir" ;;
-		borg) measure restore "$tool" "$run" "" "$data_bytes_2" sh -c 'cd "$1" && exec borg extract "$2"' sh "$restore_dir" "$repo::b2" ;;
-		esac
+		restore_cmd "$tool" "$run"
+		measure restore "$tool" "$run" "" "$data_bytes_2" "${cmd[@]}"
 		[ "$VERIFY" = 1 ] && [ "$run" = 1 ] && verify_restore "$tool" "$work/listing-2"
 	done
 done
@@ -479,14 +487,10 @@ done
 log "step 3b: the same restore, then sync (every restored byte on disk)"
 for run in $(seq "$RUNS"); do
 	for tool in $(order "$run"); do
-		repo=$(repo_of "$tool" "$run")
 		rm -rf "$restore_dir"
 		mkdir -p "$restore_dir"
-		case $tool in
-		snap) measure restore-sync "$tool" "$run" "" "$data_bytes_2" sh -c '"$@" && sync -f "$0"' "$restore_dir" "$snap" restore --repo "$repo" --latest --target "$restore_dir/data" ;;
-		restic) measure restore-sync "$tool" "$run" "" "$data_bytes_2" sh -c '"$@" && sync -f "$0"' "$restore_dir" restic --repo "$repo" --cache-dir "$work/restic-cache-$run" restore latest --target "$restore_dir" ;;
-		borg) measure restore-sync "$tool" "$run" "" "$data_bytes_2" sh -c 'cd "$0" && borg extract "$1" && sync -f .' "$restore_dir" "$repo::b2" ;;
-		esac
+		restore_cmd "$tool" "$run"
+		measure restore-sync "$tool" "$run" "" "$data_bytes_2" sh -c '"$@" && sync -f "$0"' "$restore_dir" "${cmd[@]}"
 	done
 done
 rm -rf "$restore_dir"

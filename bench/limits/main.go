@@ -83,7 +83,7 @@ func run() error {
 		if err := dropCaches(); err != nil {
 			results = append(results, Result{Name: "disk read (cold cache)", Skipped: true, Note: err.Error()})
 		} else {
-			r, err := readAll(files, n)
+			r, err := readAll(files, n, false)
 			if err != nil {
 				return err
 			}
@@ -96,10 +96,10 @@ func run() error {
 			results = append(results, rs...)
 		}
 	}
-	if _, err := readAll(files, n); err != nil { // warm the cache
+	if _, err := readAll(files, n, false); err != nil { // warm the cache
 		return err
 	}
-	r, err := readAll(files, n)
+	r, err := readAll(files, n, false)
 	if err != nil {
 		return err
 	}
@@ -218,10 +218,10 @@ func dropCaches() error {
 	return nil
 }
 
-// readAll reads every file with n goroutines, 1 MiB at a time.
-func readAll(files []string, n int) (Result, error) {
-	var next atomic.Int64
-	var total atomic.Int64
+// readAll reads every file with n goroutines, 1 MiB at a time, through
+// the page cache or, when direct, around it.
+func readAll(files []string, n int, direct bool) (Result, error) {
+	var next, total atomic.Int64
 	var firstErr error
 	var once sync.Once
 	cpu0 := cpuSeconds()
@@ -229,29 +229,16 @@ func readAll(files []string, n int) (Result, error) {
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
-			buf := make([]byte, 1<<20)
+			buf := directio.Alloc(1 << 20)
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= len(files) {
 					return
 				}
-				f, err := os.Open(files[i])
-				if err != nil {
+				if err := readFile(files[i], buf, direct, &total); err != nil {
 					once.Do(func() { firstErr = err })
 					return
 				}
-				for {
-					k, err := f.Read(buf)
-					total.Add(int64(k))
-					if err == io.EOF {
-						break
-					}
-					if err != nil {
-						once.Do(func() { firstErr = err })
-						break
-					}
-				}
-				f.Close()
 			}
 		})
 	}
@@ -266,6 +253,40 @@ func readAll(files []string, n int) (Result, error) {
 		CPUS: cpu, MBperCPUs: perCPU(b, cpu), Source: fmt.Sprintf("%d .sst and .log files", len(files))}, nil
 }
 
+// readFile reads name to its end into buf, adding what it read to total.
+func readFile(name string, buf []byte, direct bool, total *atomic.Int64) error {
+	if !direct {
+		f, err := os.Open(name)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		for {
+			k, err := f.Read(buf)
+			total.Add(int64(k))
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	f, err := directio.Open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for off := int64(0); ; {
+		k, err := f.ReadUpTo(buf, off)
+		total.Add(int64(k))
+		off += int64(k)
+		if err != nil || k < len(buf) {
+			return err
+		}
+	}
+}
+
 // diskLimits measures the device the way snap's restore uses it: direct
 // reads of the files, direct writes made durable, and both at once (a
 // restore reads packs while it writes files). Each runs after the page
@@ -275,7 +296,7 @@ func diskLimits(files []string, n int, scratch string) ([]Result, error) {
 	if err := dropCaches(); err != nil {
 		return nil, err
 	}
-	r, err := readDirect(files, n)
+	r, err := readAll(files, n, true)
 	if err != nil {
 		return nil, err
 	}
@@ -310,7 +331,7 @@ func diskLimits(files []string, n int, scratch string) ([]Result, error) {
 	var rr, wr Result
 	var rerr, werr error
 	var wg sync.WaitGroup
-	wg.Go(func() { rr, rerr = readDirect(files, n) })
+	wg.Go(func() { rr, rerr = readAll(files, n, true) })
 	wg.Go(func() { wr, werr = writeDirect(scratch, n, size) })
 	wg.Wait()
 	if rerr != nil {
@@ -326,54 +347,6 @@ func diskLimits(files []string, n int, scratch string) ([]Result, error) {
 		Threads: 2 * n, PerCore: float64(b) / 1e6 / d / float64(n), CPUS: cpu, MBperCPUs: perCPU(b, cpu),
 		Source: fmt.Sprintf("%d MiB read and %d MiB written, counted together", rr.Bytes>>20, wr.Bytes>>20)})
 	return out, nil
-}
-
-// readDirect reads every file with n goroutines, 1 MiB at a time, around
-// the page cache.
-func readDirect(files []string, n int) (Result, error) {
-	var next, total atomic.Int64
-	var firstErr error
-	var once sync.Once
-	cpu0 := cpuSeconds()
-	start := time.Now()
-	var wg sync.WaitGroup
-	for range n {
-		wg.Go(func() {
-			buf := directio.Alloc(1 << 20)
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(files) {
-					return
-				}
-				f, err := directio.Open(files[i])
-				if err != nil {
-					once.Do(func() { firstErr = err })
-					return
-				}
-				for off := int64(0); ; {
-					k, err := f.ReadUpTo(buf, off)
-					total.Add(int64(k))
-					off += int64(k)
-					if err != nil {
-						once.Do(func() { firstErr = err })
-					}
-					if err != nil || k < len(buf) {
-						break
-					}
-				}
-				f.Close()
-			}
-		})
-	}
-	wg.Wait()
-	if firstErr != nil {
-		return Result{}, firstErr
-	}
-	d := time.Since(start).Seconds()
-	cpu := cpuSeconds() - cpu0
-	b := total.Load()
-	return Result{MBps: float64(b) / 1e6 / d, Bytes: b, Seconds: d, Threads: n, PerCore: float64(b) / 1e6 / d / float64(n),
-		CPUS: cpu, MBperCPUs: perCPU(b, cpu), Source: fmt.Sprintf("%d .sst and .log files", len(files))}, nil
 }
 
 // writeDirect writes size bytes of random data into n new files in dir, 1

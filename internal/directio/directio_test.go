@@ -121,19 +121,7 @@ func TestWriteUnaligned(t *testing.T) {
 func TestBlockReader(t *testing.T) {
 	const size = 2*BlockSize + 12345
 	rng := rand.New(rand.NewPCG(5, 6))
-	want := make([]byte, size)
-	for i := range want {
-		want[i] = byte(rng.Uint32())
-	}
-	name := filepath.Join(t.TempDir(), "f")
-	if err := os.WriteFile(name, want, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f, err := Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	want, f := randomFile(t, rng, size)
 	r := NewBlockReader(f)
 	defer r.Release()
 	for off := 0; off < size; {
@@ -164,19 +152,7 @@ func TestBlockReader(t *testing.T) {
 func TestBlockReaderAhead(t *testing.T) {
 	const size = 3*BlockSize + 54321
 	rng := rand.New(rand.NewPCG(7, 8))
-	want := make([]byte, size)
-	for i := range want {
-		want[i] = byte(rng.Uint32())
-	}
-	name := filepath.Join(t.TempDir(), "f")
-	if err := os.WriteFile(name, want, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f, err := Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	want, f := randomFile(t, rng, size)
 	for _, end := range []int64{BlockSize / 2, BlockSize, 2*BlockSize + 777, size, size + 5*BlockSize} {
 		r := NewBlockReaderAhead(f, end)
 		start := int64(rng.IntN(1000))
@@ -211,4 +187,24 @@ func TestBlockReaderAhead(t *testing.T) {
 			t.Fatal("Release kept a block")
 		}
 	}
+}
+
+// randomFile writes size random bytes to a new file and opens it for
+// reading, direct where the file system allows.
+func randomFile(t *testing.T, rng *rand.Rand, size int) ([]byte, *File) {
+	t.Helper()
+	want := make([]byte, size)
+	for i := range want {
+		want[i] = byte(rng.Uint32())
+	}
+	name := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(name, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return want, f
 }
