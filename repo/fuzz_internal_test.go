@@ -8,6 +8,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 var fuzzMaster = MasterKey{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
@@ -171,6 +173,75 @@ func FuzzDecodeConfig(f *testing.F) {
 		}
 		if _, err := cfg.chunkerParams([32]byte{}); err != nil {
 			t.Fatalf("accepted chunker parameters that do not validate: %v", err)
+		}
+	})
+}
+
+// FuzzOpenBlob: openBlob, given a blob sealed with the repository's key
+// (as a writer holding the key, or a bug, could store any bytes) or not
+// sealed at all, either returns exactly the plaintext the entry names, in
+// the caller's buffer when it had room, or fails with ErrCorrupt; it never
+// panics. body is the blob's stored plaintext: a zstd frame when zstd is
+// set.
+func FuzzOpenBlob(f *testing.F) {
+	k, err := deriveKeys(fuzzMaster)
+	if err != nil {
+		f.Fatal(err)
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderCRC(false), zstd.WithZeroFrames(true))
+	if err != nil {
+		f.Fatal(err)
+	}
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(maxBlobSize)+1))
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer dec.Close()
+	r := &Repository{keys: k, dec: dec}
+	text := bytes.Repeat([]byte("snap blob "), 300)
+	f.Add(true, true, uint32(len(text)), enc.EncodeAll(text, nil), 7)
+	f.Add(true, false, uint32(len(text)), text, 0)
+	f.Add(true, true, uint32(len(text)+1), enc.EncodeAll(text, nil), 4095)
+	f.Add(true, true, uint32(10), enc.EncodeAll(text, nil), 1)
+	f.Add(false, true, uint32(5), []byte("not sealed at all, just bytes"), 0)
+	f.Add(true, true, uint32(0), []byte{}, 0)
+	f.Fuzz(func(t *testing.T, sealIt, zstdOn bool, rawLen uint32, body []byte, pad int) {
+		if rawLen > 1<<20 {
+			rawLen %= 1 << 20 // keep each input's buffers small
+		}
+		sealed := body
+		if sealIt {
+			sealed = k.Seal(nil, body)
+		}
+		// The entry claims the id of what the body should decode to, when
+		// it decodes at all, so a success is possible and must be exact.
+		var want []byte
+		if zstdOn {
+			want, _ = dec.DecodeAll(body, nil)
+		} else {
+			want = body
+		}
+		e := BlobEntry{ID: k.BlobID(want), RawLength: rawLen, Length: uint32(len(sealed))}
+		if zstdOn {
+			e.Compression = CompressionZstd
+		}
+		pad = int(uint(pad) % 4096)
+		buf := make([]byte, pad+int(rawLen)+Overhead)
+		got, err := r.openBlob(e, append([]byte(nil), sealed...), buf[pad:pad])
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("openBlob: %v, want ErrCorrupt", err)
+			}
+			return
+		}
+		if !sealIt {
+			t.Fatal("opened bytes that were never sealed")
+		}
+		if len(got) != int(rawLen) || !bytes.Equal(got, want) {
+			t.Fatalf("opened %d bytes, want the %d the entry names", len(got), rawLen)
+		}
+		if len(got) > 0 && &got[0] != &buf[pad] {
+			t.Fatal("plaintext not in the caller's buffer, which had room")
 		}
 	})
 }
