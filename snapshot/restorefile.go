@@ -17,20 +17,20 @@ import (
 )
 
 // restoreFile is a file being written. Chunks arrive in pack order, from
-// several workers at once, and each is written where it belongs. The
-// worker that writes the file's last byte fsyncs it, so flushing overlaps
+// several writers at once, and each is written where it belongs. The
+// writer that writes the file's last byte fsyncs it, so flushing overlaps
 // the rest of the restore instead of following it.
 //
 // Where the file system allows, the file is written with direct I/O: the
 // page cache would cost a copy and a fresh page per 4 KiB in the kernel,
-// which on the benchmark's machine is more CPU than decompressing. Direct
-// writes need whole, aligned pages, and a chunk starts and ends anywhere,
-// so the whole pages inside a chunk are written from where the repository
-// decoded it (repo.LoadBlobsAt places it at the right remainder), and the
-// two partial pages at its ends wait in edges until the neighbouring
-// chunks have filled them in. The file is one page longer than its length
-// while it is written, so the last page is written whole too, and cut to
-// the length before the fsync.
+// on the benchmark's machine more than half of what decompressing costs.
+// Direct writes need whole, aligned pages, and a chunk starts and ends
+// anywhere, so the whole pages inside a chunk are written from where the
+// repository decoded it (repo.LoadBlobsInto, into a buffer placed for its
+// offset), and the partial pages at its ends wait in edges until the
+// neighbouring chunks have filled them in. While it is written the file is
+// its length rounded up to a page, so the last page is written whole too;
+// it is cut to its length before the fsync.
 type restoreFile struct {
 	fh     *directio.File
 	name   string
