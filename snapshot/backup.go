@@ -268,7 +268,7 @@ func storeFiles(ctx context.Context, r *repo.Repository, jobs []*fileJob, o Back
 	// are reused, so they seldom grow. make, unlike append, leaves fresh
 	// pages untouched until a chunk fills them.
 	firstCap := min(2*ch.Params().Avg, ch.Params().Max)
-	bufs := sync.Pool{New: func() any { b := make([]byte, 0, firstCap); return &b }}
+	bufs := newChunkBufs(firstCap)
 
 	g, gctx := errgroup.WithContext(ctx)
 	files := make(chan *fileJob)
@@ -291,7 +291,7 @@ func storeFiles(ctx context.Context, r *repo.Repository, jobs []*fileJob, o Back
 		g.Go(func() error {
 			defer readers.Done()
 			for j := range files {
-				if err := readFile(gctx, ch, j, &bufs, chunks, o.Progress, o.ReadLimit); err != nil {
+				if err := readFile(gctx, ch, j, bufs, chunks, o.Progress, o.ReadLimit); err != nil {
 					return err
 				}
 				o.Progress.FilesDone.Add(1)
@@ -317,12 +317,36 @@ func storeFiles(ctx context.Context, r *repo.Repository, jobs []*fileJob, o Back
 				c.f.mu.Lock()
 				c.f.chunks[c.seq] = id
 				c.f.mu.Unlock()
-				bufs.Put(c.data)
+				bufs.put(c.data)
 			}
 			return nil
 		})
 	}
 	return g.Wait()
+}
+
+// chunkBufs are the chunk buffers in circulation between readers and
+// workers. A buffer that grew past size for a long chunk is not kept: kept,
+// it would stay that large, and in time every buffer would be as large as
+// the longest chunk (a first backup with 2 MiB average chunks: 139 MiB of
+// live heap, most of it 8 MiB buffers holding 2 MiB chunks).
+type chunkBufs struct {
+	size int
+	pool sync.Pool
+}
+
+func newChunkBufs(size int) *chunkBufs {
+	b := &chunkBufs{size: size}
+	b.pool.New = func() any { p := make([]byte, 0, size); return &p }
+	return b
+}
+
+func (b *chunkBufs) get() *[]byte { return b.pool.Get().(*[]byte) }
+
+func (b *chunkBufs) put(p *[]byte) {
+	if cap(*p) <= b.size {
+		b.pool.Put(p)
+	}
 }
 
 // readBlock is how much readFile reads at a time after a chunk's first Min
@@ -342,16 +366,16 @@ const readBlock = 256 << 10
 // Min bytes of a chunk are read at once, the rest in blocks of at most Min
 // bytes: a block then holds at most one cut, and only its tail after the
 // cut is copied, once.
-func readFile(ctx context.Context, ch *chunker.Chunker, j *fileJob, bufs *sync.Pool, out chan<- chunkJob, pr *Progress, lim *limit.Limiter) error {
+func readFile(ctx context.Context, ch *chunker.Chunker, j *fileJob, bufs *chunkBufs, out chan<- chunkJob, pr *Progress, lim *limit.Limiter) error {
 	p := ch.Params()
 	block := min(readBlock, p.Min)
 	s := ch.NewStream()
-	dp := bufs.Get().(*[]byte)
+	dp := bufs.get()
 	cur := (*dp)[:0] // the chunk being read; *dp is set from it when sent
 	defer func() {
 		if dp != nil {
 			*dp = cur[:0]
-			bufs.Put(dp)
+			bufs.put(dp)
 		}
 	}()
 	for pos, end := j.from, j.out.Length; pos < end; {
@@ -381,7 +405,7 @@ func readFile(ctx context.Context, ch *chunker.Chunker, j *fileJob, bufs *sync.P
 			}
 			// The chunk ends k bytes into fresh; what follows starts the
 			// next one.
-			next := bufs.Get().(*[]byte)
+			next := bufs.get()
 			rest := append((*next)[:0], fresh[k:]...)
 			*dp = cur[:len(cur)-len(fresh)+k]
 			err := send(ctx, j, dp, out)

@@ -32,7 +32,7 @@ func BenchmarkReadFile(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer rd.Close()
-	bufs := sync.Pool{New: func() any { b := make([]byte, 0, 2*chunker.DefaultAvg); return &b }}
+	bufs := newChunkBufs(2 * chunker.DefaultAvg)
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {
@@ -40,11 +40,11 @@ func BenchmarkReadFile(b *testing.B) {
 		var wg sync.WaitGroup
 		wg.Go(func() {
 			for c := range out {
-				bufs.Put(c.data)
+				bufs.put(c.data)
 			}
 		})
 		j := &fileJob{file: f, rd: rd, out: File{Length: rd.Length()}}
-		err := readFile(context.Background(), ch, j, &bufs, out, &Progress{}, nil)
+		err := readFile(context.Background(), ch, j, bufs, out, &Progress{}, nil)
 		close(out)
 		wg.Wait()
 		if err != nil {
