@@ -193,6 +193,37 @@ func (b *Backend) objectName(h repo.Handle) (string, error) {
 // cancelled before the writer is closed, so the upload is abandoned rather
 // than committed with what was sent so far.
 func (b *Backend) Save(ctx context.Context, h repo.Handle, data []byte) error {
+	return b.save(ctx, h, crc32.Checksum(data, crc32c), func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// SaveFrom is Save of the size bytes of src, streamed: what a pack spooled
+// to a temp file is stored with (repo.SpoolToFiles), so a backup does not
+// hold it in memory. src is read twice, for the CRC32C and the upload.
+func (b *Backend) SaveFrom(ctx context.Context, h repo.Handle, src io.ReaderAt, size int64) error {
+	sum := crc32.New(crc32c)
+	if err := copyAll(sum, src, size, nil); err != nil {
+		return fmt.Errorf("save %s in %s: read: %w", h, b.Location(), err)
+	}
+	return b.save(ctx, h, sum.Sum32(), func(w io.Writer) error {
+		return copyAll(w, src, size, make([]byte, 1<<20))
+	})
+}
+
+// copyAll copies the size bytes of src to w; a src that ends early is an
+// error, not a shorter object.
+func copyAll(w io.Writer, src io.ReaderAt, size int64, buf []byte) error {
+	n, err := io.CopyBuffer(w, io.NewSectionReader(src, 0, size), buf)
+	if err == nil && n < size {
+		err = fmt.Errorf("source ended after %d of %d bytes: %w", n, size, io.ErrUnexpectedEOF)
+	}
+	return err
+}
+
+// save uploads what write writes, whose CRC32C is crc, to h, creating it.
+func (b *Backend) save(ctx context.Context, h repo.Handle, crc uint32, write func(io.Writer) error) error {
 	name, err := b.objectName(h)
 	if err != nil {
 		return fmt.Errorf("save %s in %s: %w", h, b.Location(), err)
@@ -203,14 +234,15 @@ func (b *Backend) Save(ctx context.Context, h repo.Handle, data []byte) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	w := b.bucket.Object(name).If(storage.Conditions{DoesNotExist: true}).NewWriter(wctx)
-	// One request (multipart upload) with no copy of data: a failed upload
-	// is retried whole from data, and no resumable session is left behind.
+	// One request (multipart upload) with no copy of the data: a failed
+	// upload is retried whole, and no resumable session is left behind.
 	w.ChunkSize = 0
 	w.ContentType = "application/octet-stream"
-	w.CRC32C = crc32.Checksum(data, crc32c)
+	w.CRC32C = crc
 	w.SendCRC32C = true
 	w.DisableAutoChecksum = true // it would compute the same CRC again
-	if _, err := w.Write(data); err != nil {
+	if err := write(w); err != nil {
+		// Cancelled before Close, the upload creates nothing.
 		cancel()
 		w.Close()
 		return b.wrap("save", name, err)

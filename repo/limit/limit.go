@@ -159,6 +159,15 @@ func (b *Backend) Save(ctx context.Context, h repo.Handle, data []byte) error {
 	return b.inner.Save(ctx, h, data)
 }
 
+// SaveFrom waits for the upload rate, then stores the size bytes of src in
+// the inner Backend, streamed where it can (repo.SaveFrom).
+func (b *Backend) SaveFrom(ctx context.Context, h repo.Handle, src io.ReaderAt, size int64) error {
+	if err := b.upload.WaitN(ctx, int(size)); err != nil {
+		return fmt.Errorf("save %s in %s: %w", h, b.inner.Location(), err)
+	}
+	return repo.SaveFrom(ctx, b.inner, h, src, size)
+}
+
 // Load hands fn a reader paced to the download rate.
 func (b *Backend) Load(ctx context.Context, h repo.Handle, offset, length int64, fn func(rd io.Reader) error) error {
 	if b.down == nil {

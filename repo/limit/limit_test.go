@@ -138,6 +138,19 @@ func TestBackendPaces(t *testing.T) {
 		t.Errorf("loaded 1 MiB at 2 MiB/s in %s", d)
 	}
 
+	// SaveFrom waits for the rate as Save does, and stores the bytes.
+	h3 := repo.Handle{Type: repo.PackFile, Name: "ef"}
+	start = time.Now()
+	if err := be.SaveFrom(t.Context(), h3, bytes.NewReader(data), int64(len(data))); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Errorf("saved 1 MiB from a reader at 2 MiB/s in %s", d)
+	}
+	if st, err := be.Stat(t.Context(), h3); err != nil || st.Size != int64(len(data)) {
+		t.Errorf("after SaveFrom: %+v, %v", st, err)
+	}
+
 	// A Save cancelled while it waits for the rate stores nothing.
 	ctx, cancel := context.WithCancel(t.Context())
 	time.AfterFunc(20*time.Millisecond, cancel)

@@ -236,14 +236,33 @@ func (t typeName) String() string { return string(t) }
 // keys, locks) and for the config, which holds random bytes; any other
 // name keeps ErrExists, since another writer could have stored equal bytes.
 func (b *Backend) Save(ctx context.Context, h repo.Handle, data []byte) error {
-	timeout := b.o.Timeout + time.Duration(float64(len(data))/float64(b.o.MinRate)*float64(time.Second))
+	return b.save(ctx, h, bytes.NewReader(data), int64(len(data)), func(ctx context.Context) error {
+		return b.inner.Save(ctx, h, data)
+	})
+}
+
+// SaveFrom is Save of the size bytes of src, streamed where the inner
+// Backend can (repo.SaveFrom); every attempt reads src again.
+func (b *Backend) SaveFrom(ctx context.Context, h repo.Handle, src io.ReaderAt, size int64) error {
+	return b.save(ctx, h, src, size, func(ctx context.Context) error {
+		return repo.SaveFrom(ctx, b.inner, h, src, size)
+	})
+}
+
+// save runs attempt until it succeeds or fails for good. An attempt that
+// fails with ErrExists after an earlier one ended ambiguously (a timeout
+// or a broken connection, after which the object may have been created)
+// counts as success if the object holds exactly the size bytes of src
+// and could only have been stored by this save (see provesOurs).
+func (b *Backend) save(ctx context.Context, h repo.Handle, src io.ReaderAt, size int64, attempt func(context.Context) error) error {
+	timeout := b.o.Timeout + time.Duration(float64(size)/float64(b.o.MinRate)*float64(time.Second))
 	ambiguous := false
 	return b.do(ctx, "save", h, func(ctx context.Context) (bool, error) {
 		actx, _, stop := watch(ctx, timeout)
 		defer stop()
-		err := b.inner.Save(actx, h, data)
-		if errors.Is(err, repo.ErrExists) && ambiguous && provesOurs(h, data) {
-			same, transient, cerr := b.holds(ctx, h, data, timeout)
+		err := attempt(actx)
+		if errors.Is(err, repo.ErrExists) && ambiguous && provesOurs(h, src, size) {
+			same, transient, cerr := b.holds(ctx, h, src, size, timeout)
 			if cerr != nil {
 				return transient, cerr
 			}
@@ -259,28 +278,36 @@ func (b *Backend) Save(ctx context.Context, h repo.Handle, data []byte) error {
 	})
 }
 
-// provesOurs reports whether an object under h that holds data must have
-// been stored by this Save (see Save).
-func provesOurs(h repo.Handle, data []byte) bool {
-	return h.Type == repo.ConfigFile || strings.HasSuffix(h.Name, repo.Hash(data).String())
+// provesOurs reports whether an object under h that holds the size bytes
+// of src must have been stored by this save (see save).
+func provesOurs(h repo.Handle, src io.ReaderAt, size int64) bool {
+	if h.Type == repo.ConfigFile {
+		return true
+	}
+	id, err := repo.HashFrom(src, size)
+	return err == nil && strings.HasSuffix(h.Name, id.String())
 }
 
-// holds reports whether h holds exactly data.
-func (b *Backend) holds(ctx context.Context, h repo.Handle, data []byte, timeout time.Duration) (same, transient bool, err error) {
+// holds reports whether h holds exactly the size bytes of src.
+func (b *Backend) holds(ctx context.Context, h repo.Handle, src io.ReaderAt, size int64, timeout time.Duration) (same, transient bool, err error) {
 	actx, _, stop := watch(ctx, timeout)
 	defer stop()
 	err = b.inner.Load(actx, h, 0, 0, func(rd io.Reader) error {
 		same = false
-		rest := data
+		var pos int64
 		buf := make([]byte, 64<<10)
+		want := make([]byte, len(buf))
 		for {
 			n, err := rd.Read(buf)
-			if n > len(rest) || !bytes.Equal(buf[:n], rest[:n]) {
-				return nil // different; not an error
+			if int64(n) > size-pos {
+				return nil // longer; different, not an error
 			}
-			rest = rest[n:]
+			if m, _ := src.ReadAt(want[:n], pos); m < n || !bytes.Equal(buf[:n], want[:n]) {
+				return nil
+			}
+			pos += int64(n)
 			if err == io.EOF {
-				same = len(rest) == 0
+				same = pos == size
 				return nil
 			}
 			if err != nil {

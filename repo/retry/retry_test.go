@@ -291,49 +291,84 @@ func (l *lostResponse) Save(ctx context.Context, h repo.Handle, data []byte) err
 	return err
 }
 
+// TestSaveAfterLostResponse: a save whose first response was lost ends
+// well when the stored bytes prove they are this save's, and with
+// ErrExists otherwise; from memory (Save) or from a file (SaveFrom, which
+// reads the source again for each attempt and for the proof).
 func TestSaveAfterLostResponse(t *testing.T) {
-	data := []byte("content")
-	hash := repo.Hash(data).String()
-	for _, h := range []repo.Handle{
-		{Type: repo.PackFile, Name: hash},
-		{Type: repo.LockFile, Name: "exclusive-" + hash},
-		{Type: repo.ConfigFile},
-	} {
-		l := &lostResponse{Backend: mem.New()}
-		if err := retry.New(l, fast).Save(t.Context(), h, data); err != nil {
-			t.Errorf("save %v whose first response was lost: %v", h, err)
-		}
+	saves := map[string]func(b *retry.Backend, ctx context.Context, h repo.Handle, data []byte) error{
+		"Save": func(b *retry.Backend, ctx context.Context, h repo.Handle, data []byte) error {
+			return b.Save(ctx, h, data)
+		},
+		"SaveFrom": func(b *retry.Backend, ctx context.Context, h repo.Handle, data []byte) error {
+			return b.SaveFrom(ctx, h, bytes.NewReader(data), int64(len(data)))
+		},
 	}
-
-	// Someone else's object under the name is still a conflict, also
-	// after an ambiguous failure; so is an equal one under a name that
-	// does not prove whose it is.
-	theirs := []byte("theirs")
-	c := newCounting(map[string]int{"save": 1}, errTransient)
-	for _, tc := range []struct {
-		h    repo.Handle
-		data []byte
-	}{
-		{repo.Handle{Type: repo.PackFile, Name: repo.Hash(theirs).String()}, []byte("mine")},
-		{repo.Handle{Type: repo.ConfigFile}, []byte("their")},
-		{repo.Handle{Type: repo.ConfigFile}, []byte("theirs and more")},
-		{repo.Handle{Type: repo.ConfigFile}, nil},
-		{repo.Handle{Type: repo.LockFile, Name: "lock"}, theirs},
-	} {
-		if _, err := c.Backend.Stat(t.Context(), tc.h); err != nil {
-			if err := c.Backend.Save(t.Context(), tc.h, theirs); err != nil {
-				t.Fatal(err)
+	for name, save := range saves {
+		t.Run(name, func(t *testing.T) {
+			data := []byte("content")
+			hash := repo.Hash(data).String()
+			for _, h := range []repo.Handle{
+				{Type: repo.PackFile, Name: hash},
+				{Type: repo.LockFile, Name: "exclusive-" + hash},
+				{Type: repo.ConfigFile},
+			} {
+				l := &lostResponse{Backend: mem.New()}
+				if err := save(retry.New(l, fast), t.Context(), h, data); err != nil {
+					t.Errorf("save %v whose first response was lost: %v", h, err)
+				}
+				got := loadAll(t, l.Backend, h)
+				if !bytes.Equal(got, data) {
+					t.Errorf("save %v stored %q", h, got)
+				}
 			}
-		}
-		c.calls = map[string]int{}
-		err := retry.New(c, fast).Save(t.Context(), tc.h, tc.data)
-		if !errors.Is(err, repo.ErrExists) {
-			t.Errorf("retried save of %q over %v: got %v, want ErrExists", tc.data, tc.h, err)
-		}
-		if c.count("save") != 2 {
-			t.Errorf("retried save of %q over %v: %d attempts, want 2", tc.data, tc.h, c.count("save"))
-		}
+
+			// Someone else's object under the name is still a conflict,
+			// also after an ambiguous failure; so is an equal one under a
+			// name that does not prove whose it is.
+			theirs := []byte("theirs")
+			c := newCounting(map[string]int{"save": 1}, errTransient)
+			for _, tc := range []struct {
+				h    repo.Handle
+				data []byte
+			}{
+				{repo.Handle{Type: repo.PackFile, Name: repo.Hash(theirs).String()}, []byte("mine")},
+				{repo.Handle{Type: repo.ConfigFile}, []byte("their")},
+				{repo.Handle{Type: repo.ConfigFile}, []byte("theirs and more")},
+				{repo.Handle{Type: repo.ConfigFile}, nil},
+				{repo.Handle{Type: repo.LockFile, Name: "lock"}, theirs},
+			} {
+				if _, err := c.Backend.Stat(t.Context(), tc.h); err != nil {
+					if err := c.Backend.Save(t.Context(), tc.h, theirs); err != nil {
+						t.Fatal(err)
+					}
+				}
+				c.calls = map[string]int{}
+				err := save(retry.New(c, fast), t.Context(), tc.h, tc.data)
+				if !errors.Is(err, repo.ErrExists) {
+					t.Errorf("retried save of %q over %v: got %v, want ErrExists", tc.data, tc.h, err)
+				}
+				if c.count("save") != 2 {
+					t.Errorf("retried save of %q over %v: %d attempts, want 2", tc.data, tc.h, c.count("save"))
+				}
+			}
+		})
 	}
+}
+
+// loadAll returns the whole object h of be.
+func loadAll(t *testing.T, be repo.Backend, h repo.Handle) []byte {
+	t.Helper()
+	var got []byte
+	err := be.Load(t.Context(), h, 0, 0, func(rd io.Reader) error {
+		var err error
+		got, err = io.ReadAll(rd)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
 
 // breaking cuts the first n streams of Load short.

@@ -1,0 +1,160 @@
+package repo
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/zeebo/blake3"
+
+	"github.com/snapbackup/snap/internal/directio"
+)
+
+// StreamSaver is implemented by backends that can store an object read
+// from a local file instead of from memory.
+type StreamSaver interface {
+	// SaveFrom stores the size bytes of src under h, with Save's
+	// guarantees. It may read src more than once (a retried upload).
+	SaveFrom(ctx context.Context, h Handle, src io.ReaderAt, size int64) error
+}
+
+// SaveFrom stores the size bytes of src under h in be: streamed where be
+// is a StreamSaver, else read into memory and saved whole.
+func SaveFrom(ctx context.Context, be Backend, h Handle, src io.ReaderAt, size int64) error {
+	if ss, ok := be.(StreamSaver); ok {
+		return ss.SaveFrom(ctx, h, src, size)
+	}
+	data := make([]byte, size)
+	if n, err := src.ReadAt(data, 0); n < len(data) {
+		return fmt.Errorf("save %s: read %d of %d bytes: %w", h, n, size, err)
+	}
+	return be.Save(ctx, h, data)
+}
+
+// HashFrom is Hash of the size bytes of src.
+func HashFrom(src io.ReaderAt, size int64) (ID, error) {
+	h := blake3.New()
+	if _, err := io.Copy(h, io.NewSectionReader(src, 0, size)); err != nil {
+		return ID{}, err
+	}
+	var id ID
+	h.Sum(id[:0])
+	return id, nil
+}
+
+// SpoolToFiles returns be with packs spooled to temp files in dir, with
+// direct I/O where the file system allows it, and stored from there
+// (SaveFrom). Without it a backend that has no Spool of its own (GCS)
+// gets whole packs through Save, and a backup holds every pack of every
+// upload in flight in memory: 8 connections of 16 MiB packs, 365 MiB
+// peak RSS for the 2 GiB benchmark data set against 105-113 MiB into a
+// local directory. The other methods are be's.
+func SpoolToFiles(be Backend, dir string) Backend {
+	return &fileSpooler{Backend: be, dir: dir}
+}
+
+type fileSpooler struct {
+	Backend
+	dir   string
+	clean sync.Once
+}
+
+// staleSpool is how old a spool file must be before a later snap removes
+// it: a pack waits in one for seconds to minutes, so a day-old one was
+// left by a process that was killed.
+const staleSpool = 24 * time.Hour
+
+// spoolPrefix starts the names of spool files, which a killed backup
+// leaves behind in the spool directory.
+const spoolPrefix = "snap-spool-"
+
+func (s *fileSpooler) Spool(ctx context.Context, t FileType) (Spool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.clean.Do(func() { removeStaleSpools(s.dir, time.Now().Add(-staleSpool)) })
+	for {
+		var rnd [8]byte
+		rand.Read(rnd[:])
+		name := filepath.Join(s.dir, spoolPrefix+hex.EncodeToString(rnd[:]))
+		f, err := directio.Create(name, 0o600)
+		if errors.Is(err, fs.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("spool a %s for %s in %s (TMPDIR sets the directory): %w", t, s.Location(), s.dir, err)
+		}
+		return &fileSpool{be: s.Backend, t: t, f: f, name: name}, nil
+	}
+}
+
+// removeStaleSpools removes the spool files in dir last written before
+// cutoff, best effort: a killed backup leaves its spool files behind.
+func removeStaleSpools(dir string, cutoff time.Time) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), spoolPrefix) || !e.Type().IsRegular() {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && fi.ModTime().Before(cutoff) {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+type fileSpool struct {
+	be   Backend
+	t    FileType
+	f    *directio.File
+	name string
+	n    int64 // bytes written
+	done bool
+}
+
+func (s *fileSpool) Write(p []byte) error {
+	if err := s.f.WriteFull(p); err != nil {
+		return fmt.Errorf("spool %s: %w", s.name, err)
+	}
+	s.n += int64(len(p))
+	return nil
+}
+
+func (s *fileSpool) Commit(ctx context.Context, h Handle) error {
+	if s.done {
+		return errors.New("spool already finished")
+	}
+	defer s.Abort()
+	if h.Type != s.t {
+		return fmt.Errorf("a %s spool cannot store %s", s.t, h)
+	}
+	// Read back through a descriptor of its own: the one written may be
+	// direct, which wants aligned reads.
+	r, err := os.Open(s.name)
+	if err != nil {
+		return fmt.Errorf("spool %s: %w", s.name, err)
+	}
+	defer r.Close()
+	return SaveFrom(ctx, s.be, h, r, s.n)
+}
+
+// Abort closes and removes the spool file.
+func (s *fileSpool) Abort() {
+	if s.done {
+		return
+	}
+	s.done = true
+	s.f.Close()
+	os.Remove(s.name)
+}
