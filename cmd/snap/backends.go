@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 
@@ -162,6 +163,11 @@ func openStorage(ctx context.Context, so storageOptions, create bool) (repo.Back
 	}
 	if so.upload > 0 || so.download > 0 {
 		be = limit.New(be, limit.NewLimiter(so.upload), limit.NewLimiter(so.download))
+	}
+	if strings.HasPrefix(location, gcs.Scheme) {
+		// Packs wait for their upload in temp files, not in memory
+		// (repo.SpoolToFiles).
+		be = repo.SpoolToFiles(be, os.TempDir())
 	}
 	return be, nil
 }
