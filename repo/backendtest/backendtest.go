@@ -45,6 +45,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) repo.Backend) {
 		{"Spool", testSpool},
 		{"SpoolExisting", testSpoolExisting},
 		{"SpoolAbort", testSpoolAbort},
+		{"SaveFrom", testSaveFrom},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

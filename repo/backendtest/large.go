@@ -156,3 +156,34 @@ func testSpoolAbort(t *testing.T, be repo.Backend) {
 		t.Fatalf("packs after abort: %v", names)
 	}
 }
+
+// testSaveFrom: a StreamSaver stores what its reader holds, with Save's
+// create-only rule, and a reader shorter than the size it was given stores
+// nothing.
+func testSaveFrom(t *testing.T, be repo.Backend) {
+	ss, ok := be.(repo.StreamSaver)
+	if !ok {
+		t.Skip("not a StreamSaver")
+	}
+	r := rng(t)
+	for _, size := range []int{0, 1, 300<<10 + 17, 3<<20 + 5} {
+		data := randBytes(r, size)
+		h := repo.Handle{Type: repo.PackFile, Name: randName(r)}
+		if err := ss.SaveFrom(t.Context(), h, bytes.NewReader(data), int64(size)); err != nil {
+			t.Fatalf("SaveFrom %d bytes: %v", size, err)
+		}
+		checkContent(t, be, h, data)
+		other := randBytes(r, 100)
+		if err := ss.SaveFrom(t.Context(), h, bytes.NewReader(other), 100); !errors.Is(err, repo.ErrExists) {
+			t.Errorf("SaveFrom over %v: %v, want ErrExists", h, err)
+		}
+		checkContent(t, be, h, data)
+	}
+	h := repo.Handle{Type: repo.PackFile, Name: randName(r)}
+	if err := ss.SaveFrom(t.Context(), h, bytes.NewReader(randBytes(r, 1000)), 5000); err == nil {
+		t.Error("SaveFrom of a reader shorter than its size succeeded")
+	}
+	if _, err := be.Stat(t.Context(), h); !errors.Is(err, repo.ErrNotFound) {
+		t.Errorf("stat after a short SaveFrom: %v, want ErrNotFound", err)
+	}
+}

@@ -228,40 +228,6 @@ func TestLoadAtEnd(t *testing.T) {
 	}
 }
 
-// SaveFrom streams an object from a reader with Save's guarantees: the
-// bytes as given, and create-only. A source that fails mid-upload leaves
-// nothing behind.
-func TestSaveFrom(t *testing.T) {
-	emu := newEmulator(t, nil)
-	be := emu.open(t, emu.bucket(), "")
-	defer be.Close()
-	data := bytes.Repeat([]byte("snap pack bytes "), 300_000) // 4.8 MB: several copy buffers
-	h := repo.Handle{Type: repo.PackFile, Name: repo.Hash(data).String()}
-	if err := be.SaveFrom(t.Context(), h, bytes.NewReader(data), int64(len(data))); err != nil {
-		t.Fatal(err)
-	}
-	var got []byte
-	err := be.Load(t.Context(), h, 0, 0, func(rd io.Reader) error {
-		var err error
-		got, err = io.ReadAll(rd)
-		return err
-	})
-	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("load after SaveFrom: %d bytes, %v; want the %d saved", len(got), err, len(data))
-	}
-	if err := be.SaveFrom(t.Context(), h, bytes.NewReader(data), int64(len(data))); !errors.Is(err, repo.ErrExists) {
-		t.Errorf("second SaveFrom of %v: %v, want ErrExists", h, err)
-	}
-	broken := repo.Handle{Type: repo.PackFile, Name: strings.Repeat("ab", 32)}
-	src := io.NewSectionReader(bytes.NewReader(data), 0, 1000) // shorter than it claims
-	if err := be.SaveFrom(t.Context(), broken, src, int64(len(data))); err == nil {
-		t.Error("SaveFrom of a short source succeeded")
-	}
-	if _, err := be.Stat(t.Context(), broken); !errors.Is(err, repo.ErrNotFound) {
-		t.Errorf("after a failed SaveFrom: stat %v, want ErrNotFound", err)
-	}
-}
-
 // TestErrors checks that errors name the bucket and object, say what to do
 // about permanent ones and mark transient ones.
 func TestErrors(t *testing.T) {
