@@ -50,7 +50,13 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	dir := t.TempDir()
 	e := &env{t: t, repo: filepath.Join(dir, "repo")}
-	e.vars = []string{"SNAP_REPO=" + e.repo, "SNAP_PASSWORD=correct horse", "SNAP_LOG_LEVEL=warn"}
+	// snap's own temp files (GCS packs waiting for their upload; a killed
+	// backup leaves them) stay inside the test's directory.
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	e.vars = []string{"SNAP_REPO=" + e.repo, "SNAP_PASSWORD=correct horse", "SNAP_LOG_LEVEL=warn", "TMPDIR=" + tmp}
 	return e
 }
 
