@@ -2,12 +2,9 @@ package repo
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,19 +79,11 @@ func (s *fileSpooler) Spool(ctx context.Context, t FileType) (Spool, error) {
 		return nil, err
 	}
 	s.clean.Do(func() { removeStaleSpools(s.dir, time.Now().Add(-staleSpool)) })
-	for {
-		var rnd [8]byte
-		rand.Read(rnd[:])
-		name := filepath.Join(s.dir, spoolPrefix+hex.EncodeToString(rnd[:]))
-		f, err := directio.Create(name, 0o600)
-		if errors.Is(err, fs.ErrExist) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("spool a %s for %s in %s (TMPDIR sets the directory): %w", t, s.Location(), s.dir, err)
-		}
-		return &fileSpool{be: s.Backend, t: t, f: f, name: name}, nil
+	f, name, err := directio.CreateTemp(s.dir, spoolPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("spool a %s for %s in %s (TMPDIR sets the directory): %w", t, s.Location(), s.dir, err)
 	}
+	return &fileSpool{be: s.Backend, t: t, f: f, name: name}, nil
 }
 
 // removeStaleSpools removes the spool files in dir last written before

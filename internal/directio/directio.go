@@ -11,7 +11,12 @@
 package directio
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"unsafe"
 )
@@ -54,6 +59,21 @@ func Create(name string, perm os.FileMode) (*File, error) {
 // supports it.
 func Open(name string) (*File, error) {
 	return openFile(name, os.O_RDONLY, 0)
+}
+
+// CreateTemp creates a new file in dir (mode 0600) named prefix and random
+// hex digits, for direct I/O where the file system allows it, and returns
+// it with its path.
+func CreateTemp(dir, prefix string) (*File, string, error) {
+	for {
+		var rnd [8]byte
+		rand.Read(rnd[:])
+		name := filepath.Join(dir, prefix+hex.EncodeToString(rnd[:]))
+		f, err := Create(name, 0o600)
+		if !errors.Is(err, fs.ErrExist) {
+			return f, name, err
+		}
+	}
 }
 
 // OpenFile is os.OpenFile with direct I/O where the file system supports

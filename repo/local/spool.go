@@ -2,8 +2,6 @@ package local
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -39,15 +37,7 @@ func (b *Backend) Spool(ctx context.Context, t repo.FileType) (repo.Spool, error
 // createTemp creates a new temp file in dir (mode 0600), for direct I/O
 // where the file system allows it.
 func createTemp(dir string) (*directio.File, string, error) {
-	for {
-		var rnd [8]byte
-		rand.Read(rnd[:])
-		name := filepath.Join(dir, tempPrefix+hex.EncodeToString(rnd[:]))
-		f, err := directio.Create(name, 0o600)
-		if !errors.Is(err, fs.ErrExist) {
-			return f, name, err
-		}
-	}
+	return directio.CreateTemp(dir, tempPrefix)
 }
 
 type spool struct {
