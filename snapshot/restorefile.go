@@ -2,12 +2,10 @@ package snapshot
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"unsafe"
 
 	"golang.org/x/sync/errgroup"
@@ -152,17 +150,10 @@ func (f *restoreFile) fill(off int64, b []byte) error {
 	return f.write(e.buf, pg)
 }
 
-// write writes whole pages with direct I/O. A file system that took
-// O_DIRECT at open but refuses the write gets this and later writes
-// through the page cache.
+// write writes whole pages with direct I/O (or through the page cache,
+// where the file system refuses it: directio.File.WriteAt).
 func (f *restoreFile) write(b []byte, off int64) error {
-	_, err := f.fh.WriteAt(b, off)
-	if errors.Is(err, syscall.EINVAL) && f.fh.Direct() {
-		if err = f.fh.SetBuffered(); err == nil {
-			_, err = f.fh.WriteAt(b, off)
-		}
-	}
-	if err != nil {
+	if _, err := f.fh.WriteAt(b, off); err != nil {
 		return fmt.Errorf("write %s: %w", f.name, err)
 	}
 	return nil

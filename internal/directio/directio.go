@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 	"unsafe"
 )
 
@@ -108,10 +109,11 @@ func (f *File) WriteFull(p []byte) error {
 	if f.Direct() && Aligned(p) {
 		n := len(p) &^ (Align - 1)
 		if n > 0 {
-			if _, err := f.File.Write(p[:n]); err != nil {
+			if _, err := f.File.Write(p[:n]); err == nil {
+				p = p[n:]
+			} else if !f.refused(err) {
 				return err
 			}
-			p = p[n:]
 		}
 		if len(p) == 0 {
 			return nil
@@ -122,6 +124,24 @@ func (f *File) WriteFull(p []byte) error {
 	}
 	_, err := f.File.Write(p)
 	return err
+}
+
+// WriteAt writes p at off. On a direct file p, off and len(p) must be
+// aligned. A file system that took O_DIRECT at open but refuses the write
+// (EINVAL; some FUSE and network file systems) gets this write and the
+// later ones through the page cache.
+func (f *File) WriteAt(p []byte, off int64) (int, error) {
+	n, err := f.File.WriteAt(p, off)
+	if err != nil && n == 0 && f.refused(err) {
+		return f.File.WriteAt(p, off)
+	}
+	return n, err
+}
+
+// refused reports whether err is a direct write refused with EINVAL, and
+// then turns direct I/O off for the file.
+func (f *File) refused(err error) bool {
+	return errors.Is(err, syscall.EINVAL) && f.Direct() && f.SetBuffered() == nil
 }
 
 // ReadFullAt reads len(p) bytes at off into p, or fails: a short read is an

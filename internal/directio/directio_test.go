@@ -208,3 +208,30 @@ func randomFile(t *testing.T, rng *rand.Rand, size int) ([]byte, *File) {
 	t.Cleanup(func() { f.Close() })
 	return want, f
 }
+
+// A direct write the file system refuses (EINVAL, provoked here with a
+// misaligned buffer) is written through the page cache instead, and the
+// file stays so.
+func TestWriteAtRefused(t *testing.T) {
+	want := bytes.Repeat([]byte("0123456789abcdef"), 2*Align/16)
+	path := filepath.Join(t.TempDir(), "f")
+	f, err := Create(path, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if !f.Direct() {
+		t.Skip("the file system does not do direct I/O")
+	}
+	p := Alloc(len(want) + 1)[1:] // misaligned
+	copy(p, want)
+	if n, err := f.WriteAt(p, 0); n != len(p) || err != nil {
+		t.Fatalf("WriteAt of a misaligned buffer: %d, %v", n, err)
+	}
+	if f.Direct() {
+		t.Error("still direct after a refused write")
+	}
+	if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("file holds %d bytes (%v), want the %d written", len(got), err, len(want))
+	}
+}
