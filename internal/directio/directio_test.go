@@ -119,7 +119,7 @@ func TestWriteUnaligned(t *testing.T) {
 // come back as the file has them; past the end they come back short, with
 // no error; Release in between changes nothing.
 func TestBlockReader(t *testing.T) {
-	const size = 2*BlockSize + 12345
+	const size = 2*HugePage + 12345
 	rng := rand.New(rand.NewPCG(5, 6))
 	want, f := randomFile(t, rng, size)
 	r := NewBlockReader(f)
@@ -137,7 +137,7 @@ func TestBlockReader(t *testing.T) {
 			r.Release()
 		}
 		off := rng.IntN(size + 10)
-		p := make([]byte, rng.IntN(3*BlockSize))
+		p := make([]byte, rng.IntN(3*HugePage))
 		n, err := r.ReadAt(p, int64(off))
 		wantN := max(0, min(len(p), size-off))
 		if err != nil || n != wantN || !bytes.Equal(p[:n], want[min(off, size):min(off, size)+n]) {
@@ -150,10 +150,10 @@ func TestBlockReader(t *testing.T) {
 // front to back up to its end, past it, out of order and after Release;
 // and it does read ahead while the caller is inside a range.
 func TestBlockReaderAhead(t *testing.T) {
-	const size = 3*BlockSize + 54321
+	const size = 3*HugePage + 54321
 	rng := rand.New(rand.NewPCG(7, 8))
 	want, f := randomFile(t, rng, size)
-	for _, end := range []int64{BlockSize / 2, BlockSize, 2*BlockSize + 777, size, size + 5*BlockSize} {
+	for _, end := range []int64{HugePage / 2, HugePage, 2*HugePage + 777, size, size + 5*HugePage} {
 		r := NewBlockReaderAhead(f, end)
 		start := int64(rng.IntN(1000))
 		for off := start; off < min(end, size); {
@@ -162,7 +162,7 @@ func TestBlockReaderAhead(t *testing.T) {
 			if err != nil || n != int(min(int64(len(p)), size-off)) || !bytes.Equal(p[:n], want[off:off+int64(n)]) {
 				t.Fatalf("end %d: ReadAt(%d at %d) = %d, %v", end, len(p), off, n, err)
 			}
-			if r.off+int64(r.n) < min(end, size) && r.n == BlockSize && r.ahead == nil {
+			if r.off+int64(r.n) < min(end, size) && r.n == r.bp.size && r.ahead == nil {
 				t.Fatalf("end %d: at %d, no read ahead of the block at %d", end, off, r.off)
 			}
 			if r.ahead != nil && r.ahead.off >= end {
@@ -175,7 +175,7 @@ func TestBlockReaderAhead(t *testing.T) {
 				r.Release()
 			}
 			off := rng.IntN(size + 10)
-			p := make([]byte, rng.IntN(2*BlockSize))
+			p := make([]byte, rng.IntN(2*HugePage))
 			n, err := r.ReadAt(p, int64(off))
 			wantN := max(0, min(len(p), size-off))
 			if err != nil || n != wantN || !bytes.Equal(p[:n], want[min(off, size):min(off, size)+n]) {
@@ -233,5 +233,50 @@ func TestWriteAtRefused(t *testing.T) {
 	}
 	if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("file holds %d bytes (%v), want the %d written", len(got), err, len(want))
+	}
+}
+
+func TestAllocHuge(t *testing.T) {
+	for _, n := range []int{0, 1, Align, HugePage - 1, HugePage, HugePage + 1, 3*HugePage + 5} {
+		h := AllocHuge(n)
+		want := (max(n, 1) + HugePage - 1) &^ (HugePage - 1)
+		if len(h.B) != n || cap(h.B) != want || !Aligned(h.B[:1]) {
+			t.Fatalf("AllocHuge(%d): len %d cap %d, aligned %v", n, len(h.B), cap(h.B), Aligned(h.B[:1]))
+		}
+		b := h.B[:cap(h.B)]
+		for i := range b {
+			if b[i] != 0 {
+				t.Fatalf("AllocHuge(%d): byte %d is %d, not zero", n, i, b[i])
+			}
+			b[i] = byte(i)
+		}
+		h.Free()
+		h.Free() // twice is harmless
+		if h.B != nil {
+			t.Fatal("B is still set after Free")
+		}
+	}
+}
+
+// A direct read fills a huge buffer like any other.
+func TestAllocHugeDirectRead(t *testing.T) {
+	want := make([]byte, HugePage+3*Align+100)
+	for i := range want {
+		want[i] = byte(i * 13)
+	}
+	name := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(name, want, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := AllocHuge(2 * HugePage)
+	defer h.Free()
+	n, err := f.ReadUpTo(h.B, 0)
+	if err != nil || !bytes.Equal(h.B[:n], want) {
+		t.Fatalf("read %d bytes (%v), want the file's %d", n, err, len(want))
 	}
 }
