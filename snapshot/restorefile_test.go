@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"bytes"
+	"context"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -220,5 +221,52 @@ func TestRestoreChunksWriteError(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("restoreChunks hangs after a failed write")
+	}
+}
+
+// The slots keep buffers of up to a huge page, free larger ones when they
+// come back, and free all that are in them at the end.
+func TestBufSlots(t *testing.T) {
+	ctx := context.Background()
+	s := newBufSlots(2)
+	a, err := s.get(ctx, 100)
+	if err != nil || len(a.B) != directio.HugePage || !directio.Aligned(a.B) {
+		t.Fatalf("get(100) = %d bytes, aligned %v, %v", len(a.B), directio.Aligned(a.B), err)
+	}
+	big, err := s.get(ctx, directio.HugePage+1)
+	if err != nil || len(big.B) != 2*directio.HugePage {
+		t.Fatalf("get(HugePage+1) = %d bytes, %v", len(big.B), err)
+	}
+	s.put(a)
+	s.put(big)
+	if big.B != nil {
+		t.Fatal("a buffer over maxKeptBuf was kept")
+	}
+	// Both slots are free again: the kept buffer and an empty one.
+	got := map[*directio.Huge]bool{}
+	for range 2 {
+		b, err := s.get(ctx, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[b] = true
+	}
+	if !got[a] {
+		t.Fatal("the kept buffer was not handed out again")
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := s.get(cctx, 10); err == nil {
+		t.Fatal("get with no free slot and a cancelled context returned")
+	}
+	for b := range got {
+		s.put(b)
+	}
+	s.free()
+	if a.B != nil {
+		t.Fatal("free left a buffer mapped")
+	}
+	if len(s) != 0 {
+		t.Fatalf("%d slots left after free", len(s))
 	}
 }
