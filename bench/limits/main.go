@@ -218,8 +218,9 @@ func dropCaches() error {
 	return nil
 }
 
-// readAll reads every file with n goroutines, 1 MiB at a time, through
-// the page cache or, when direct, around it.
+// readAll reads every file with n goroutines, through the page cache 1 MiB
+// at a time or, when direct, around it a huge page at a time into huge
+// pages, as a restore reads packs (directio.AllocHuge).
 func readAll(files []string, n int, direct bool) (Result, error) {
 	var next, total atomic.Int64
 	var firstErr error
@@ -230,6 +231,11 @@ func readAll(files []string, n int, direct bool) (Result, error) {
 	for range n {
 		wg.Go(func() {
 			buf := directio.Alloc(1 << 20)
+			if direct {
+				h := directio.AllocHuge(directio.HugePage)
+				defer h.Free()
+				buf = h.B
+			}
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= len(files) {
@@ -349,12 +355,15 @@ func diskLimits(files []string, n int, scratch string) ([]Result, error) {
 	return out, nil
 }
 
-// writeDirect writes size bytes of random data into n new files in dir, 1
-// MiB at a time with direct I/O, fsyncs them and removes them.
+// writeDirect writes size bytes of random data into n new files in dir, a
+// huge page at a time from huge pages with direct I/O, as a restore
+// writes its files, fsyncs them and removes them.
 func writeDirect(dir string, n int, size int64) (Result, error) {
-	block := directio.Alloc(1 << 20)
+	h := directio.AllocHuge(directio.HugePage)
+	defer h.Free()
+	block := h.B
 	rand.Read(block)
-	per := (size / int64(n)) &^ (1<<20 - 1)
+	per := (size / int64(n)) &^ int64(len(block)-1)
 	cpu0 := cpuSeconds()
 	start := time.Now()
 	errs := make([]error, n)
