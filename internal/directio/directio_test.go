@@ -260,19 +260,7 @@ func TestAllocHuge(t *testing.T) {
 
 // A direct read fills a huge buffer like any other.
 func TestAllocHugeDirectRead(t *testing.T) {
-	want := make([]byte, HugePage+3*Align+100)
-	for i := range want {
-		want[i] = byte(i * 13)
-	}
-	name := filepath.Join(t.TempDir(), "f")
-	if err := os.WriteFile(name, want, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f, err := Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	want, f := randomFile(t, rand.New(rand.NewPCG(9, 10)), HugePage+3*Align+100)
 	h := AllocHuge(2 * HugePage)
 	defer h.Free()
 	n, err := f.ReadUpTo(h.B, 0)
