@@ -13,6 +13,7 @@ package main
 import (
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -299,15 +300,22 @@ func readFile(name string, buf []byte, direct bool, total *atomic.Int64) error {
 // cache was dropped.
 func diskLimits(files []string, n int, scratch string) ([]Result, error) {
 	var out []Result
-	if err := dropCaches(); err != nil {
+	// cold runs measure after dropping the page cache and names the result.
+	cold := func(name string, measure func() (Result, error)) error {
+		if err := dropCaches(); err != nil {
+			return err
+		}
+		r, err := measure()
+		if err != nil {
+			return err
+		}
+		r.Name = name
+		out = append(out, r)
+		return nil
+	}
+	if err := cold("disk read, direct", func() (Result, error) { return readAll(files, n, true) }); err != nil {
 		return nil, err
 	}
-	r, err := readAll(files, n, true)
-	if err != nil {
-		return nil, err
-	}
-	r.Name = "disk read, direct"
-	out = append(out, r)
 	if scratch == "" {
 		return out, nil
 	}
@@ -320,38 +328,31 @@ func diskLimits(files []string, n int, scratch string) ([]Result, error) {
 		size += fi.Size()
 	}
 	size = min(size, 1<<30)
-	if err := dropCaches(); err != nil {
+	if err := cold("disk write, direct + fsync", func() (Result, error) { return writeDirect(scratch, n, size) }); err != nil {
 		return nil, err
 	}
-	w, err := writeDirect(scratch, n, size)
+	err := cold("disk read + write at once, direct", func() (Result, error) {
+		cpu0 := cpuSeconds()
+		start := time.Now()
+		var rr, wr Result
+		var rerr, werr error
+		var wg sync.WaitGroup
+		wg.Go(func() { rr, rerr = readAll(files, n, true) })
+		wg.Go(func() { wr, werr = writeDirect(scratch, n, size) })
+		wg.Wait()
+		if err := errors.Join(rerr, werr); err != nil {
+			return Result{}, err
+		}
+		d := time.Since(start).Seconds()
+		cpu := cpuSeconds() - cpu0
+		b := rr.Bytes + wr.Bytes
+		return Result{MBps: float64(b) / 1e6 / d, Bytes: b, Seconds: d,
+			Threads: 2 * n, PerCore: float64(b) / 1e6 / d / float64(n), CPUS: cpu, MBperCPUs: perCPU(b, cpu),
+			Source: fmt.Sprintf("%d MiB read and %d MiB written, counted together", rr.Bytes>>20, wr.Bytes>>20)}, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	w.Name = "disk write, direct + fsync"
-	out = append(out, w)
-	if err := dropCaches(); err != nil {
-		return nil, err
-	}
-	cpu0 := cpuSeconds()
-	start := time.Now()
-	var rr, wr Result
-	var rerr, werr error
-	var wg sync.WaitGroup
-	wg.Go(func() { rr, rerr = readAll(files, n, true) })
-	wg.Go(func() { wr, werr = writeDirect(scratch, n, size) })
-	wg.Wait()
-	if rerr != nil {
-		return nil, rerr
-	}
-	if werr != nil {
-		return nil, werr
-	}
-	d := time.Since(start).Seconds()
-	cpu := cpuSeconds() - cpu0
-	b := rr.Bytes + wr.Bytes
-	out = append(out, Result{Name: "disk read + write at once, direct", MBps: float64(b) / 1e6 / d, Bytes: b, Seconds: d,
-		Threads: 2 * n, PerCore: float64(b) / 1e6 / d / float64(n), CPUS: cpu, MBperCPUs: perCPU(b, cpu),
-		Source: fmt.Sprintf("%d MiB read and %d MiB written, counted together", rr.Bytes>>20, wr.Bytes>>20)})
 	return out, nil
 }
 

@@ -87,7 +87,7 @@ func runRestore(ctx context.Context, o restoreOptions) error {
 	pl := startProgress(o.stderr, !o.json && isTerminal(o.stderr), "restore", &pr)
 	procs, restoreProcs := ioProcs()
 	err = snapshot.Restore(ctx, r, sn, snapshot.RestoreOptions{Target: o.target, Progress: &pr, Log: o.log, NoLock: o.noLock,
-		Workers: max(r.Connections(), 2*procs)})
+		Workers: snapshot.RestoreWorkers(r, procs)})
 	restoreProcs()
 	pl.Stop()
 	if errors.Is(err, snapshot.ErrTargetHasDatabase) && o.skipExisting {

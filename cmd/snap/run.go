@@ -328,7 +328,7 @@ func (o *runOptions) prepare(ctx context.Context, st *runState) (time.Time, erro
 	if err == nil {
 		procs, restoreProcs := ioProcs()
 		err = snapshot.Restore(ctx, r, sn, snapshot.RestoreOptions{Target: o.data, Progress: &pr, Log: o.log,
-			Workers: max(r.Connections(), 2*procs)})
+			Workers: snapshot.RestoreWorkers(r, procs)})
 		restoreProcs()
 	}
 	if err != nil {

@@ -3,6 +3,7 @@ package directio
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -132,16 +133,25 @@ func TestBlockReader(t *testing.T) {
 		}
 		off += n
 	}
-	for i := range 300 {
-		if i%50 == 0 {
+	readRandomly(t, r, rng, want, 300, 50, 3*HugePage, "")
+}
+
+// readRandomly reads n ranges of up to maxLen bytes at random offsets,
+// some past the end, calling Release every releaseEvery reads, and checks
+// each against want: the file's bytes, cut short only at its end.
+func readRandomly(t *testing.T, r *BlockReader, rng *rand.Rand, want []byte, n, releaseEvery, maxLen int, what string) {
+	t.Helper()
+	size := len(want)
+	for i := range n {
+		if i%releaseEvery == 0 {
 			r.Release()
 		}
 		off := rng.IntN(size + 10)
-		p := make([]byte, rng.IntN(3*HugePage))
-		n, err := r.ReadAt(p, int64(off))
+		p := make([]byte, rng.IntN(maxLen))
+		got, err := r.ReadAt(p, int64(off))
 		wantN := max(0, min(len(p), size-off))
-		if err != nil || n != wantN || !bytes.Equal(p[:n], want[min(off, size):min(off, size)+n]) {
-			t.Fatalf("ReadAt(%d at %d) = %d, %v; want %d bytes", len(p), off, n, err, wantN)
+		if err != nil || got != wantN || !bytes.Equal(p[:got], want[min(off, size):min(off, size)+got]) {
+			t.Fatalf("%sReadAt(%d at %d) = %d, %v; want %d bytes", what, len(p), off, got, err, wantN)
 		}
 	}
 }
@@ -170,18 +180,7 @@ func TestBlockReaderAhead(t *testing.T) {
 			}
 			off += int64(n)
 		}
-		for i := range 50 {
-			if i%10 == 0 {
-				r.Release()
-			}
-			off := rng.IntN(size + 10)
-			p := make([]byte, rng.IntN(2*HugePage))
-			n, err := r.ReadAt(p, int64(off))
-			wantN := max(0, min(len(p), size-off))
-			if err != nil || n != wantN || !bytes.Equal(p[:n], want[min(off, size):min(off, size)+n]) {
-				t.Fatalf("end %d: ReadAt(%d at %d) = %d, %v; want %d bytes", end, len(p), off, n, err, wantN)
-			}
-		}
+		readRandomly(t, r, rng, want, 50, 10, 2*HugePage, fmt.Sprintf("end %d: ", end))
 		r.Release()
 		if r.ahead != nil || r.block != nil {
 			t.Fatal("Release kept a block")

@@ -139,7 +139,7 @@ func (b *Backend) save(ctx context.Context, h repo.Handle, data []byte) error {
 		return err
 	}
 	dir := filepath.Dir(final)
-	f, tmp, err := createTemp(dir)
+	f, tmp, err := directio.CreateTemp(dir, tempPrefix)
 	if err != nil {
 		return err
 	}

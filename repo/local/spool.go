@@ -27,17 +27,11 @@ func (b *Backend) Spool(ctx context.Context, t repo.FileType) (repo.Spool, error
 	// The type's top directory: for packs, data/ itself, which List does
 	// not read (packs live in data/xx/), and on the same file system as
 	// the final name, so Commit can link.
-	f, name, err := createTemp(filepath.Join(b.dir, string(t)))
+	f, name, err := directio.CreateTemp(filepath.Join(b.dir, string(t)), tempPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("spool in %s: %w", b.dir, err)
 	}
 	return &spool{b: b, t: t, f: f, name: name}, nil
-}
-
-// createTemp creates a new temp file in dir (mode 0600), for direct I/O
-// where the file system allows it.
-func createTemp(dir string) (*directio.File, string, error) {
-	return directio.CreateTemp(dir, tempPrefix)
 }
 
 type spool struct {
