@@ -211,6 +211,19 @@ func TestOpenTamperedKeyFile(t *testing.T) {
 	}
 }
 
+// checkBlob finds e among blobs and returns its index, and an error if
+// plain is not its bytes.
+func checkBlob(blobs []testBlob, e repo.BlobEntry, plain []byte) (int, error) {
+	i := slices.IndexFunc(blobs, func(b testBlob) bool { return b.id == e.ID })
+	if i < 0 {
+		return i, fmt.Errorf("blob %s was not asked for", e.ID)
+	}
+	if !bytes.Equal(plain, blobs[i].plain) {
+		return i, fmt.Errorf("blob %d: wrong bytes", i)
+	}
+	return i, nil
+}
+
 type testBlob struct {
 	id    repo.ID
 	typ   repo.BlobType
@@ -578,12 +591,9 @@ func TestLoadBlobsOrder(t *testing.T) {
 	before := len(fbe.Calls())
 	var got []int
 	err := r.LoadBlobs(t.Context(), loc0.Pack, entries, func(e repo.BlobEntry, plain []byte) error {
-		i := slices.IndexFunc(blobs, func(b testBlob) bool { return b.id == e.ID })
-		if !bytes.Equal(plain, blobs[i].plain) {
-			return fmt.Errorf("blob %d: wrong bytes", i)
-		}
+		i, err := checkBlob(blobs, e, plain)
 		got = append(got, i)
-		return nil
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -699,12 +709,9 @@ func TestLoadBlobsRestart(t *testing.T) {
 		be.breakAt = breakAt
 		var got []int
 		err := r.LoadBlobs(t.Context(), pack, entries, func(e repo.BlobEntry, plain []byte) error {
-			i := slices.IndexFunc(blobs, func(b testBlob) bool { return b.id == e.ID })
-			if !bytes.Equal(plain, blobs[i].plain) {
-				return fmt.Errorf("blob %d: wrong bytes", i)
-			}
+			i, err := checkBlob(blobs, e, plain)
 			got = append(got, i)
-			return nil
+			return err
 		})
 		if err != nil {
 			t.Fatalf("break at %d: %v", breakAt, err)
@@ -752,9 +759,9 @@ func TestLoadBlobsInto(t *testing.T) {
 					return b[3:3], nil
 				}
 				err := r.LoadBlobsInto(t.Context(), pack, entries, into, func(e repo.BlobEntry, plain []byte) error {
-					i := slices.IndexFunc(blobs, func(b testBlob) bool { return b.id == e.ID })
-					if !bytes.Equal(plain, blobs[i].plain) {
-						return fmt.Errorf("blob %d: wrong bytes", i)
+					i, err := checkBlob(blobs, e, plain)
+					if err != nil {
+						return err
 					}
 					if &plain[0] != &bufs[e.ID][3] {
 						return fmt.Errorf("blob %d was not decoded into the caller's buffer", i)
