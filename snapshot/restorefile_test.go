@@ -64,12 +64,16 @@ func TestRestoreFileChunks(t *testing.T) {
 					for i := k; i < len(chunks); i += 4 {
 						c := chunks[i]
 						pad := placement(int64(c.off))
-						if i%3 == 0 {
-							pad = (pad + 1) % pg // decoded for another place
+						b := directio.Alloc(pad + c.n)
+						switch i % 4 {
+						case 1: // decoded for another place
+							pad = (pad + 1) % pg
+							b = directio.Alloc(pad + c.n)
+						case 2: // in memory not page-aligned
+							b = directio.Alloc(pad + c.n + 1)[1:]
 						}
-						p := directio.Alloc(pad + c.n)[pad:]
-						copy(p, want[c.off:c.off+c.n])
-						if err := f.writeAt(p, int64(c.off)); err != nil {
+						copy(b[pad:], want[c.off:c.off+c.n])
+						if err := f.writeAt(b, pad, int64(c.off)); err != nil {
 							errs <- err
 							return
 						}
@@ -90,6 +94,15 @@ func TestRestoreFileChunks(t *testing.T) {
 			}
 			if len(f.edges) != 0 {
 				t.Fatalf("size %d: %d partial pages left unwritten", size, len(f.edges))
+			}
+			if direct {
+				// Every page once, edge pages inside the chunks' writes.
+				if got, want := f.wroteBytes.Load(), roundUp(int64(size)); got != want {
+					t.Errorf("size %d: wrote %d bytes for %d bytes of pages", size, got, want)
+				}
+				if got := f.requests.Load(); got > int64(len(chunks)) {
+					t.Errorf("size %d: %d write requests for %d chunks", size, got, len(chunks))
+				}
 			}
 			fh.Close()
 			got, err := os.ReadFile(path)
@@ -129,9 +142,9 @@ func TestRestoreFileDirectRefused(t *testing.T) {
 	put := func(off, end int) {
 		t.Helper()
 		pad := placement(int64(off))
-		p := directio.Alloc(pad + end - off)[pad:]
-		copy(p, want[off:end])
-		if err := f.writeAt(p, int64(off)); err != nil {
+		b := directio.Alloc(pad + end - off)
+		copy(b[pad:], want[off:end])
+		if err := f.writeAt(b, pad, int64(off)); err != nil {
 			t.Fatal(err)
 		}
 		if err := f.wrote(end - off); err != nil {
