@@ -465,27 +465,43 @@ const maxRangeLen = 8 << 20
 
 // LoadBlobs fetches the given blobs of one pack, in as few ranged reads as
 // their positions allow, and calls fn with each verified plaintext in
-// offset order. The plaintext is only valid during the call.
+// offset order (a blob listed twice, twice). The plaintext is only valid
+// during the call.
 //
 // A range is streamed blob by blob, not read whole first, so a reader holds
-// one sealed blob and its plaintext whatever the range's length (a restore
-// runs several of these at once).
+// one sealed blob and its plaintext whatever the range's length.
 func (r *Repository) LoadBlobs(ctx context.Context, pack ID, entries []BlobEntry, fn func(BlobEntry, []byte) error) error {
-	return r.LoadBlobsInto(ctx, pack, entries, nil, fn)
-}
-
-// LoadBlobsInto is LoadBlobs that decodes each blob into memory of the
-// caller's: into(e) returns an empty slice with room for e's plaintext,
-// or nil for the repository's own buffer, and fn's plaintext lies in that
-// slice's array when it had the room. So a caller can decode a blob at an
-// address that suits direct I/O, and keep the buffer past fn (say, to
-// write it while the next blob decodes). into is called once per blob,
-// after its sealed bytes were read; an error from it ends the load.
-func (r *Repository) LoadBlobsInto(ctx context.Context, pack ID, entries []BlobEntry, into func(BlobEntry) ([]byte, error), fn func(BlobEntry, []byte) error) error {
 	entries = sortedByOffset(entries)
-	h := Handle{Type: PackFile, Name: pack.String()}
 	bufs := getBlobBufs()
 	defer putBlobBufs(bufs)
+	next := 0 // the entry fn sees next
+	return r.ReadBlobs(ctx, pack, entries,
+		func(e BlobEntry) ([]byte, error) { return bufs.sealedFor(int64(e.Length)), nil },
+		func(e BlobEntry, sealed []byte) error {
+			plain, err := r.OpenBlob(pack, e, sealed, bufs.plainFor(e, int64(len(sealed))))
+			if err != nil {
+				return err
+			}
+			for ; next < len(entries) && entries[next] == e; next++ {
+				if err := fn(e, plain); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+}
+
+// ReadBlobs reads the sealed bytes of the given blobs of one pack, in as
+// few ranged reads as their positions allow, into buffers of the
+// caller's, and hands each to fn in offset order, once per blob however
+// often it is listed. into(e) returns a buffer of e.Length bytes; from fn
+// on the buffer is the caller's again, to open with OpenBlob, here or in
+// another goroutine. So a restore reads packs in goroutines that wait on
+// the storage and decodes in others that keep the cores busy. An error
+// from into or fn ends the read and is returned as it is.
+func (r *Repository) ReadBlobs(ctx context.Context, pack ID, entries []BlobEntry, into func(BlobEntry) ([]byte, error), fn func(BlobEntry, []byte) error) error {
+	entries = sortedByOffset(entries)
+	h := Handle{Type: PackFile, Name: pack.String()}
 	for start := 0; start < len(entries); {
 		end := start + 1
 		for end < len(entries) &&
@@ -497,54 +513,49 @@ func (r *Repository) LoadBlobsInto(ctx context.Context, pack ID, entries []BlobE
 		first, last := group[0], group[len(group)-1]
 		rangeStart := int64(first.Offset)
 		rangeLen := int64(last.Offset) + int64(last.Length) - rangeStart
-		// done counts the blobs handed to fn. A backend may call the
+		// done counts the entries dealt with. A backend may call the
 		// reading function again after a broken read; it then starts at
 		// the range's start again and skips them, so fn sees each blob
-		// once.
-		done := 0
+		// once. held is the buffer into gave for entry heldFor, whose
+		// read broke: the next try reads into it again.
+		done, heldFor := 0, -1
+		var held []byte
 		var blobErr, fnErr error
 		err := r.be.Load(ctx, h, rangeStart, rangeLen, func(rd io.Reader) error {
 			pos := rangeStart // pack offset of rd's next byte
-			var plain []byte  // the last blob's, for a repeated entry
 			for i, e := range group {
-				off, n := int64(e.Offset), int64(e.Length)
 				if i < done {
 					continue
 				}
+				off, n := int64(e.Offset), int64(e.Length)
 				if off < pos {
 					// Only the same blob listed twice can start before the
 					// previous one ended (pack headers tile their blobs).
-					if i == 0 || group[i-1] != e || plain == nil {
+					if i == 0 || group[i-1] != e {
 						blobErr = fmt.Errorf("pack %s blob %s: %w: overlaps the blob before it", pack, e.ID, ErrCorrupt)
 						return blobErr
 					}
-				} else {
-					if _, err := io.CopyN(io.Discard, rd, off-pos); err != nil {
-						return eofIsShort(err)
-					}
-					sealed := bufs.sealedFor(n)
-					if _, err := io.ReadFull(rd, sealed); err != nil {
-						return err
-					}
-					pos = off + n
-					var dst []byte
-					if into != nil {
-						var err error
-						if dst, err = into(e); err != nil {
-							fnErr = err
-							return fnErr
-						}
-					}
-					if dst == nil {
-						dst = bufs.plainFor(e, n)
-					}
-					var err error
-					if plain, err = r.openBlob(e, sealed, dst); err != nil {
-						blobErr = fmt.Errorf("pack %s blob %s: %w", pack, e.ID, err)
-						return blobErr
-					}
+					done = i + 1
+					continue
 				}
-				if fnErr = fn(e, plain); fnErr != nil {
+				if _, err := io.CopyN(io.Discard, rd, off-pos); err != nil {
+					return eofIsShort(err)
+				}
+				if heldFor != i {
+					b, err := into(e)
+					if err != nil {
+						fnErr = err
+						return fnErr
+					}
+					held, heldFor = b[:n], i
+				}
+				if _, err := io.ReadFull(rd, held); err != nil {
+					return err
+				}
+				pos = off + n
+				sealed := held
+				held, heldFor = nil, -1
+				if fnErr = fn(e, sealed); fnErr != nil {
 					return fnErr
 				}
 				done = i + 1
@@ -634,9 +645,20 @@ func sortedByOffset(entries []BlobEntry) []BlobEntry {
 	return entries
 }
 
-// openBlob decrypts, decompresses and verifies one sealed blob. The
-// plaintext is appended to dst, in dst's array when it has the room.
-// sealed is overwritten: a compressed blob is decrypted where it lies.
+// OpenBlob decrypts, decompresses and verifies a blob of pack, whose
+// sealed bytes ReadBlobs read. The plaintext is appended to dst, in dst's
+// array when it has the room: a caller can decode a blob at an address
+// that suits direct I/O. sealed is overwritten: a compressed blob is
+// decrypted where it lies. Errors name the pack and the blob.
+func (r *Repository) OpenBlob(pack ID, e BlobEntry, sealed, dst []byte) ([]byte, error) {
+	plain, err := r.openBlob(e, sealed, dst)
+	if err != nil {
+		return nil, fmt.Errorf("pack %s blob %s: %w", pack, e.ID, err)
+	}
+	return plain, nil
+}
+
+// openBlob is OpenBlob without the pack's name in its errors.
 func (r *Repository) openBlob(e BlobEntry, sealed, dst []byte) ([]byte, error) {
 	if e.RawLength > maxBlobSize {
 		return nil, fmt.Errorf("%w: raw length %d exceeds the blob limit", ErrCorrupt, e.RawLength)

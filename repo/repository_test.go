@@ -719,12 +719,35 @@ func TestLoadBlobsRestart(t *testing.T) {
 		if want := []int{0, 1, 1, 3, 4}; !slices.Equal(got, want) {
 			t.Errorf("break at %d: fn saw blobs %v, want %v", breakAt, got, want)
 		}
+
+		// ReadBlobs hands each blob over once, and reads a blob whose
+		// read broke into the buffer it had for it.
+		got, intos := nil, 0
+		err = r.ReadBlobs(t.Context(), pack, entries,
+			func(e repo.BlobEntry) ([]byte, error) { intos++; return make([]byte, e.Length), nil },
+			func(e repo.BlobEntry, sealed []byte) error {
+				plain, err := r.OpenBlob(pack, e, sealed, nil)
+				if err != nil {
+					return err
+				}
+				i, err := checkBlob(blobs, e, plain)
+				got = append(got, i)
+				return err
+			})
+		if err != nil {
+			t.Fatalf("break at %d: ReadBlobs: %v", breakAt, err)
+		}
+		if want := []int{0, 1, 3, 4}; !slices.Equal(got, want) || intos != len(want) {
+			t.Errorf("break at %d: ReadBlobs handed over blobs %v in %d buffers, want %v in %d", breakAt, got, intos, want, len(want))
+		}
 	}
 }
 
-// LoadBlobsInto decodes each blob into the caller's buffer, compressed or
-// not, and hands the caller's error from into back unchanged.
-func TestLoadBlobsInto(t *testing.T) {
+// ReadBlobs hands each blob's sealed bytes over in the caller's buffer,
+// and OpenBlob, in another goroutine, decodes it into the caller's memory,
+// compressed or not. The caller's errors from into and fn come back
+// unchanged; a damaged blob's error names its pack.
+func TestReadBlobsOpenBlob(t *testing.T) {
 	rng := newRand(t)
 	for _, comp := range []string{"off", "fastest"} {
 		t.Run(comp, func(t *testing.T) {
@@ -752,35 +775,70 @@ func TestLoadBlobsInto(t *testing.T) {
 			}
 			seen := 0
 			for pack, entries := range byPack {
-				bufs := map[repo.ID][]byte{}
-				into := func(e repo.BlobEntry) ([]byte, error) {
-					b := make([]byte, 3+e.RawLength)
-					bufs[e.ID] = b
-					return b[3:3], nil
+				type sealedBlob struct {
+					e      repo.BlobEntry
+					sealed []byte
 				}
-				err := r.LoadBlobsInto(t.Context(), pack, entries, into, func(e repo.BlobEntry, plain []byte) error {
-					i, err := checkBlob(blobs, e, plain)
-					if err != nil {
-						return err
+				ch := make(chan sealedBlob)
+				done := make(chan error)
+				go func() {
+					var err error
+					for s := range ch {
+						if err != nil {
+							continue
+						}
+						dst := make([]byte, 3+s.e.RawLength)
+						var plain []byte
+						if plain, err = r.OpenBlob(pack, s.e, s.sealed, dst[3:3]); err != nil {
+							continue
+						}
+						var i int
+						if i, err = checkBlob(blobs, s.e, plain); err == nil && &plain[0] != &dst[3] {
+							err = fmt.Errorf("blob %d was not decoded into the caller's buffer", i)
+						}
+						seen++
 					}
-					if &plain[0] != &bufs[e.ID][3] {
-						return fmt.Errorf("blob %d was not decoded into the caller's buffer", i)
-					}
-					seen++
-					return nil
-				})
+					done <- err
+				}()
+				err := r.ReadBlobs(t.Context(), pack, entries,
+					func(e repo.BlobEntry) ([]byte, error) { return make([]byte, e.Length), nil },
+					func(e repo.BlobEntry, sealed []byte) error {
+						ch <- sealedBlob{e, sealed}
+						return nil
+					})
+				close(ch)
 				if err != nil {
 					t.Fatal(err)
 				}
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+
 				errMine := errors.New("no buffer for you")
-				err = r.LoadBlobsInto(t.Context(), pack, entries, func(repo.BlobEntry) ([]byte, error) { return nil, errMine },
+				err = r.ReadBlobs(t.Context(), pack, entries, func(repo.BlobEntry) ([]byte, error) { return nil, errMine },
 					func(repo.BlobEntry, []byte) error { return errors.New("fn called after into failed") })
 				if err != errMine {
 					t.Fatalf("into's error came back as %v", err)
 				}
+				err = r.ReadBlobs(t.Context(), pack, entries, func(e repo.BlobEntry) ([]byte, error) { return make([]byte, e.Length), nil },
+					func(repo.BlobEntry, []byte) error { return errMine })
+				if err != errMine {
+					t.Fatalf("fn's error came back as %v", err)
+				}
+
+				e := entries[0]
+				err = r.ReadBlobs(t.Context(), pack, entries[:1], func(e repo.BlobEntry) ([]byte, error) { return make([]byte, e.Length), nil },
+					func(e repo.BlobEntry, sealed []byte) error {
+						sealed[len(sealed)/2] ^= 1
+						_, err := r.OpenBlob(pack, e, sealed, nil)
+						return err
+					})
+				if !errors.Is(err, repo.ErrCorrupt) || !strings.Contains(err.Error(), pack.String()) || !strings.Contains(err.Error(), e.ID.String()) {
+					t.Fatalf("a damaged blob: %v, want ErrCorrupt naming pack and blob", err)
+				}
 			}
 			if seen != len(blobs) {
-				t.Fatalf("fn saw %d blobs, want %d", seen, len(blobs))
+				t.Fatalf("OpenBlob saw %d blobs, want %d", seen, len(blobs))
 			}
 		})
 	}

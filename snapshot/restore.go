@@ -36,24 +36,17 @@ type marker struct {
 
 // RestoreOptions tune one restore.
 type RestoreOptions struct {
-	Target   string
-	Workers  int // packs fetched at once; zero: RestoreWorkers for GOMAXPROCS cores
+	Target string
+	// Cores sizes the restore's stages (restoreChunks): it decodes on
+	// Cores goroutines, reads r.Connections() packs at once but at least
+	// Cores, and writes twice Cores chunks at once. Zero: GOMAXPROCS.
+	Cores    int
 	Progress *Progress
 	Log      *slog.Logger
 	// NoLock skips the shared lock, for read-only access to a repository
 	// (a concurrent prune may then make the restore fail, never succeed
 	// with wrong data: every blob is verified).
 	NoLock bool
-}
-
-// RestoreWorkers is how many packs a restore on cores cores fetches at
-// once: r's connections, and at least two per core, also on a local disk.
-// A restore alternates reading packs and writing files, and with fewer the
-// disk idles (a cold-cache restore took 3.2 s with 2, 2.5 s with 4). Each
-// holds a sealed blob, two read blocks and, with the writers, two chunk
-// buffers (restoreChunks).
-func RestoreWorkers(r *repo.Repository, cores int) int {
-	return max(r.Connections(), 2*cores)
 }
 
 // Restore writes the files of sn into o.Target. It refuses when the target
@@ -67,8 +60,8 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 	if o.Progress == nil {
 		o.Progress = &Progress{}
 	}
-	if o.Workers <= 0 {
-		o.Workers = RestoreWorkers(r, runtime.GOMAXPROCS(0))
+	if o.Cores <= 0 {
+		o.Cores = runtime.GOMAXPROCS(0)
 	}
 	if !o.NoLock {
 		// A shared lock keeps prune from removing packs mid-restore.

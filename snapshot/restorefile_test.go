@@ -225,7 +225,7 @@ func TestRestoreChunksWriteError(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		done <- restoreChunks(t.Context(), r, packs, byPack, targets, RestoreOptions{Workers: 2, Progress: &Progress{}})
+		done <- restoreChunks(t.Context(), r, packs, byPack, targets, RestoreOptions{Cores: 2, Progress: &Progress{}})
 	}()
 	select {
 	case err := <-done:
@@ -281,5 +281,36 @@ func TestBufSlots(t *testing.T) {
 	}
 	if len(s) != 0 {
 		t.Fatalf("%d slots left after free", len(s))
+	}
+}
+
+// The buffer list hands back a kept buffer that is large enough, keeps at
+// most its maximum, and lets outsized buffers go.
+func TestBufList(t *testing.T) {
+	l := newBufList(2)
+	a := l.get(1000)
+	if len(a) != 1000 {
+		t.Fatalf("get(1000): %d bytes", len(a))
+	}
+	l.put(a)
+	if b := l.get(900); &b[0] != &a[0] || len(b) != 900 {
+		t.Fatal("a kept buffer that is large enough was not reused")
+	}
+	if b := l.get(900); &b[0] == &a[0] {
+		t.Fatal("a buffer was handed out twice")
+	}
+	l.put(a)
+	if b := l.get(1 << 20); cap(b) < 1<<20 || &b[0] == &a[0] {
+		t.Fatal("a buffer too small was handed out")
+	}
+	l.put(make([]byte, 10))
+	l.put(make([]byte, 20))
+	if len(l.free) != 2 {
+		t.Fatalf("%d buffers kept, want the maximum, 2", len(l.free))
+	}
+	l = newBufList(2)
+	l.put(make([]byte, maxListedBuf+1))
+	if len(l.free) != 0 {
+		t.Fatal("an outsized buffer was kept")
 	}
 }

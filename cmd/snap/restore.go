@@ -86,8 +86,7 @@ func runRestore(ctx context.Context, o restoreOptions) error {
 	start := time.Now()
 	pl := startProgress(o.stderr, !o.json && isTerminal(o.stderr), "restore", &pr)
 	procs, restoreProcs := ioProcs()
-	err = snapshot.Restore(ctx, r, sn, snapshot.RestoreOptions{Target: o.target, Progress: &pr, Log: o.log, NoLock: o.noLock,
-		Workers: snapshot.RestoreWorkers(r, procs)})
+	err = snapshot.Restore(ctx, r, sn, snapshot.RestoreOptions{Target: o.target, Progress: &pr, Log: o.log, NoLock: o.noLock, Cores: procs})
 	restoreProcs()
 	pl.Stop()
 	if errors.Is(err, snapshot.ErrTargetHasDatabase) && o.skipExisting {

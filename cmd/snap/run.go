@@ -327,8 +327,7 @@ func (o *runOptions) prepare(ctx context.Context, st *runState) (time.Time, erro
 	err = r.LoadIndex(ctx)
 	if err == nil {
 		procs, restoreProcs := ioProcs()
-		err = snapshot.Restore(ctx, r, sn, snapshot.RestoreOptions{Target: o.data, Progress: &pr, Log: o.log,
-			Workers: snapshot.RestoreWorkers(r, procs)})
+		err = snapshot.Restore(ctx, r, sn, snapshot.RestoreOptions{Target: o.data, Progress: &pr, Log: o.log, Cores: procs})
 		restoreProcs()
 	}
 	if err != nil {
