@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/snapbackup/snap/internal/directio"
 	"io"
 	"strings"
 	"time"
@@ -132,6 +133,24 @@ type Backend interface {
 	Remove(ctx context.Context, h Handle) error
 	Close() error
 }
+
+// PlacedReader is implemented by a reader that Backend.Load hands to its
+// function when it can read straight into the caller's memory with direct
+// I/O, where the bytes then need no copy out of a block of its own (a
+// local repository's large ranges).
+type PlacedReader interface {
+	// ReadPlaced skips skip bytes of the range, then reads the next n
+	// bytes into b[pad:pad+n], where pad is the remainder of their offset
+	// in the object modulo directio.Align. b must start at an Align
+	// boundary and hold the whole pages around the bytes:
+	// PlacedLen(pad+n). What b holds outside b[pad:pad+n] is undefined.
+	// A range that ends before the n bytes do is an io.ErrUnexpectedEOF.
+	ReadPlaced(b []byte, skip int64, n int) (pad int, err error)
+}
+
+// PlacedLen is the room ReadPlaced needs to read bytes that end n bytes
+// after the start of their first page: n rounded up to whole pages.
+func PlacedLen(n int) int { return (n + directio.Align - 1) &^ (directio.Align - 1) }
 
 // Spooler is implemented by backends that can take an object as a stream
 // whose name is only known at its end, as a pack's is (its name is the

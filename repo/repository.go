@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/snapbackup/snap/chunker"
+	"github.com/snapbackup/snap/internal/directio"
 )
 
 // FormatVersion is the repository format this code writes and reads
@@ -494,11 +495,15 @@ func (r *Repository) LoadBlobs(ctx context.Context, pack ID, entries []BlobEntry
 // ReadBlobs reads the sealed bytes of the given blobs of one pack, in as
 // few ranged reads as their positions allow, into buffers of the
 // caller's, and hands each to fn in offset order, once per blob however
-// often it is listed. into(e) returns a buffer of e.Length bytes; from fn
-// on the buffer is the caller's again, to open with OpenBlob, here or in
-// another goroutine. So a restore reads packs in goroutines that wait on
-// the storage and decodes in others that keep the cores busy. An error
-// from into or fn ends the read and is returned as it is.
+// often it is listed. into(e) returns a buffer of at least e.Length
+// bytes; from fn on the buffer is the caller's again, to open with
+// OpenBlob, here or in another goroutine. So a restore reads packs in
+// goroutines that wait on the storage and decodes in others that keep the
+// cores busy. Where the backend reads with direct I/O (PlacedReader) and
+// the buffer starts at a directio.Align boundary with a capacity of
+// PlacedLen(e.Offset%directio.Align+e.Length), the blob is read straight
+// into it, at that remainder, without a copy. An error from into or fn
+// ends the read and is returned as it is.
 func (r *Repository) ReadBlobs(ctx context.Context, pack ID, entries []BlobEntry, into func(BlobEntry) ([]byte, error), fn func(BlobEntry, []byte) error) error {
 	entries = sortedByOffset(entries)
 	h := Handle{Type: PackFile, Name: pack.String()}
@@ -538,22 +543,31 @@ func (r *Repository) ReadBlobs(ctx context.Context, pack ID, entries []BlobEntry
 					done = i + 1
 					continue
 				}
-				if _, err := io.CopyN(io.Discard, rd, off-pos); err != nil {
-					return eofIsShort(err)
-				}
 				if heldFor != i {
 					b, err := into(e)
 					if err != nil {
 						fnErr = err
 						return fnErr
 					}
-					held, heldFor = b[:n], i
+					held, heldFor = b, i
 				}
-				if _, err := io.ReadFull(rd, held); err != nil {
-					return err
+				var sealed []byte
+				pad := int(off & (directio.Align - 1))
+				if pr, ok := rd.(PlacedReader); ok && directio.Aligned(held) && cap(held) >= PlacedLen(pad+int(n)) {
+					if _, err := pr.ReadPlaced(held[:cap(held)], off-pos, int(n)); err != nil {
+						return err
+					}
+					sealed = held[pad : pad+int(n)]
+				} else {
+					if _, err := io.CopyN(io.Discard, rd, off-pos); err != nil {
+						return eofIsShort(err)
+					}
+					if _, err := io.ReadFull(rd, held[:n]); err != nil {
+						return err
+					}
+					sealed = held[:n]
 				}
 				pos = off + n
-				sealed := held
 				held, heldFor = nil, -1
 				if fnErr = fn(e, sealed); fnErr != nil {
 					return fnErr

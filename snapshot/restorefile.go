@@ -270,7 +270,7 @@ func restoreChunks(ctx context.Context, r *repo.Repository, packs []repo.ID, byP
 	// with 2 readers and 4 writers, 3.07 s at 98 MiB with 4 and 4, 3.03 s
 	// at 88 MiB with 3 and 3.)
 	readers, decoders, writers := max(r.Connections(), o.Cores), o.Cores, 2*o.Cores
-	sealedBufs := newBufList(readers + 2*decoders)
+	sealedBufs := newHugeList(readers + 2*decoders)
 	sealed := make(chan sealedChunk, decoders)
 	slots := newBufSlots(decoders + writers)
 	jobs := make(chan writeJob)
@@ -303,10 +303,11 @@ func restoreChunks(ctx context.Context, r *repo.Repository, packs []repo.ID, byP
 		dg.Go(func() error {
 			for c := range sealed {
 				if dctx.Err() != nil {
+					sealedBufs.put(c.buf)
 					continue // another decoder failed: drain until the readers stop
 				}
 				j, err := decodeChunk(dctx, r, c, targets[c.e.ID], slots)
-				sealedBufs.put(c.sealed)
+				sealedBufs.put(c.buf)
 				if err != nil {
 					return err
 				}
@@ -331,11 +332,15 @@ func restoreChunks(ctx context.Context, r *repo.Repository, packs []repo.ID, byP
 			}
 		}
 		rg.Go(func() error {
+			var buf *directio.Huge // the one into handed out last
 			return r.ReadBlobs(rctx, p, entries,
-				func(e repo.BlobEntry) ([]byte, error) { return sealedBufs.get(int(e.Length)), nil },
+				func(e repo.BlobEntry) ([]byte, error) {
+					buf = sealedBufs.get(repo.PlacedLen(int(e.Offset%directio.Align) + int(e.Length)))
+					return buf.B, nil
+				},
 				func(e repo.BlobEntry, b []byte) error {
 					select {
-					case sealed <- sealedChunk{pack: p, e: e, sealed: b}:
+					case sealed <- sealedChunk{pack: p, e: e, sealed: b, buf: buf}:
 						return nil
 					case <-rctx.Done():
 						return context.Cause(rctx)
@@ -349,6 +354,7 @@ func restoreChunks(ctx context.Context, r *repo.Repository, packs []repo.ID, byP
 	close(jobs)
 	werr := wg.Wait()
 	slots.free()
+	sealedBufs.freeAll()
 	switch {
 	case werr != nil:
 		return werr // the cause when a writer stopped the decoders
@@ -363,6 +369,7 @@ type sealedChunk struct {
 	pack   repo.ID
 	e      repo.BlobEntry
 	sealed []byte
+	buf    *directio.Huge // which sealed lies in
 }
 
 // decodeChunk decodes c into a slot, where the first of its places in the
@@ -386,48 +393,63 @@ func decodeChunk(ctx context.Context, r *repo.Repository, c sealedChunk, t []blo
 	return j, nil
 }
 
-// bufList keeps the buffers that readers read sealed chunks into, for
-// reuse: fresh megabyte buffers cost a page fault per page and their
-// zeroing. Unlike a sync.Pool's, they survive garbage collections, which a
-// restore of a few gigabytes runs a dozen of. A buffer is only taken out
-// and put back; how many are in use at once is bounded by the stages.
-type bufList struct {
+// hugeList keeps the buffers that readers read sealed chunks into, for
+// reuse. They are huge pages (directio.AllocHuge), so that a local
+// repository's direct reads go straight into them in few requests
+// (repo.PlacedReader), and fresh ones cost a fault and the zeroing of
+// every page; unlike a sync.Pool's, they survive garbage collections,
+// which a restore of a few gigabytes runs a dozen of. A buffer is only
+// taken out and put back: how many are in use at once is bounded by the
+// stages, and the list keeps at most max, one of them larger than a huge
+// page.
+type hugeList struct {
 	mu   sync.Mutex
-	free [][]byte
-	max  int // buffers kept
+	free []*directio.Huge
+	max  int
 }
 
-// maxListedBuf bounds the buffers kept: four times the default chunker's
-// average chunk, which nearly all sealed chunks are below.
-const maxListedBuf = 4 << 20
+func newHugeList(max int) *hugeList { return &hugeList{max: max} }
 
-func newBufList(max int) *bufList { return &bufList{max: max} }
-
-// get returns a buffer of n bytes.
-func (l *bufList) get(n int) []byte {
+// get returns a buffer with room for n bytes in B[:cap(B)].
+func (l *hugeList) get(n int) *directio.Huge {
 	l.mu.Lock()
-	for i := len(l.free) - 1; i >= 0; i-- {
-		if b := l.free[i]; cap(b) >= n {
+	for i, b := range l.free {
+		if cap(b.B) >= n {
 			l.free = slices.Delete(l.free, i, i+1)
 			l.mu.Unlock()
-			return b[:n]
+			b.B = b.B[:cap(b.B)]
+			return b
 		}
 	}
 	l.mu.Unlock()
-	// A little room, so a buffer serves the chunks slightly larger than
-	// the one it was made for.
-	return make([]byte, n, n+n/8)
+	b := directio.AllocHuge(n)
+	b.B = b.B[:cap(b.B)]
+	return b
 }
 
-func (l *bufList) put(b []byte) {
-	if cap(b) > maxListedBuf {
-		return
-	}
+func (l *hugeList) put(b *directio.Huge) {
 	l.mu.Lock()
-	if len(l.free) < l.max {
+	keep := len(l.free) < l.max
+	if keep && cap(b.B) > directio.HugePage {
+		keep = !slices.ContainsFunc(l.free, func(f *directio.Huge) bool { return cap(f.B) > directio.HugePage })
+	}
+	if keep {
 		l.free = append(l.free, b)
 	}
 	l.mu.Unlock()
+	if !keep {
+		b.Free()
+	}
+}
+
+// freeAll unmaps the buffers kept.
+func (l *hugeList) freeAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, b := range l.free {
+		b.Free()
+	}
+	l.free = nil
 }
 
 // bufSlots hands out the buffers chunks are decoded into. They are huge

@@ -284,33 +284,42 @@ func TestBufSlots(t *testing.T) {
 	}
 }
 
-// The buffer list hands back a kept buffer that is large enough, keeps at
-// most its maximum, and lets outsized buffers go.
-func TestBufList(t *testing.T) {
-	l := newBufList(2)
+// The list of huge buffers hands back a kept buffer that is large enough,
+// keeps at most its maximum, and of those at most one larger than a huge
+// page; the rest it unmaps.
+func TestHugeList(t *testing.T) {
+	l := newHugeList(3)
 	a := l.get(1000)
-	if len(a) != 1000 {
-		t.Fatalf("get(1000): %d bytes", len(a))
+	if len(a.B) < 1000 || !directio.Aligned(a.B) {
+		t.Fatalf("get(1000): %d bytes, aligned %v", len(a.B), directio.Aligned(a.B))
 	}
 	l.put(a)
-	if b := l.get(900); &b[0] != &a[0] || len(b) != 900 {
+	if b := l.get(900); b != a {
 		t.Fatal("a kept buffer that is large enough was not reused")
 	}
-	if b := l.get(900); &b[0] == &a[0] {
+	b := l.get(900)
+	if b == a {
 		t.Fatal("a buffer was handed out twice")
 	}
 	l.put(a)
-	if b := l.get(1 << 20); cap(b) < 1<<20 || &b[0] == &a[0] {
+	big := l.get(directio.HugePage + 1)
+	if big == a || cap(big.B) < directio.HugePage+1 {
 		t.Fatal("a buffer too small was handed out")
 	}
-	l.put(make([]byte, 10))
-	l.put(make([]byte, 20))
-	if len(l.free) != 2 {
-		t.Fatalf("%d buffers kept, want the maximum, 2", len(l.free))
+	big2 := l.get(directio.HugePage + 1)
+	l.put(big)
+	l.put(big2) // a second large one is not kept
+	if len(l.free) != 2 || big2.B != nil {
+		t.Fatalf("%d buffers kept, want 2; the second large one unmapped: %v", len(l.free), big2.B == nil)
 	}
-	l = newBufList(2)
-	l.put(make([]byte, maxListedBuf+1))
-	if len(l.free) != 0 {
-		t.Fatal("an outsized buffer was kept")
+	c := directio.AllocHuge(10)
+	l.put(b)
+	l.put(c) // over the maximum
+	if len(l.free) != 3 || c.B != nil {
+		t.Fatalf("%d buffers kept, want 3; the one over the maximum unmapped: %v", len(l.free), c.B == nil)
+	}
+	l.freeAll()
+	if len(l.free) != 0 || a.B != nil || b.B != nil || big.B != nil {
+		t.Fatal("freeAll left buffers mapped")
 	}
 }

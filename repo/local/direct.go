@@ -1,9 +1,11 @@
 package local
 
 import (
+	"fmt"
 	"io"
 
 	"github.com/snapbackup/snap/internal/directio"
+	"github.com/snapbackup/snap/repo"
 )
 
 // directMin is the smallest range Load reads with direct I/O. Smaller
@@ -50,6 +52,30 @@ func (r *directReader) Read(p []byte) (int, error) {
 	}
 	r.off += int64(n)
 	return n, nil
+}
+
+// ReadPlaced reads with one direct read the whole pages around the n bytes
+// after the next skip into b (repo.PlacedReader): no block, no copy.
+func (r *directReader) ReadPlaced(b []byte, skip int64, n int) (int, error) {
+	off := r.off + skip
+	if skip < 0 || n < 0 || off+int64(n) > r.end {
+		return 0, io.ErrUnexpectedEOF
+	}
+	start := off &^ (directio.Align - 1)
+	pad := int(off - start)
+	want := repo.PlacedLen(pad + n)
+	if len(b) < want {
+		return 0, fmt.Errorf("read into %d bytes, need %d", len(b), want)
+	}
+	got, err := r.f.ReadUpTo(b[:want], start)
+	if err != nil {
+		return 0, err
+	}
+	if got < pad+n {
+		return 0, io.ErrUnexpectedEOF // the object shrank: it is immutable, so this is damage
+	}
+	r.off = off + int64(n)
+	return pad, nil
 }
 
 // release returns the block; the reader must not be used after.

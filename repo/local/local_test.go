@@ -3,6 +3,7 @@ package local_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/snapbackup/snap/internal/directio"
 	"github.com/snapbackup/snap/repo"
 	"github.com/snapbackup/snap/repo/backendtest"
 	"github.com/snapbackup/snap/repo/local"
@@ -245,5 +247,62 @@ func TestErrorNamesObjectAndLocation(t *testing.T) {
 	_, err := be.Stat(t.Context(), repo.Handle{Type: repo.IndexFile, Name: "beef"})
 	if err == nil || !strings.Contains(err.Error(), "index/beef") || !strings.Contains(err.Error(), dir) {
 		t.Errorf("stat error %q does not name the object and %s", err, dir)
+	}
+}
+
+// A large range of a pack is read with direct I/O, and its reader reads
+// placed: pieces at any offset, after any skip, straight into aligned
+// memory, with the bytes at their remainder modulo the page; a piece past
+// the range's end is a short read, a buffer too small an error.
+func TestReadPlaced(t *testing.T) {
+	be := create(t, filepath.Join(t.TempDir(), "repo"))
+	data := make([]byte, 3<<20+123)
+	for i := range data {
+		data[i] = byte(i*131 + i>>11)
+	}
+	h := repo.Handle{Type: repo.PackFile, Name: strings.Repeat("ab", 32)}
+	if err := be.Save(t.Context(), h, data); err != nil {
+		t.Fatal(err)
+	}
+	const start = 4096*5 + 77
+	end := int64(len(data) - 50)
+	err := be.Load(t.Context(), h, start, end-start, func(rd io.Reader) error {
+		pr, ok := rd.(repo.PlacedReader)
+		if !ok {
+			t.Skip("the file system does not do direct I/O here")
+		}
+		buf := directio.AllocHuge(4 << 20)
+		defer buf.Free()
+		pos := int64(start)
+		for _, p := range []struct{ skip, n int64 }{{0, 1}, {0, 4095}, {3, 9000}, {1 << 20, 700 << 10}, {100, -1}} {
+			if p.n < 0 {
+				p.n = end - (pos + p.skip) // the rest of the range
+			}
+			pad, err := pr.ReadPlaced(buf.B, p.skip, int(p.n))
+			if err != nil {
+				return fmt.Errorf("skip %d, n %d: %w", p.skip, p.n, err)
+			}
+			off := pos + p.skip
+			if pad != int(off%directio.Align) || !bytes.Equal(buf.B[pad:pad+int(p.n)], data[off:off+p.n]) {
+				return fmt.Errorf("skip %d, n %d: pad %d, or the bytes differ", p.skip, p.n, pad)
+			}
+			pos = off + p.n
+		}
+		if _, err := pr.ReadPlaced(buf.B, 0, 1); !errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("a read past the range: %v, want io.ErrUnexpectedEOF", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = be.Load(t.Context(), h, start, end-start, func(rd io.Reader) error {
+		if _, err := rd.(repo.PlacedReader).ReadPlaced(make([]byte, 4096), 0, 5000); err == nil {
+			return errors.New("a read into a buffer too small did not fail")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
