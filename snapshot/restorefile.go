@@ -410,7 +410,9 @@ type hugeList struct {
 
 func newHugeList(max int) *hugeList { return &hugeList{max: max} }
 
-// get returns a buffer with room for n bytes in B[:cap(B)].
+// get returns a buffer with room for n bytes in B[:cap(B)]. One it has
+// to make replaces one of those kept, which are all too small, so that
+// the buffers kept and in use stay as many as the stages hold.
 func (l *hugeList) get(n int) *directio.Huge {
 	l.mu.Lock()
 	for i, b := range l.free {
@@ -421,7 +423,14 @@ func (l *hugeList) get(n int) *directio.Huge {
 			return b
 		}
 	}
+	var old *directio.Huge
+	if len(l.free) > 0 {
+		old, l.free = l.free[0], l.free[1:]
+	}
 	l.mu.Unlock()
+	if old != nil {
+		old.Free()
+	}
 	b := directio.AllocHuge(n)
 	b.B = b.B[:cap(b.B)]
 	return b
@@ -452,64 +461,40 @@ func (l *hugeList) freeAll() {
 	l.free = nil
 }
 
-// bufSlots hands out the buffers chunks are decoded into. They are huge
-// pages (directio.AllocHuge): their direct writes go to the device in a
-// fraction of the requests of heap memory's. One that grew past
-// maxKeptBuf for a large chunk is freed when it comes back, so the slots
-// do not all end up as large as the largest chunk.
-type bufSlots chan *directio.Huge
-
-// maxKeptBuf is one huge page: room for all but 1.4% of the chunks of
-// the benchmark's data (24 of 1714, default chunker). Keeping two pages
-// for those cost a cold 2 GiB restore 12 MiB more peak memory and no time.
-const maxKeptBuf = directio.HugePage
-
-func newBufSlots(n int) bufSlots {
-	s := make(bufSlots, n)
-	for range n {
-		s <- nil
-	}
-	return s
+// bufSlots hands out the buffers chunks are decoded into, at most n at a
+// time. They are huge pages (directio.AllocHuge): their direct writes go
+// to the device in a fraction of the requests of heap memory's. A
+// hugeList keeps them, so the one larger than a huge page that a large
+// chunk needs is kept too (before, it was unmapped each time: 36 maps of 4
+// MiB, and as many of 2 MiB to replace it, zeroed afresh in a 2 GiB
+// restore), and the slots do not all end up as large as the largest
+// chunk.
+type bufSlots struct {
+	taken chan struct{}
+	bufs  *hugeList
 }
 
-// get waits for a free slot and returns its buffer, with room for n bytes
-// in B[:cap(B)]; the caller hands it back to put once done with the bytes.
+func newBufSlots(n int) bufSlots {
+	return bufSlots{taken: make(chan struct{}, n), bufs: newHugeList(n)}
+}
+
+// get waits for a free slot and returns a buffer with room for n bytes in
+// B[:cap(B)]; the caller hands it back to put once done with the bytes.
 func (s bufSlots) get(ctx context.Context, n int) (*directio.Huge, error) {
 	select {
-	case b := <-s:
-		if b == nil || cap(b.B) < n {
-			if b != nil {
-				b.Free()
-			}
-			b = directio.AllocHuge(n)
-		}
-		b.B = b.B[:cap(b.B)]
-		return b, nil
+	case s.taken <- struct{}{}:
+		return s.bufs.get(n), nil
 	case <-ctx.Done():
 		return nil, context.Cause(ctx)
 	}
 }
 
 func (s bufSlots) put(b *directio.Huge) {
-	if b != nil && cap(b.B) > maxKeptBuf {
-		b.Free()
-		b = nil
-	}
-	s <- b
+	s.bufs.put(b)
+	<-s.taken
 }
 
-// free unmaps the buffers in the slots, once no decoder or writer is left.
-// (One that a failed decoder or writer did not hand back is unmapped when
-// the garbage collector finds it.)
-func (s bufSlots) free() {
-	for {
-		select {
-		case b := <-s:
-			if b != nil {
-				b.Free()
-			}
-		default:
-			return
-		}
-	}
-}
+// free unmaps the buffers kept, once no decoder or writer is left. (One
+// that a failed decoder or writer did not hand back is unmapped when the
+// garbage collector finds it.)
+func (s bufSlots) free() { s.bufs.freeAll() }
