@@ -263,12 +263,11 @@ type writeJob struct {
 // travel between the stages, which bounds the memory.
 func restoreChunks(ctx context.Context, r *repo.Repository, packs []repo.ID, byPack map[repo.ID][]repo.BlobEntry, targets map[repo.ID][]blobTarget, o RestoreOptions) error {
 	// Readers: r's connections (a remote store hides its latency behind
-	// several requests), at least one per core; a local disk's reader
-	// reads a block ahead. Two writers per core: a direct write waits for
-	// the device, and with fewer the decoders waited to hand over their
-	// chunks. (A cold 2 GiB restore, medians of 4 runs: 3.10 s at 84 MiB
-	// with 2 readers and 4 writers, 3.07 s at 98 MiB with 4 and 4, 3.03 s
-	// at 88 MiB with 3 and 3.)
+	// several requests), at least one per core (a cold 2 GiB restore from
+	// a local disk, medians of 5 runs: 3.36, 3.39 and 3.39 s with 2, 3 and
+	// 4 readers, at 58, 60 and 64 MiB). Two writers per core: a direct
+	// write waits for the device, and with fewer the decoders waited to
+	// hand over their chunks.
 	readers, decoders, writers := max(r.Connections(), o.Cores), o.Cores, 2*o.Cores
 	sealedBufs := newHugeList(readers + 2*decoders)
 	sealed := make(chan sealedChunk, decoders)
@@ -393,15 +392,14 @@ func decodeChunk(ctx context.Context, r *repo.Repository, c sealedChunk, t []blo
 	return j, nil
 }
 
-// hugeList keeps the buffers that readers read sealed chunks into, for
-// reuse. They are huge pages (directio.AllocHuge), so that a local
-// repository's direct reads go straight into them in few requests
-// (repo.PlacedReader), and fresh ones cost a fault and the zeroing of
-// every page; unlike a sync.Pool's, they survive garbage collections,
-// which a restore of a few gigabytes runs a dozen of. A buffer is only
-// taken out and put back: how many are in use at once is bounded by the
-// stages, and the list keeps at most max, one of them larger than a huge
-// page.
+// hugeList keeps buffers of huge pages (directio.AllocHuge) for reuse:
+// those readers read sealed chunks into, straight from a local disk in
+// few requests (repo.PlacedReader), and the slots. A fresh one costs a
+// fault and the zeroing of every page; unlike a sync.Pool's, the kept
+// ones survive garbage collections, which a restore of a few gigabytes
+// runs a dozen of. A buffer is only taken out and put back: how many are
+// in use at once is bounded by the stages, and the list keeps at most
+// max, one of them larger than a huge page.
 type hugeList struct {
 	mu   sync.Mutex
 	free []*directio.Huge
