@@ -473,7 +473,9 @@ func (p *prunePlan) runRepack(ctx context.Context, r *repo.Repository, lk *repo.
 		}
 		g.Go(func() error {
 			return r.LoadBlobs(gctx, id, entries, func(e repo.BlobEntry, plain []byte) error {
-				return w.Add(gctx, e.Type, e.ID, plain)
+				// ctx, not gctx: Add starts uploads that must outlive
+				// the loads, and gctx ends when they do.
+				return w.Add(ctx, e.Type, e.ID, plain)
 			})
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -224,6 +225,54 @@ func TestPruneRepack(t *testing.T) {
 	checkRestore(t, r4, s3, want3)
 	mustCheck(t, be, time.Now)
 	_, _ = s1, s2
+}
+
+// slowPackSaves is a backend whose pack saves take a while once delay is
+// set, and fail if their context ends first.
+type slowPackSaves struct {
+	repo.Backend
+	delay atomic.Bool
+}
+
+func (b *slowPackSaves) Save(ctx context.Context, h repo.Handle, data []byte) error {
+	if h.Type == repo.PackFile && b.delay.Load() {
+		select {
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return b.Backend.Save(ctx, h, data)
+}
+
+// TestPruneRepackUploadsOutliveLoads: a pack the repack fills while it
+// still loads blobs is stored in the background, and its upload must not
+// end with the loads (it once ran on the loads' errgroup context, which
+// ends when they do: "save ...: context canceled").
+func TestPruneRepackUploadsOutliveLoads(t *testing.T) {
+	be := &slowPackSaves{Backend: mem.New()}
+	r := newRepo(t, be)
+	rng := rand.New(rand.NewPCG(31, 31))
+	// Kept and forgotten chunks alternate, so every pack is half unused,
+	// and the kept half (2 MiB) fills more than one new pack of 1 MiB.
+	var mixed, kept [][]byte
+	for i := range 20 {
+		c := randBytes(rng, 200<<10)
+		mixed = append(mixed, c)
+		if i%2 == 0 {
+			kept = append(kept, c)
+		}
+	}
+	handSnapshot(t, r, t0, "db", nil, handFile{"mixed.sst", mixed})
+	s2, want := handSnapshot(t, reopen(t, be), t0.Add(time.Hour), "db", nil, handFile{"kept.sst", kept})
+	be.delay.Store(true)
+	res := prune(t, be, pruneOpts(time.Now, snapshot.Policy{Last: 1}))
+	if res.Stats.PacksRepacked == 0 || res.Stats.PacksWritten < 2 {
+		t.Fatalf("repacked %d packs into %d: the test wants a repack that fills a pack", res.Stats.PacksRepacked, res.Stats.PacksWritten)
+	}
+	be.delay.Store(false)
+	checkRestore(t, reopen(t, be), s2, want)
+	mustCheck(t, be, time.Now)
 }
 
 // TestPruneUnreferencedMargin: a pack no index names is kept while it is
