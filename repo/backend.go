@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/snapbackup/snap/internal/directio"
 	"io"
 	"strings"
 	"time"
+
+	"github.com/snapbackup/snap/internal/directio"
 )
 
 // FileType names a kind of object in the repository layout. Each type lives
