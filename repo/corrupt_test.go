@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/snapbackup/snap/repo"
+	"github.com/snapbackup/snap/repo/backendtest"
 	"github.com/snapbackup/snap/repo/mem"
 )
 
@@ -26,7 +27,7 @@ func TestReadPackHeaderCorrupt(t *testing.T) {
 	}
 	id := mustParseID(t, name)
 	h := repo.Handle{Type: repo.PackFile, Name: name}
-	orig := loadObject(t, be, h)
+	orig := backendtest.LoadAll(t, be, h)
 	hl := int64(orig[size-4]) | int64(orig[size-3])<<8 | int64(orig[size-2])<<16 | int64(orig[size-1])<<24
 	for _, tc := range []struct {
 		name   string
@@ -74,7 +75,7 @@ func TestLoadBlobCorruptPack(t *testing.T) {
 	for _, b := range blobs {
 		loc, _ := r.Index().Lookup(b.id)
 		h := repo.Handle{Type: repo.PackFile, Name: loc.Pack.String()}
-		orig := loadObject(t, be, h)
+		orig := backendtest.LoadAll(t, be, h)
 		for _, tc := range []struct {
 			name string
 			at   int // offset in the sealed blob
@@ -165,7 +166,7 @@ func TestLoadBlobForgedIndex(t *testing.T) {
 			for _, typ := range []repo.FileType{repo.ConfigFile, repo.KeyFile, repo.PackFile} {
 				for name := range list(t, be, typ) {
 					h := repo.Handle{Type: typ, Name: name}
-					if err := fbe.Save(t.Context(), h, loadObject(t, be, h)); err != nil {
+					if err := fbe.Save(t.Context(), h, backendtest.LoadAll(t, be, h)); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -205,7 +206,7 @@ func TestLoadIndexCorrupt(t *testing.T) {
 	for name = range idx {
 	}
 	h := repo.Handle{Type: repo.IndexFile, Name: name}
-	orig := loadObject(t, be, h)
+	orig := backendtest.LoadAll(t, be, h)
 	plain, err := r.LoadUnpacked(t.Context(), repo.IndexFile, mustParseID(t, name))
 	if err != nil {
 		t.Fatal(err)
@@ -235,7 +236,7 @@ func TestLoadIndexCorrupt(t *testing.T) {
 			for _, typ := range []repo.FileType{repo.ConfigFile, repo.KeyFile} {
 				for name := range list(t, be, typ) {
 					h := repo.Handle{Type: typ, Name: name}
-					if err := tbe.Save(t.Context(), h, loadObject(t, be, h)); err != nil {
+					if err := tbe.Save(t.Context(), h, backendtest.LoadAll(t, be, h)); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -269,7 +270,7 @@ func TestUnpacked(t *testing.T) {
 	if got, err := r.LoadUnpacked(t.Context(), repo.SnapshotFile, a); err != nil || !bytes.Equal(got, plainA) {
 		t.Fatalf("load unpacked: %v", err)
 	}
-	stored := loadObject(t, be, repo.Handle{Type: repo.SnapshotFile, Name: a.String()})
+	stored := backendtest.LoadAll(t, be, repo.Handle{Type: repo.SnapshotFile, Name: a.String()})
 	if repo.Hash(stored) != a || len(stored) != len(plainA)+repo.Overhead || bytes.Contains(stored, plainA[:100]) {
 		t.Error("stored object is not the sealed plaintext named by its hash")
 	}
@@ -285,8 +286,8 @@ func TestUnpacked(t *testing.T) {
 	}
 
 	ha := repo.Handle{Type: repo.SnapshotFile, Name: a.String()}
-	origA := loadObject(t, be, ha)
-	origB := loadObject(t, be, repo.Handle{Type: repo.SnapshotFile, Name: b.String()})
+	origA := backendtest.LoadAll(t, be, ha)
+	origB := backendtest.LoadAll(t, be, repo.Handle{Type: repo.SnapshotFile, Name: b.String()})
 	for _, tc := range []struct {
 		name   string
 		change func([]byte) []byte

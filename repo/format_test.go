@@ -18,6 +18,7 @@ import (
 	"golang.org/x/crypto/chacha20poly1305"
 
 	"github.com/snapbackup/snap/repo"
+	"github.com/snapbackup/snap/repo/backendtest"
 	"github.com/snapbackup/snap/repo/mem"
 )
 
@@ -63,7 +64,7 @@ func specUnwrap(t *testing.T, be repo.Backend, pw string) specKeys {
 	var name string
 	for name = range keys {
 	}
-	raw := loadObject(t, be, repo.Handle{Type: repo.KeyFile, Name: name})
+	raw := backendtest.LoadAll(t, be, repo.Handle{Type: repo.KeyFile, Name: name})
 	if repo.Hash(raw).String() != name {
 		t.Errorf("key file %s is not named by its hash", name)
 	}
@@ -119,7 +120,7 @@ func TestFormatMatchesSpec(t *testing.T) {
 	k := specUnwrap(t, be, password)
 
 	// Config.
-	cfgPlain := specOpen(t, k.enc[:], loadObject(t, be, repo.Handle{Type: repo.ConfigFile}))
+	cfgPlain := specOpen(t, k.enc[:], backendtest.LoadAll(t, be, repo.Handle{Type: repo.ConfigFile}))
 	var cfg map[string]any
 	if err := json.Unmarshal(cfgPlain, &cfg); err != nil {
 		t.Fatal(err)
@@ -171,7 +172,7 @@ func TestFormatMatchesSpec(t *testing.T) {
 	}
 	inPacks := map[repo.ID]place{}
 	for name := range list(t, be, repo.PackFile) {
-		pack := loadObject(t, be, repo.Handle{Type: repo.PackFile, Name: name})
+		pack := backendtest.LoadAll(t, be, repo.Handle{Type: repo.PackFile, Name: name})
 		if repo.Hash(pack).String() != name {
 			t.Fatalf("pack %s is not named by its hash", name)
 		}
@@ -213,7 +214,7 @@ func TestFormatMatchesSpec(t *testing.T) {
 
 	inIndex := map[repo.ID]place{}
 	for name := range list(t, be, repo.IndexFile) {
-		stored := loadObject(t, be, repo.Handle{Type: repo.IndexFile, Name: name})
+		stored := backendtest.LoadAll(t, be, repo.Handle{Type: repo.IndexFile, Name: name})
 		if repo.Hash(stored).String() != name {
 			t.Fatalf("index %s is not named by its hash", name)
 		}
@@ -264,7 +265,7 @@ func TestOpenConfigContents(t *testing.T) {
 	initRepo(t, be, smallOptions())
 	k := specUnwrap(t, be, password)
 	h := repo.Handle{Type: repo.ConfigFile}
-	good := specOpen(t, k.enc[:], loadObject(t, be, h))
+	good := specOpen(t, k.enc[:], backendtest.LoadAll(t, be, h))
 	edit := func(f func(map[string]any)) []byte {
 		var m map[string]any
 		if err := json.Unmarshal(good, &m); err != nil {
@@ -323,7 +324,7 @@ func TestOpenForgedKeyFile(t *testing.T) {
 	initRepo(t, be, smallOptions())
 	var orig []byte
 	for name := range list(t, be, repo.KeyFile) {
-		orig = loadObject(t, be, repo.Handle{Type: repo.KeyFile, Name: name})
+		orig = backendtest.LoadAll(t, be, repo.Handle{Type: repo.KeyFile, Name: name})
 	}
 	for _, tc := range []struct {
 		name   string
@@ -351,7 +352,7 @@ func TestOpenForgedKeyFile(t *testing.T) {
 			for _, h := range []repo.Handle{{Type: repo.ConfigFile}, {Type: repo.KeyFile, Name: repo.Hash(b).String()}} {
 				data := b
 				if h.Type == repo.ConfigFile {
-					data = loadObject(t, be, h)
+					data = backendtest.LoadAll(t, be, h)
 				}
 				if err := fbe.Save(t.Context(), h, data); err != nil {
 					t.Fatal(err)

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"flag"
-	"io"
 	"math/rand/v2"
 	"strings"
 	"testing"
 
 	"github.com/snapbackup/snap/repo"
+	"github.com/snapbackup/snap/repo/backendtest"
 )
 
 // seed makes every random input reproducible: a failure logs the seed, and
@@ -81,24 +81,10 @@ func textBytes(rng *rand.Rand, n int) []byte {
 	return b.Bytes()[:n]
 }
 
-func loadObject(t testing.TB, be repo.Backend, h repo.Handle) []byte {
-	t.Helper()
-	var data []byte
-	err := be.Load(t.Context(), h, 0, 0, func(rd io.Reader) error {
-		var err error
-		data, err = io.ReadAll(rd)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("load %v: %v", h, err)
-	}
-	return data
-}
-
 // rewrite replaces a stored object, as an attacker or a bad disk might.
 func rewrite(t testing.TB, be repo.Backend, h repo.Handle, change func([]byte) []byte) {
 	t.Helper()
-	data := change(loadObject(t, be, h))
+	data := change(backendtest.LoadAll(t, be, h))
 	if err := be.Remove(t.Context(), h); err != nil {
 		t.Fatalf("remove %v: %v", h, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/snapbackup/snap/repo"
+	"github.com/snapbackup/snap/repo/backendtest"
 	"github.com/snapbackup/snap/repo/faulty"
 	"github.com/snapbackup/snap/repo/mem"
 )
@@ -165,7 +166,7 @@ func TestOpenTamperedConfig(t *testing.T) {
 	be := mem.New()
 	initRepo(t, be, smallOptions())
 	h := repo.Handle{Type: repo.ConfigFile}
-	orig := loadObject(t, be, h)
+	orig := backendtest.LoadAll(t, be, h)
 	for _, tc := range []struct {
 		name   string
 		change func([]byte) []byte

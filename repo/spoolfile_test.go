@@ -83,7 +83,7 @@ func TestSpoolToFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 		noTemp("after Commit")
-		if got := loadObject(t, s.Backend, h); !bytes.Equal(got, want) {
+		if got := backendtest.LoadAll(t, s.Backend, h); !bytes.Equal(got, want) {
 			t.Fatalf("streams %v: stored %d bytes, want the %d spooled", streams, len(got), len(want))
 		}
 		if streams && s.calls != 1 {

@@ -2,13 +2,13 @@ package snapshot_test
 
 import (
 	"context"
-	"io"
 	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/snapbackup/snap/repo"
+	"github.com/snapbackup/snap/repo/backendtest"
 	"github.com/snapbackup/snap/repo/mem"
 	"github.com/snapbackup/snap/snapshot"
 )
@@ -64,19 +64,6 @@ func locate(t *testing.T, be repo.Backend, sn *snapshot.Snapshot, file string) (
 	return repo.ID{}, repo.Location{}
 }
 
-func loadRaw(t *testing.T, be repo.Backend, h repo.Handle) []byte {
-	t.Helper()
-	var data []byte
-	if err := be.Load(context.Background(), h, 0, 0, func(rd io.Reader) error {
-		var err error
-		data, err = io.ReadAll(rd)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return data
-}
-
 func replace(t *testing.T, be repo.Backend, h repo.Handle, data []byte) {
 	t.Helper()
 	if err := be.Remove(context.Background(), h); err != nil {
@@ -115,14 +102,14 @@ func TestCheckFindsDamage(t *testing.T) {
 		{"truncated pack", false, func(t *testing.T, be repo.Backend) []string {
 			_, loc := locate(t, be, snaps[0], "000011.log")
 			h := repo.Handle{Type: repo.PackFile, Name: loc.Pack.String()}
-			data := loadRaw(t, be, h)
+			data := backendtest.LoadAll(t, be, h)
 			replace(t, be, h, data[:len(data)-100])
 			return []string{"pack " + loc.Pack.String(), "stored with", "index entries make"}
 		}},
 		{"flipped byte, read data", true, func(t *testing.T, be repo.Backend) []string {
 			blob, loc := locate(t, be, snaps[2], "000011.log")
 			h := repo.Handle{Type: repo.PackFile, Name: loc.Pack.String()}
-			data := loadRaw(t, be, h)
+			data := backendtest.LoadAll(t, be, h)
 			data[int(loc.Offset)+100] ^= 1
 			replace(t, be, h, data)
 			return []string{"pack " + loc.Pack.String() + ": blob " + blob.String() + ": data is corrupt",
@@ -152,14 +139,14 @@ func TestCheckFindsDamage(t *testing.T) {
 				name = n
 			}
 			h := repo.Handle{Type: repo.IndexFile, Name: name}
-			data := loadRaw(t, be, h)
+			data := backendtest.LoadAll(t, be, h)
 			data[len(data)/2] ^= 1
 			replace(t, be, h, data)
 			return []string{"index " + name + ":", "data is corrupt"}
 		}},
 		{"corrupt snapshot", false, func(t *testing.T, be repo.Backend) []string {
 			h := repo.Handle{Type: repo.SnapshotFile, Name: snaps[1].ID.String()}
-			data := loadRaw(t, be, h)
+			data := backendtest.LoadAll(t, be, h)
 			data[30] ^= 1
 			replace(t, be, h, data)
 			return []string{"snapshot " + snaps[1].ID.String() + ":", "data is corrupt"}
@@ -198,7 +185,7 @@ func TestCheckWithoutReadDataMissesBitRot(t *testing.T) {
 	be, snaps := checkBase(t)
 	_, loc := locate(t, be, snaps[0], "000010.sst")
 	h := repo.Handle{Type: repo.PackFile, Name: loc.Pack.String()}
-	data := loadRaw(t, be, h)
+	data := backendtest.LoadAll(t, be, h)
 	data[int(loc.Offset)+50] ^= 1
 	replace(t, be, h, data)
 	if res := runCheck(t, be, snapshot.CheckOptions{}); !res.OK() {

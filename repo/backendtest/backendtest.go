@@ -84,6 +84,17 @@ func randName(r *rand.Rand) string {
 	return fmt.Sprintf("%016x%016x%016x%016x", r.Uint64(), r.Uint64(), r.Uint64(), r.Uint64())
 }
 
+// LoadAll returns the whole object h of be and fails t on an error: for
+// the tests of backends and of what stores through them.
+func LoadAll(t testing.TB, be repo.Backend, h repo.Handle) []byte {
+	t.Helper()
+	data, err := load(t.Context(), be, h, 0, 0)
+	if err != nil {
+		t.Fatalf("load %v: %v", h, err)
+	}
+	return data
+}
+
 // load reads h[offset:offset+length]; fn starts over on every call, as
 // the contract requires.
 func load(ctx context.Context, be repo.Backend, h repo.Handle, offset, length int64) ([]byte, error) {

@@ -32,20 +32,6 @@ func create(t *testing.T, dir string) *local.Backend {
 	return be
 }
 
-func load(t *testing.T, be repo.Backend, h repo.Handle) []byte {
-	t.Helper()
-	var buf []byte
-	err := be.Load(t.Context(), h, 0, 0, func(rd io.Reader) error {
-		var err error
-		buf, err = io.ReadAll(rd)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("load %v: %v", h, err)
-	}
-	return buf
-}
-
 func TestLayout(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "repo")
 	be := create(t, dir)
@@ -115,7 +101,7 @@ func TestLeftoverTemp(t *testing.T) {
 		if err := be.Save(t.Context(), h, []byte("whole")); err != nil {
 			t.Fatalf("save after crash: %v", err)
 		}
-		if got := load(t, be, h); string(got) != "whole" {
+		if got := backendtest.LoadAll(t, be, h); string(got) != "whole" {
 			t.Errorf("load %v = %q", h, got)
 		}
 	}
@@ -181,7 +167,7 @@ func TestCreateExisting(t *testing.T) {
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
-	if got := load(t, be2, repo.Handle{Type: repo.ConfigFile}); string(got) != "cfg" {
+	if got := backendtest.LoadAll(t, be2, repo.Handle{Type: repo.ConfigFile}); string(got) != "cfg" {
 		t.Errorf("config = %q", got)
 	}
 }
@@ -233,7 +219,7 @@ func TestSecondInstance(t *testing.T) {
 	if err := a.Save(t.Context(), h, []byte("pack")); err != nil {
 		t.Fatal(err)
 	}
-	if got := load(t, b, h); !bytes.Equal(got, []byte("pack")) {
+	if got := backendtest.LoadAll(t, b, h); !bytes.Equal(got, []byte("pack")) {
 		t.Errorf("second instance loaded %q", got)
 	}
 	if err := b.Save(t.Context(), h, []byte("other")); !errors.Is(err, repo.ErrExists) {

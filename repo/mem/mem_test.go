@@ -2,7 +2,6 @@ package mem_test
 
 import (
 	"bytes"
-	"io"
 	"testing"
 
 	"github.com/snapbackup/snap/repo"
@@ -23,24 +22,12 @@ func TestCopies(t *testing.T) {
 		t.Fatal(err)
 	}
 	data[0] = 'J'
-	var got []byte
-	err := be.Load(t.Context(), h, 0, 0, func(rd io.Reader) error {
-		var err error
-		got, err = io.ReadAll(rd)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := backendtest.LoadAll(t, be, h)
 	if !bytes.Equal(got, []byte("hello")) {
 		t.Fatalf("stored bytes changed with the caller's slice: %q", got)
 	}
 	got[0] = 'Y'
-	err = be.Load(t.Context(), h, 0, 0, func(rd io.Reader) error {
-		got, _ = io.ReadAll(rd)
-		return nil
-	})
-	if err != nil || !bytes.Equal(got, []byte("hello")) {
-		t.Fatalf("stored bytes changed with a loaded slice: %q, %v", got, err)
+	if got := backendtest.LoadAll(t, be, h); !bytes.Equal(got, []byte("hello")) {
+		t.Fatalf("stored bytes changed with a loaded slice: %q", got)
 	}
 }

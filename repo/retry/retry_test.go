@@ -317,7 +317,7 @@ func TestSaveAfterLostResponse(t *testing.T) {
 				if err := save(retry.New(l, fast), t.Context(), h, data); err != nil {
 					t.Errorf("save %v whose first response was lost: %v", h, err)
 				}
-				got := loadAll(t, l.Backend, h)
+				got := backendtest.LoadAll(t, l.Backend, h)
 				if !bytes.Equal(got, data) {
 					t.Errorf("save %v stored %q", h, got)
 				}
@@ -354,21 +354,6 @@ func TestSaveAfterLostResponse(t *testing.T) {
 			}
 		})
 	}
-}
-
-// loadAll returns the whole object h of be.
-func loadAll(t *testing.T, be repo.Backend, h repo.Handle) []byte {
-	t.Helper()
-	var got []byte
-	err := be.Load(t.Context(), h, 0, 0, func(rd io.Reader) error {
-		var err error
-		got, err = io.ReadAll(rd)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return got
 }
 
 // breaking cuts the first n streams of Load short.
