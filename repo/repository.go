@@ -528,6 +528,7 @@ func (r *Repository) ReadBlobs(ctx context.Context, pack ID, entries []BlobEntry
 		var blobErr, fnErr error
 		err := r.be.Load(ctx, h, rangeStart, rangeLen, func(rd io.Reader) error {
 			pos := rangeStart // pack offset of rd's next byte
+			pr, placed := rd.(PlacedReader)
 			for i, e := range group {
 				if i < done {
 					continue
@@ -553,7 +554,7 @@ func (r *Repository) ReadBlobs(ctx context.Context, pack ID, entries []BlobEntry
 				}
 				var sealed []byte
 				pad := int(off & (directio.Align - 1))
-				if pr, ok := rd.(PlacedReader); ok && directio.Aligned(held) && cap(held) >= PlacedLen(pad+int(n)) {
+				if placed && directio.Aligned(held) && cap(held) >= PlacedLen(pad+int(n)) {
 					if _, err := pr.ReadPlaced(held[:cap(held)], off-pos, int(n)); err != nil {
 						return err
 					}

@@ -243,9 +243,8 @@ type blobTarget struct {
 // writeJob is a decoded chunk on its way to its places in the files.
 type writeJob struct {
 	buf     *directio.Huge // the slot's buffer
-	placed  []byte         // buf.B up to plain's end: plain is placed[pad:]
+	placed  []byte         // the chunk is placed[pad:], placed in buf.B where it could be
 	pad     int
-	plain   []byte
 	targets []blobTarget
 }
 
@@ -286,8 +285,9 @@ func restoreChunks(ctx context.Context, r *repo.Repository, packs []repo.ID, byP
 					if err := t.file.writeAt(j.placed, j.pad, t.offset); err != nil {
 						return err
 					}
-					o.Progress.BytesDone.Add(int64(len(j.plain)))
-					if err := t.file.wrote(len(j.plain)); err != nil {
+					n := len(j.placed) - j.pad
+					o.Progress.BytesDone.Add(int64(n))
+					if err := t.file.wrote(n); err != nil {
 						return err
 					}
 				}
@@ -385,7 +385,7 @@ func decodeChunk(ctx context.Context, r *repo.Repository, c sealedChunk, t []blo
 		slots.put(buf)
 		return writeJob{}, err
 	}
-	j := writeJob{buf: buf, plain: plain, placed: plain, targets: t}
+	j := writeJob{buf: buf, placed: plain, targets: t}
 	if len(plain) > 0 && &buf.B[pad] == &plain[0] {
 		j.placed, j.pad = buf.B[:pad+len(plain)], pad
 	}
