@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -45,7 +46,7 @@ var ErrLockLost = errors.New("repository lock lost")
 // locks/shared-<hash> or locks/exclusive-<hash>.
 type LockInfo struct {
 	Version   int       `json:"version"`
-	Time      time.Time `json:"time"` // when this object was written
+	Time      time.Time `json:"time"` // when this object was written, by the writer's clock (for messages)
 	Host      string    `json:"host"`
 	PID       int       `json:"pid"`
 	Exclusive bool      `json:"exclusive"`
@@ -53,10 +54,41 @@ type LockInfo struct {
 	// a name and a refresh is always a new object.
 	Nonce   string `json:"nonce"`
 	Command string `json:"command,omitempty"` // for messages: backup, prune, check
+	// Process names the writing process on its machine, so that another
+	// snap on the same machine can tell at once that it is gone. Absent
+	// where the system does not say (and in locks of older snaps).
+	Process *ProcessInfo `json:"process,omitempty"`
 }
 
-// Stale reports whether others may ignore the lock at now.
-func (li LockInfo) Stale(now time.Time) bool { return now.Sub(li.Time) > LockStaleAfter }
+// ProcessInfo tells one process apart from every other that ran on its
+// machine: the kernel's boot id, the pid namespace (two containers on
+// one kernel have their own pids) and the process's start time, so a pid
+// reused after the writer died is not taken for the writer.
+type ProcessInfo struct {
+	BootID string `json:"boot_id"`
+	PIDNS  uint64 `json:"pid_ns"`
+	Start  uint64 `json:"start"` // clock ticks after boot
+}
+
+// machine is this process's view of where it runs (thisMachine).
+type machine struct {
+	bootID string
+	pidNS  uint64
+	ok     bool
+}
+
+// processInfo describes process pid of this machine, or nil when the
+// system does not say.
+func (m machine) processInfo(pid int) *ProcessInfo {
+	if !m.ok {
+		return nil
+	}
+	start, err := processStart(pid)
+	if err != nil {
+		return nil
+	}
+	return &ProcessInfo{BootID: m.bootID, PIDNS: m.pidNS, Start: start}
+}
 
 func (li LockInfo) String() string {
 	kind := "shared"
@@ -76,7 +108,7 @@ type LockOptions struct {
 	Command   string
 	Host      string           // empty: os.Hostname
 	PID       int              // zero: os.Getpid
-	Now       func() time.Time // nil: time.Now
+	Now       func() time.Time // nil: time.Now; the holder's own clock, never compared with others'
 	// RetryFor is how long to keep trying while another process holds a
 	// conflicting lock; zero fails at once.
 	RetryFor time.Duration
@@ -89,8 +121,9 @@ type LockOptions struct {
 // Lock is a held lock. Its object is rewritten in the background every
 // RefreshEvery until Unlock.
 type Lock struct {
-	r *Repository
-	o LockOptions
+	r       *Repository
+	o       LockOptions
+	process *ProcessInfo
 
 	mu      sync.Mutex
 	name    string // of the current lock object
@@ -109,6 +142,11 @@ type Lock struct {
 // removes its object and, within o.RetryFor, tries again after a pause. If
 // two processes race, both may back off; neither can miss the other,
 // because each lists only after its own object is stored.
+//
+// Whether another lock is live is judged without the writer's clock
+// (lockJudge): a lock of a process of this machine that is gone is
+// removed at once; others are stale once the storage's clock says they
+// were not refreshed for LockStaleAfter.
 func (r *Repository) Lock(ctx context.Context, o LockOptions) (*Lock, error) {
 	if o.Now == nil {
 		o.Now = time.Now
@@ -125,7 +163,9 @@ func (r *Repository) Lock(ctx context.Context, o LockOptions) (*Lock, error) {
 	if o.Log == nil {
 		o.Log = r.log
 	}
-	l := &Lock{r: r, o: o}
+	m := thisMachine()
+	l := &Lock{r: r, o: o, process: m.processInfo(o.PID)}
+	j := &lockJudge{host: o.Host, m: m, now: o.Now, seen: map[string]time.Time{}, log: o.Log}
 	var waited time.Duration
 	pause := 500 * time.Millisecond
 	for {
@@ -133,7 +173,7 @@ func (r *Repository) Lock(ctx context.Context, o LockOptions) (*Lock, error) {
 		if err != nil {
 			return nil, err
 		}
-		conflict, err := r.findConflict(ctx, name, o.Exclusive, o.Now())
+		conflict, err := r.findConflict(ctx, name, o.Exclusive, j)
 		if err == nil && conflict == nil {
 			l.name, l.info = name, info
 			l.start(ctx)
@@ -162,9 +202,9 @@ func (r *Repository) Lock(ctx context.Context, o LockOptions) (*Lock, error) {
 }
 
 func lockHint(retry time.Duration) string {
-	h := fmt.Sprintf("if that process is dead, its lock goes stale %v after it was written (then snap unlock removes it)", LockStaleAfter)
+	h := fmt.Sprintf("a lock of a process that died goes stale %v after its last refresh, or at once for the next snap on the same machine (snap unlock removes stale locks)", LockStaleAfter)
 	if retry == 0 {
-		return "try again later, or wait for it with --retry-lock; " + h
+		return "try again later, or wait for it with --retry-lock DURATION; " + h
 	}
 	return fmt.Sprintf("gave up after waiting %v; %s", retry, h)
 }
@@ -206,6 +246,7 @@ func (l *Lock) write(ctx context.Context) (string, LockInfo, error) {
 	info := LockInfo{
 		Version: lockVersion, Time: l.o.Now(), Host: l.o.Host, PID: l.o.PID,
 		Exclusive: l.o.Exclusive, Nonce: hex.EncodeToString(nonce[:]), Command: l.o.Command,
+		Process: l.process,
 	}
 	plain, err := json.Marshal(info)
 	if err != nil {
@@ -227,19 +268,105 @@ func (l *Lock) remove(ctx context.Context, name string) {
 	}
 }
 
+// LockState is what a locker makes of another process's lock object.
+type LockState string
+
+const (
+	LockLive       LockState = "live"
+	LockStale      LockState = "stale"      // not refreshed for LockStaleAfter
+	LockDead       LockState = "dead"       // its process ran on this machine and is gone
+	LockUnreadable LockState = "unreadable" // cannot be read or decoded
+)
+
+// lockJudge decides whether lock objects are live without trusting the
+// clocks of the hosts that wrote them: a host whose clock is hours off
+// must neither steal a live lock nor keep a dead one alive.
+//
+//   - A lock written on this machine (same host name, boot id and pid
+//     namespace) whose process is gone, or whose pid now belongs to a
+//     process that started later, is dead at once.
+//   - Otherwise its age is the storage's time of the judge's own object,
+//     just written, less the storage's time of the lock object: both come
+//     from the storage's clock. A refresh is a new object, so the age is
+//     the time since the last refresh.
+//   - Where the storage reports no times, the lock is stale once this
+//     process has seen the same object for LockStaleAfter (by its own
+//     clock, which measures only its own waiting).
+type lockJudge struct {
+	host       string
+	m          machine
+	storageNow time.Time // of the judge's own object; zero when unknown
+	now        func() time.Time
+	seen       map[string]time.Time // first sight of each object, by now
+	log        *slog.Logger
+}
+
+func (j *lockJudge) state(lk StoredLock) LockState {
+	if lk.Err != nil {
+		return LockUnreadable
+	}
+	if j.dead(lk.Info) {
+		return LockDead
+	}
+	if !j.storageNow.IsZero() && !lk.Stored.IsZero() {
+		if j.storageNow.Sub(lk.Stored) > LockStaleAfter {
+			return LockStale
+		}
+		return LockLive
+	}
+	if j.seen != nil {
+		now := j.now()
+		first, ok := j.seen[lk.Name]
+		if !ok {
+			j.seen[lk.Name] = now
+		} else if now.Sub(first) > LockStaleAfter {
+			return LockStale
+		}
+	}
+	return LockLive
+}
+
+// dead reports whether the lock's process ran on this machine and no
+// longer runs. Anything it cannot tell for certain counts as alive.
+func (j *lockJudge) dead(li LockInfo) bool {
+	p := li.Process
+	if p == nil || !j.m.ok || li.Host != j.host || p.BootID != j.m.bootID || p.PIDNS != j.m.pidNS {
+		return false
+	}
+	start, err := processStart(li.PID)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return true
+	case err != nil:
+		return false
+	}
+	return start != p.Start
+}
+
 // findConflict returns the first live lock other than own that conflicts.
 // A shared locker reads only exclusive lock objects. A lock object removed
-// while it is read is no conflict; one that cannot be read is an error.
-func (r *Repository) findConflict(ctx context.Context, own string, exclusive bool, now time.Time) (*LockInfo, error) {
-	locks, err := r.listLocks(ctx, func(name string, excl bool) bool { return name != own && (exclusive || excl) })
+// while it is read is no conflict; one that cannot be read is an error. A
+// dead process's lock is removed, with a log line.
+func (r *Repository) findConflict(ctx context.Context, own string, exclusive bool, j *lockJudge) (*LockInfo, error) {
+	var ownStored time.Time
+	locks, err := r.listLocks(ctx, func(fi FileInfo, excl bool) bool {
+		if fi.Name == own {
+			ownStored = fi.ModTime
+			return false
+		}
+		return exclusive || excl
+	})
 	if err != nil {
 		return nil, err
 	}
+	j.storageNow = ownStored
 	for _, lk := range locks {
-		if lk.Err != nil {
+		switch j.state(lk) {
+		case LockUnreadable:
 			return nil, fmt.Errorf("%w: lock %s cannot be read: %v (snap unlock removes unreadable locks)", ErrLocked, lk.Name, lk.Err)
-		}
-		if !lk.Info.Stale(now) {
+		case LockDead:
+			r.removeDeadLock(ctx, lk, j.log)
+		case LockLive:
 			info := lk.Info
 			return &info, nil
 		}
@@ -247,41 +374,53 @@ func (r *Repository) findConflict(ctx context.Context, own string, exclusive boo
 	return nil, nil
 }
 
+func (r *Repository) removeDeadLock(ctx context.Context, lk StoredLock, log *slog.Logger) {
+	h := Handle{Type: LockFile, Name: lk.Name}
+	err := r.be.Remove(ctx, h)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		log.Warn("could not remove the lock of a process that no longer runs; ignoring it", "lock", lk.Info.String(), "err", err)
+		return
+	}
+	log.Info("removed the lock of a process that no longer runs on this machine", "lock", lk.Info.String())
+}
+
 // StoredLock is one lock object as ListLocks found it.
 type StoredLock struct {
-	Name string
-	Info LockInfo
-	Err  error // the object could not be read or decoded
+	Name   string
+	Info   LockInfo
+	Stored time.Time // by the storage's clock; zero when it does not say
+	Err    error     // the object could not be read or decoded
+	State  LockState // set by RemoveLocks
 }
 
 // ListLocks reads every lock object, oldest first. Objects removed while
 // being read are left out.
 func (r *Repository) ListLocks(ctx context.Context) ([]StoredLock, error) {
-	return r.listLocks(ctx, func(string, bool) bool { return true })
+	return r.listLocks(ctx, func(FileInfo, bool) bool { return true })
 }
 
-func (r *Repository) listLocks(ctx context.Context, want func(name string, exclusive bool) bool) ([]StoredLock, error) {
-	var names []string
+func (r *Repository) listLocks(ctx context.Context, want func(fi FileInfo, exclusive bool) bool) ([]StoredLock, error) {
+	var found []FileInfo
 	if err := r.be.List(ctx, LockFile, func(fi FileInfo) error {
 		excl, ok := parseLockName(fi.Name)
 		if !ok {
 			r.log.Warn("ignoring stray object", "type", LockFile, "name", fi.Name)
 			return nil
 		}
-		if want(fi.Name, excl) {
-			names = append(names, fi.Name)
+		if want(fi, excl) {
+			found = append(found, fi)
 		}
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("list locks: %w", err)
 	}
-	out := make([]StoredLock, len(names))
+	out := make([]StoredLock, len(found))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.conns)
-	for i, name := range names {
+	for i, fi := range found {
 		g.Go(func() error {
-			out[i].Name = name
-			info, err := r.loadLock(gctx, name)
+			out[i].Name, out[i].Stored = fi.Name, fi.ModTime
+			info, err := r.loadLock(gctx, fi.Name)
 			if err != nil && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrCorrupt) {
 				return err
 			}
@@ -298,7 +437,7 @@ func (r *Repository) listLocks(ctx context.Context, want func(name string, exclu
 			kept = append(kept, lk)
 		}
 	}
-	sort.Slice(kept, func(i, j int) bool { return kept[i].Info.Time.Before(kept[j].Info.Time) })
+	sort.Slice(kept, func(i, j int) bool { return kept[i].Stored.Before(kept[j].Stored) })
 	return kept, nil
 }
 
@@ -337,27 +476,47 @@ func (r *Repository) decodeLock(name string, sealed []byte) (LockInfo, error) {
 	return info, nil
 }
 
-// RemoveLocks removes stale and unreadable lock objects, or with all every
-// lock object, and returns those it removed.
-func (r *Repository) RemoveLocks(ctx context.Context, all bool, now time.Time) ([]StoredLock, error) {
-	locks, err := r.ListLocks(ctx)
+// RemoveLocks removes stale, dead and unreadable lock objects, or with all
+// every lock object. It returns those it removed and those left, each
+// with its State. To judge staleness by the storage's clock it writes a
+// shared lock object of its own first (command "unlock"), without
+// checking for conflicts, and removes it at the end.
+func (r *Repository) RemoveLocks(ctx context.Context, all bool) (removed, left []StoredLock, err error) {
+	host, _ := os.Hostname()
+	probe := &Lock{r: r, o: LockOptions{Command: "unlock", Host: host, PID: os.Getpid(), Now: time.Now, Log: r.log}}
+	ownName, _, err := probe.write(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var removed []StoredLock
+	defer probe.remove(ctx, ownName)
+	var ownStored time.Time
+	locks, err := r.listLocks(ctx, func(fi FileInfo, _ bool) bool {
+		if fi.Name == ownName {
+			ownStored = fi.ModTime
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	j := &lockJudge{host: host, m: thisMachine(), storageNow: ownStored, log: r.log}
 	var errs []error
 	for _, lk := range locks {
-		if !all && lk.Err == nil && !lk.Info.Stale(now) {
+		lk.State = j.state(lk)
+		if !all && lk.State == LockLive {
+			left = append(left, lk)
 			continue
 		}
 		h := Handle{Type: LockFile, Name: lk.Name}
 		if err := r.be.Remove(ctx, h); err != nil && !errors.Is(err, ErrNotFound) {
 			errs = append(errs, fmt.Errorf("remove %s: %w", h, err))
+			left = append(left, lk)
 			continue
 		}
 		removed = append(removed, lk)
 	}
-	return removed, errors.Join(errs...)
+	return removed, left, errors.Join(errs...)
 }
 
 // start runs the background refresh.

@@ -5,6 +5,7 @@ package repo
 import (
 	"encoding/json"
 	"errors"
+	"os"
 	"testing"
 	"time"
 )
@@ -67,4 +68,58 @@ func FuzzParseLockName(f *testing.F) {
 			t.Fatalf("accepted %q", name)
 		}
 	})
+}
+
+// TestLockDeadOnlyWhenCertain: a lock counts as its dead process's only
+// when it was written on this machine (host, boot id, pid namespace) and
+// its pid is gone or belongs to a process that started at another time.
+func TestLockDeadOnlyWhenCertain(t *testing.T) {
+	m := thisMachine()
+	if !m.ok {
+		t.Skip("no /proc")
+	}
+	own := m.processInfo(os.Getpid())
+	if own == nil {
+		t.Fatal("no process info for this process")
+	}
+	j := &lockJudge{host: "here", m: m}
+	info := func(host string, pid int, p ProcessInfo) LockInfo {
+		return LockInfo{Host: host, PID: pid, Process: &p}
+	}
+	reused := *own
+	reused.Start++
+	otherBoot := *own
+	otherBoot.BootID = "another-boot"
+	otherNS := *own
+	otherNS.PIDNS++
+	for _, c := range []struct {
+		name string
+		li   LockInfo
+		dead bool
+	}{
+		{"this process", info("here", os.Getpid(), *own), false},
+		{"pid reused by a later process", info("here", os.Getpid(), reused), true},
+		{"no such pid", info("here", 1<<30, *own), true},
+		{"another host", info("there", 1<<30, *own), false},
+		{"another boot", info("here", 1<<30, otherBoot), false},
+		{"another pid namespace", info("here", 1<<30, otherNS), false},
+		{"an older snap's lock", LockInfo{Host: "here", PID: 1 << 30}, false},
+	} {
+		if got := j.dead(c.li); got != c.dead {
+			t.Errorf("%s: dead = %v, want %v", c.name, got, c.dead)
+		}
+	}
+}
+
+func TestParseStatStart(t *testing.T) {
+	line := "4711 (a (weird) name) S 1 4711 4711 0 -1 4194560 123 0 0 0 5 6 0 0 20 0 1 0 987654 1234567 89 18446744073709551615"
+	got, err := parseStatStart(line)
+	if err != nil || got != 987654 {
+		t.Fatalf("parseStatStart = %d, %v; want 987654", got, err)
+	}
+	for _, bad := range []string{"", "4711 (x) S 1 2", "no paren"} {
+		if _, err := parseStatStart(bad); err == nil {
+			t.Errorf("parseStatStart(%q) accepted", bad)
+		}
+	}
 }

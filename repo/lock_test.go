@@ -1,8 +1,13 @@
 package repo_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -95,9 +100,9 @@ func TestLockConflicts(t *testing.T) {
 // TestLockStale: a lock not refreshed for 30 minutes is ignored, one a
 // second younger is not.
 func TestLockStale(t *testing.T) {
-	be := mem.New()
-	r := initRepo(t, be, smallOptions())
 	c := newClock()
+	be := mem.NewClocked(c.Now)
+	r := initRepo(t, be, smallOptions())
 	old := mustLock(t, r, lockOpts(c, true))
 	c.Add(repo.LockStaleAfter)
 	if _, err := r.Lock(t.Context(), lockOpts(c, false)); !errors.Is(err, repo.ErrLocked) {
@@ -278,9 +283,9 @@ func TestLockMutualExclusion(t *testing.T) {
 // TestRemoveLocks: unlock removes stale and unreadable locks only, or with
 // all every lock.
 func TestRemoveLocks(t *testing.T) {
-	be := mem.New()
-	r := initRepo(t, be, smallOptions())
 	c := newClock()
+	be := mem.NewClocked(c.Now)
+	r := initRepo(t, be, smallOptions())
 	ctx := t.Context()
 	stale := mustLock(t, r, lockOpts(c, true)) // written at t0, never refreshed
 	c.Add(repo.LockStaleAfter + time.Minute)
@@ -291,28 +296,147 @@ func TestRemoveLocks(t *testing.T) {
 	}
 	c.Add(29 * time.Minute) // the shared lock is 29 minutes old: live
 
-	removed, err := r.RemoveLocks(ctx, false, c.Now())
+	removed, left, err := r.RemoveLocks(ctx, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]bool{}
+	got := map[string]repo.LockState{}
 	for _, lk := range removed {
-		got[lk.Name] = true
+		got[lk.Name] = lk.State
 	}
-	if len(removed) != 2 || !got[stale.Name()] || !got[junk] {
+	if len(removed) != 2 || got[stale.Name()] != repo.LockStale || got[junk] != repo.LockUnreadable {
 		t.Fatalf("removed %v, want the stale lock %s and the unreadable %s", got, stale.Name(), junk)
 	}
-	left := lockNames(t, be)
-	if len(left) != 1 || left[0] != live.Name() {
-		t.Fatalf("left %v, want only the live lock %s", left, live.Name())
+	if len(left) != 1 || left[0].Name != live.Name() || left[0].State != repo.LockLive {
+		t.Fatalf("left %+v, want only the live lock %s", left, live.Name())
 	}
-	removed, err = r.RemoveLocks(ctx, true, c.Now())
+	if names := lockNames(t, be); len(names) != 1 || names[0] != live.Name() {
+		t.Fatalf("lock objects %v, want only the live lock %s (and not unlock's own)", names, live.Name())
+	}
+	removed, _, err = r.RemoveLocks(ctx, true)
 	if err != nil || len(removed) != 1 {
 		t.Fatalf("remove all: %v, %v", removed, err)
 	}
 	if n := len(lockNames(t, be)); n != 0 {
 		t.Fatalf("%d lock objects after removing all", n)
 	}
+}
+
+// TestLockOfDeadProcess: a lock whose process ran on this machine and is
+// gone blocks nobody: the next locker removes it at once and says so.
+// Before, it blocked every backup and restore for 30 minutes.
+func TestLockOfDeadProcess(t *testing.T) {
+	if _, err := os.Stat("/proc/self/ns/pid"); err != nil {
+		t.Skip("no /proc: dead processes are told by the time rule alone")
+	}
+	be := mem.New()
+	r := initRepo(t, be, smallOptions())
+	ctx := t.Context()
+	child := exec.Command("sleep", "60")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	o := repo.LockOptions{Exclusive: true, Command: "prune", PID: child.Process.Pid, RefreshEvery: -1}
+	if _, err := r.Lock(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	// While the process runs, its lock holds.
+	if _, err := r.Lock(ctx, repo.LockOptions{RefreshEvery: -1}); !errors.Is(err, repo.ErrLocked) {
+		t.Fatalf("lock while the prune's process runs: %v", err)
+	}
+	child.Process.Kill()
+	child.Wait()
+
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	lk, err := r.Lock(ctx, repo.LockOptions{Command: "restore", RefreshEvery: -1, Log: log})
+	if err != nil {
+		t.Fatalf("lock after the prune's process died: %v", err)
+	}
+	lk.Unlock(ctx)
+	if !strings.Contains(logs.String(), "removed the lock of a process that no longer runs") || !strings.Contains(logs.String(), fmt.Sprintf("pid %d", child.Process.Pid)) {
+		t.Fatalf("no log line about the removed lock:\n%s", logs.String())
+	}
+	if n := len(lockNames(t, be)); n != 0 {
+		t.Fatalf("%d lock objects left; the dead process's lock should be gone", n)
+	}
+
+	// Another host's lock with the same pid is left to the time rule.
+	far := repo.LockOptions{Exclusive: true, Host: "db-far", PID: child.Process.Pid, RefreshEvery: -1}
+	if _, err := r.Lock(ctx, far); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Lock(ctx, repo.LockOptions{RefreshEvery: -1}); !errors.Is(err, repo.ErrLocked) {
+		t.Fatalf("another host's lock with a pid that is not running here must hold: %v", err)
+	}
+}
+
+// TestLockClockSkew: staleness is the storage's age of a lock object, not
+// the writer's time in it. A holder whose clock is hours slow keeps its
+// lock; a dead host whose clock was hours fast does not keep its lock
+// alive. Before, both were judged by the writer's time.
+func TestLockClockSkew(t *testing.T) {
+	storage := newClock()
+	be := mem.NewClocked(storage.Now)
+	r := initRepo(t, be, smallOptions())
+	ctx := t.Context()
+	slow := func() time.Time { return storage.Now().Add(-3 * time.Hour) }
+	fast := func() time.Time { return storage.Now().Add(3 * time.Hour) }
+	right := repo.LockOptions{Exclusive: true, Now: storage.Now, RefreshEvery: -1}
+
+	held := mustLock(t, r, repo.LockOptions{Exclusive: true, Host: "db-slow", Now: slow, RefreshEvery: -1})
+	storage.Add(time.Minute)
+	if _, err := r.Lock(ctx, right); !errors.Is(err, repo.ErrLocked) {
+		t.Fatalf("a minute-old lock written by a host 3 hours slow was taken for stale: %v", err)
+	}
+	held.Unlock(ctx)
+
+	mustLock(t, r, repo.LockOptions{Exclusive: true, Host: "db-fast", Now: fast, RefreshEvery: -1}) // never refreshed: its host died
+	storage.Add(repo.LockStaleAfter - time.Minute)
+	if _, err := r.Lock(ctx, right); !errors.Is(err, repo.ErrLocked) {
+		t.Fatalf("a lock the storage saw 29 minutes ago must hold: %v", err)
+	}
+	storage.Add(2 * time.Minute)
+	lk, err := r.Lock(ctx, right)
+	if err != nil {
+		t.Fatalf("a lock the storage saw 31 minutes ago, written by a host 3 hours fast, must be stale: %v", err)
+	}
+	lk.Unlock(ctx)
+}
+
+// TestLockNoStorageTimes: where the storage reports no times, a lock is
+// stale once the locker has seen the same object for the stale interval.
+func TestLockNoStorageTimes(t *testing.T) {
+	c := newClock()
+	be := noTimes{mem.New()}
+	r := initRepo(t, be, smallOptions())
+	mustLock(t, r, repo.LockOptions{Exclusive: true, Host: "db-gone", Now: c.Now, RefreshEvery: -1})
+	o := repo.LockOptions{Now: c.Now, RefreshEvery: -1, RetryFor: time.Hour}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	// Each pause of the retry loop moves the clock on by 10 minutes.
+	go func() {
+		for ctx.Err() == nil {
+			time.Sleep(50 * time.Millisecond)
+			c.Add(10 * time.Minute)
+		}
+	}()
+	lk, err := r.Lock(ctx, o)
+	if err != nil {
+		t.Fatalf("a lock seen unrefreshed for over %v was not taken for stale: %v", repo.LockStaleAfter, err)
+	}
+	lk.Unlock(ctx)
+}
+
+// noTimes hides the storage's times, as a backend that does not report
+// them would.
+type noTimes struct{ *mem.Backend }
+
+func (b noTimes) List(ctx context.Context, t repo.FileType, fn func(repo.FileInfo) error) error {
+	return b.Backend.List(ctx, t, func(fi repo.FileInfo) error {
+		fi.ModTime = time.Time{}
+		return fn(fi)
+	})
 }
 
 // TestRefreshIndex: an index loaded before a prune is reloaded when an

@@ -68,8 +68,15 @@ func repoSize(t testing.TB, be repo.Backend) int64 {
 // cloneBackend copies every object into a new in-memory backend.
 func cloneBackend(t testing.TB, be repo.Backend) *mem.Backend {
 	t.Helper()
+	return cloneBackendClocked(t, be, time.Now)
+}
+
+// cloneBackendClocked is cloneBackend into a backend whose storage clock
+// is now.
+func cloneBackendClocked(t testing.TB, be repo.Backend, now func() time.Time) *mem.Backend {
+	t.Helper()
 	ctx := context.Background()
-	out := mem.New()
+	out := mem.NewClocked(now)
 	for _, typ := range repo.AllFileTypes {
 		for name := range objects(t, be, typ) {
 			h := repo.Handle{Type: typ, Name: name}

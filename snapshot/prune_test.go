@@ -460,7 +460,8 @@ func TestPruneKilledAtEveryStep(t *testing.T) {
 		if n > 1000 {
 			t.Fatal("prune never succeeded")
 		}
-		be := cloneBackend(t, base)
+		storage := newTestClock(time.Now())
+		be := cloneBackendClocked(t, base, storage.Now)
 		fb := faulty.New(be)
 		r, err := repo.Open(context.Background(), fb, "pw", repo.Options{})
 		if err != nil {
@@ -496,6 +497,7 @@ func TestPruneKilledAtEveryStep(t *testing.T) {
 		// the job: the same snapshots as an uninterrupted prune, no
 		// leftovers, one index.
 		later := now.Add(repo.LockStaleAfter + time.Minute)
+		storage.Add(repo.LockStaleAfter + time.Minute)
 		prune(t, be, pruneOpts(func() time.Time { return later }, policy))
 		if got := snapshotIDs(t, be); !slices.Equal(got, refSnaps) {
 			t.Fatalf("n=%d: after the next prune snapshots %v, want %v", n, got, refSnaps)

@@ -196,9 +196,13 @@ func TestCheckCommandFindsMissingPack(t *testing.T) {
 func TestUnlockCommand(t *testing.T) {
 	dir, r := testRepo(t)
 	ctx := context.Background()
-	old := time.Now().Add(-time.Hour)
-	stale, err := r.Lock(ctx, repo.LockOptions{Exclusive: true, Command: "prune", Now: func() time.Time { return old }, RefreshEvery: -1})
+	stale, err := r.Lock(ctx, repo.LockOptions{Exclusive: true, Command: "prune", Host: "db-gone", RefreshEvery: -1})
 	if err != nil {
+		t.Fatal(err)
+	}
+	// Not refreshed for an hour, by the storage's clock (the file's mtime).
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(filepath.Join(dir, "locks", stale.Name()), old, old); err != nil {
 		t.Fatal(err)
 	}
 	live, err := r.Lock(ctx, repo.LockOptions{Command: "backup", RefreshEvery: -1})
@@ -207,14 +211,13 @@ func TestUnlockCommand(t *testing.T) {
 	}
 	defer live.Unlock(ctx)
 	code, out, errs := snap(t, "--repo", dir, "unlock")
-	if code != 0 || !strings.Contains(out, "removed exclusive lock by prune") || !strings.Contains(out, "1 locks removed") ||
+	if code != 0 || !strings.Contains(out, "removed (stale) exclusive lock by prune on host db-gone") || !strings.Contains(out, "1 locks removed") ||
 		!strings.Contains(out, "still held (live): shared lock by backup") {
 		t.Fatalf("unlock: exit %d\n%s%s", code, out, errs)
 	}
 	if n := countObjects(t, dir, repo.LockFile); n != 1 {
 		t.Fatalf("%d locks after unlock, want the live one", n)
 	}
-	_ = stale
 	code, out, _ = snap(t, "--repo", dir, "unlock", "--remove-all", "--json")
 	var res struct{ Removed, Remaining []lockJSON }
 	if err := json.Unmarshal([]byte(out), &res); err != nil || code != 0 || len(res.Removed) != 1 || len(res.Remaining) != 0 {

@@ -14,15 +14,15 @@ import (
 type unlockOptions struct {
 	*globalOptions
 	removeAll bool
-	now       func() time.Time
 }
 
 func unlockCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "unlock",
-		Usage: "remove stale locks (those not refreshed for 30 minutes)",
-		Description: "A lock is refreshed every 5 minutes while its process runs, so a lock older than 30 minutes\n" +
-			"belongs to a process that died. --remove-all also removes live locks: only when you know\n" +
+		Usage: "remove stale locks (those of processes that died)",
+		Description: "A lock is refreshed every 5 minutes while its process runs, so a lock the storage has not seen\n" +
+			"refreshed for 30 minutes belongs to a process that died; so does a lock written on this machine\n" +
+			"by a process that no longer runs. --remove-all also removes live locks: only when you know\n" +
 			"that no snap process uses the repository.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "remove-all", Usage: "remove every lock, also those of running processes"},
@@ -32,7 +32,7 @@ func unlockCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return runUnlock(c.Context, unlockOptions{globalOptions: g, removeAll: c.Bool("remove-all"), now: time.Now})
+			return runUnlock(c.Context, unlockOptions{globalOptions: g, removeAll: c.Bool("remove-all")})
 		},
 	}
 }
@@ -44,11 +44,12 @@ type lockJSON struct {
 	PID       int       `json:"pid,omitempty"`
 	Exclusive bool      `json:"exclusive"`
 	Command   string    `json:"command,omitempty"`
+	State     string    `json:"state"` // live, stale, dead or unreadable
 	Error     string    `json:"error,omitempty"`
 }
 
 func toLockJSON(lk repo.StoredLock) lockJSON {
-	j := lockJSON{Name: lk.Name, Time: lk.Info.Time, Host: lk.Info.Host, PID: lk.Info.PID, Exclusive: lk.Info.Exclusive, Command: lk.Info.Command}
+	j := lockJSON{Name: lk.Name, Time: lk.Info.Time, Host: lk.Info.Host, PID: lk.Info.PID, Exclusive: lk.Info.Exclusive, Command: lk.Info.Command, State: string(lk.State)}
 	if lk.Err != nil {
 		j.Error = lk.Err.Error()
 	}
@@ -61,12 +62,7 @@ func runUnlock(ctx context.Context, o unlockOptions) error {
 		return err
 	}
 	defer r.Close()
-	now := o.now()
-	removed, rerr := r.RemoveLocks(ctx, o.removeAll, now)
-	left, err := r.ListLocks(ctx)
-	if err != nil {
-		return err
-	}
+	removed, left, rerr := r.RemoveLocks(ctx, o.removeAll)
 	if o.json {
 		out := map[string][]lockJSON{"removed": {}, "remaining": {}}
 		for _, lk := range removed {
@@ -81,21 +77,24 @@ func runUnlock(ctx context.Context, o unlockOptions) error {
 		return rerr
 	}
 	for _, lk := range removed {
-		if lk.Err != nil {
+		switch lk.State {
+		case repo.LockUnreadable:
 			fmt.Fprintf(o.stdout, "removed unreadable lock %s: %v\n", lk.Name, lk.Err)
-		} else {
-			fmt.Fprintf(o.stdout, "removed %s\n", lk.Info)
+		case repo.LockLive:
+			fmt.Fprintf(o.stdout, "removed (live) %s\n", lk.Info)
+		default:
+			fmt.Fprintf(o.stdout, "removed (%s) %s\n", lk.State, lk.Info)
 		}
 	}
 	fmt.Fprintf(o.stdout, "%d locks removed\n", len(removed))
 	for _, lk := range left {
-		switch {
-		case lk.Err != nil:
-			fmt.Fprintf(o.stdout, "left: unreadable lock %s: %v\n", lk.Name, lk.Err)
-		case lk.Info.Stale(now):
-			fmt.Fprintf(o.stdout, "left: stale %s\n", lk.Info)
-		default:
+		switch lk.State {
+		case repo.LockLive:
 			fmt.Fprintf(o.stdout, "still held (live): %s\n", lk.Info)
+		case repo.LockUnreadable:
+			fmt.Fprintf(o.stdout, "left (could not remove): unreadable lock %s: %v\n", lk.Name, lk.Err)
+		default:
+			fmt.Fprintf(o.stdout, "left (could not remove): %s %s\n", lk.State, lk.Info)
 		}
 	}
 	return rerr

@@ -18,13 +18,18 @@ type Backend struct {
 	mu    sync.RWMutex
 	objs  map[repo.Handle][]byte
 	saved map[repo.Handle]time.Time // reported as ModTime
+	now   func() time.Time          // the storage's clock
 }
 
 var _ repo.Backend = (*Backend)(nil)
 
 // New returns an empty Backend.
-func New() *Backend {
-	return &Backend{objs: make(map[repo.Handle][]byte), saved: make(map[repo.Handle]time.Time)}
+func New() *Backend { return NewClocked(time.Now) }
+
+// NewClocked returns an empty Backend whose storage times come from now,
+// so tests can age objects (locks, unindexed packs) without waiting.
+func NewClocked(now func() time.Time) *Backend {
+	return &Backend{objs: make(map[repo.Handle][]byte), saved: make(map[repo.Handle]time.Time), now: now}
 }
 
 // Location returns "mem:".
@@ -63,7 +68,7 @@ func (b *Backend) Save(ctx context.Context, h repo.Handle, data []byte) error {
 		return fmt.Errorf("save %s: %w", h, repo.ErrExists)
 	}
 	b.objs[h] = buf
-	b.saved[h] = time.Now()
+	b.saved[h] = b.now()
 	return nil
 }
 
