@@ -4,30 +4,37 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 )
 
-// PackWriter stores blobs in new packs and writes no index file: prune
-// repacks with it and names the new packs in the one index it writes.
-// Unlike SaveBlob it stores a blob even if the index knows it (that copy
-// is about to be deleted). It is safe for concurrent use.
+// PackWriter stores blobs in new packs for prune's repacking. Unlike
+// SaveBlob it stores a blob even if the index knows it (that copy is about
+// to be deleted). With indexEach, each pack gets an index file of its own
+// as soon as it is stored, so a prune killed while repacking leaves packs
+// the next prune finds and keeps, instead of copying the same blobs again;
+// prune's final index supersedes those files. It is safe for concurrent
+// use.
 type PackWriter struct {
-	r   *Repository
-	sem chan struct{}
-	wg  sync.WaitGroup
+	r         *Repository
+	sem       chan struct{}
+	wg        sync.WaitGroup
+	indexEach bool
 
-	mu    sync.Mutex
-	open  map[BlobType]*packBuilder
-	done  []PackBlobs
-	bytes int64
-	err   error
+	mu      sync.Mutex
+	open    map[BlobType]*packBuilder
+	done    []PackBlobs
+	indexes []ID // the index files indexEach wrote
+	bytes   int64
+	err     error
 }
 
 // NewPackWriter returns a writer that uploads up to Connections packs at
 // once; memory is about (Connections + 2) packs, or two 1 MiB blocks each
-// where the backend spools.
-func (r *Repository) NewPackWriter() *PackWriter {
-	return &PackWriter{r: r, sem: make(chan struct{}, r.conns), open: map[BlobType]*packBuilder{}}
+// where the backend spools. With indexEach it writes an index file for
+// each pack once it is stored.
+func (r *Repository) NewPackWriter(indexEach bool) *PackWriter {
+	return &PackWriter{r: r, sem: make(chan struct{}, r.conns), open: map[BlobType]*packBuilder{}, indexEach: indexEach}
 }
 
 // Add compresses, seals and packs plain, whose id is id.
@@ -71,6 +78,10 @@ func (w *PackWriter) Add(ctx context.Context, t BlobType, id ID, plain []byte) e
 
 func (w *PackWriter) upload(ctx context.Context, pb *packBuilder) error {
 	return w.r.storeInBackground(ctx, w.sem, &w.wg, pb, func(pbs PackBlobs, size int, err error) {
+		var idx ID
+		if err == nil && w.indexEach {
+			idx, err = w.r.SaveIndex(ctx, &IndexData{Packs: []PackBlobs{pbs}})
+		}
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		if err != nil {
@@ -80,14 +91,25 @@ func (w *PackWriter) upload(ctx context.Context, pb *packBuilder) error {
 			return
 		}
 		w.done = append(w.done, pbs)
+		if w.indexEach {
+			w.indexes = append(w.indexes, idx)
+		}
 		w.bytes += int64(size)
 	})
 }
 
+// Indexes returns the index files written for the packs stored so far
+// (with indexEach).
+func (w *PackWriter) Indexes() []ID {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.indexes)
+}
+
 // Finish uploads the packs still open, waits for every upload and returns
 // the packs written and their total size. After an error some packs may be
-// stored: no index names them, so a later prune removes them once they are
-// older than its margin.
+// stored: without indexEach no index names them, so a later prune removes
+// them once they are older than its margin.
 func (w *PackWriter) Finish(ctx context.Context) ([]PackBlobs, int64, error) {
 	w.mu.Lock()
 	var open []*packBuilder

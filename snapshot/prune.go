@@ -71,7 +71,8 @@ type PruneStats struct {
 
 	UnindexedDeleted   int   `json:"unindexed_packs_deleted"`
 	UnindexedBytes     int64 `json:"unindexed_bytes_deleted"`
-	UnindexedKept      int   `json:"unindexed_packs_kept"` // younger than the margin, or of unknown age
+	ReplacedDeleted    int   `json:"replaced_packs_deleted"` // of those, packs an interrupted prune had replaced (deleted whatever their age)
+	UnindexedKept      int   `json:"unindexed_packs_kept"`   // younger than the margin, or of unknown age
 	UnindexedKeptBytes int64 `json:"unindexed_bytes_kept"`
 	MissingPacks       int   `json:"missing_packs_dropped"` // indexed, absent, no blob used
 
@@ -109,10 +110,11 @@ const (
 //     deleted, packs with more than MaxUnused unused are repacked;
 //  2. removes the forgotten snapshots (so no listed snapshot ever
 //     references data that is gone);
-//  3. copies the used blobs of the packs to repack into new packs;
+//  3. copies the used blobs of the packs to repack into new packs, each
+//     indexed as soon as it is stored;
 //  4. writes one index naming every pack that stays and the new ones,
-//     superseding every index file it read;
-//  5. removes the old index files, then the packs.
+//     superseding every index file it read and those of step 3;
+//  5. removes the packs, then the old index files.
 //
 // Killed at any point, it leaves a repository whose every snapshot is
 // whole; the next prune finishes the job. r must be open; Prune loads the
@@ -201,6 +203,7 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResul
 	}
 
 	// 4. The new index, before anything the old one names is deleted.
+	var oldIndex []repo.ID
 	if p.needIndex() {
 		if err := lk.Err(); err != nil {
 			return nil, fmt.Errorf("not writing the new index: %w", err)
@@ -209,6 +212,7 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResul
 		for _, f := range p.idx.Files {
 			d.Supersedes = append(d.Supersedes, f.ID)
 		}
+		d.Supersedes = append(d.Supersedes, p.repackIndexes...)
 		for _, id := range p.keep {
 			d.Packs = append(d.Packs, *p.packs[id])
 		}
@@ -218,17 +222,12 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResul
 		}
 		st.IndexFilesWritten = 1
 		o.Log.Info("wrote the new index", "packs", len(d.Packs), "supersedes", len(d.Supersedes))
-
-		// 5. Old index files, then packs.
-		old := make([]repo.ID, 0, len(p.idx.Files))
-		for _, f := range p.idx.Files {
-			old = append(old, f.ID)
-		}
-		if err := removeObjects(ctx, r, lk, repo.IndexFile, old); err != nil {
-			return nil, err
-		}
-		st.IndexFilesRemoved = len(old)
+		oldIndex = d.Supersedes
 	}
+	// 5. The packs, then the index files the new one supersedes. While a
+	// superseded file remains, the packs it names that no effective index
+	// does are known to be prune's to delete, so a prune killed here is
+	// finished by the next without waiting for the margin.
 	var packs []repo.ID
 	packs = append(packs, p.delete...)
 	packs = append(packs, p.repack...)
@@ -236,6 +235,10 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResul
 	if err := removeObjects(ctx, r, lk, repo.PackFile, packs); err != nil {
 		return nil, err
 	}
+	if err := removeObjects(ctx, r, lk, repo.IndexFile, oldIndex); err != nil {
+		return nil, err
+	}
+	st.IndexFilesRemoved = len(oldIndex) - len(p.repackIndexes)
 	// 6. Temp files killed writers left (local repositories), once they
 	// are as old as the margin: no live writer is still on them.
 	if tr, ok := r.Backend().(repo.TempRemover); ok {
@@ -266,9 +269,10 @@ type prunePlan struct {
 	copyBlobs                     map[repo.ID][]repo.BlobEntry // per pack to repack
 	unindexedOld, unindexedYoung  []repo.ID
 
-	newPacks []repo.PackBlobs
-	newBytes int64
-	st       PruneStats // counts filled while planning
+	newPacks      []repo.PackBlobs
+	newBytes      int64
+	repackIndexes []repo.ID  // an index file for each new pack, superseded by the final index
+	st            PruneStats // counts filled while planning
 }
 
 func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, o PruneOptions) (*prunePlan, error) {
@@ -372,6 +376,19 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, o Prun
 	}
 	p.st.BlobsUsed = len(p.used)
 
+	// Packs that only superseded index files name: an earlier prune wrote
+	// the index that dropped them and was killed before it deleted them.
+	replaced := map[repo.ID]bool{}
+	for _, f := range p.idx.Files {
+		if !p.idx.Superseded[f.ID] {
+			continue
+		}
+		for _, pb := range f.Data.Packs {
+			if _, ok := p.packs[pb.PackID]; !ok {
+				replaced[pb.PackID] = true
+			}
+		}
+	}
 	now := o.Now()
 	unknownAge := 0
 	for id, fi := range p.stored {
@@ -379,6 +396,12 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, o Prun
 			continue
 		}
 		switch {
+		case replaced[id]:
+			p.unindexedOld = append(p.unindexedOld, id)
+			p.st.UnindexedDeleted++
+			p.st.UnindexedBytes += fi.Size
+			p.st.ReplacedDeleted++
+			continue
 		case fi.ModTime.IsZero():
 			unknownAge++
 			p.unindexedYoung = append(p.unindexedYoung, id)
@@ -463,7 +486,7 @@ func (p *prunePlan) runRepack(ctx context.Context, r *repo.Repository, lk *repo.
 	if err := lk.Err(); err != nil {
 		return fmt.Errorf("not repacking: %w", err)
 	}
-	w := r.NewPackWriter()
+	w := r.NewPackWriter(true)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.Connections())
 	for _, id := range p.repack {
@@ -481,6 +504,7 @@ func (p *prunePlan) runRepack(ctx context.Context, r *repo.Repository, lk *repo.
 	}
 	gerr := g.Wait()
 	packs, n, err := w.Finish(ctx)
+	p.repackIndexes = w.Indexes()
 	if err := errors.Join(gerr, err); err != nil {
 		return fmt.Errorf("repack: %w", err)
 	}

@@ -284,7 +284,7 @@ func TestPruneUnreferencedMargin(t *testing.T) {
 	ctx := context.Background()
 	sn, want := handSnapshot(t, r, t0, "db", nil, handFile{"a.sst", chunks(rng, 10000, 20000)})
 	// An upload nobody indexed: a crashed backup, or one still running.
-	w := r.NewPackWriter()
+	w := r.NewPackWriter(false)
 	orphan := randBytes(rng, 5000)
 	if err := w.Add(ctx, repo.DataBlob, r.BlobID(orphan), orphan); err != nil {
 		t.Fatal(err)
@@ -425,7 +425,7 @@ func crashBase(t *testing.T) (*mem.Backend, map[string]map[string][]byte) {
 			handFile{"shared.sst", shared}, handFile{"own.sst", chunks(rng, 8000+1000*i, 7000)})
 		wants[sn.ID.String()] = want
 	}
-	w := r.NewPackWriter()
+	w := r.NewPackWriter(false)
 	orphan := randBytes(rng, 4000)
 	if err := w.Add(context.Background(), repo.DataBlob, r.BlobID(orphan), orphan); err != nil {
 		t.Fatal(err)
@@ -513,5 +513,80 @@ func TestPruneKilledAtEveryStep(t *testing.T) {
 		for _, sn := range snapshotsOf(t, be) {
 			checkRestore(t, r3, sn, wants[sn.ID.String()])
 		}
+	}
+}
+
+// TestPruneRerunFinishesAtOnce: a prune killed after its repacked packs
+// were indexed, or after its new index was written, is finished by the
+// next prune at once, although everything it wrote is far younger than
+// the margin: the rerun copies no blob the killed one copied and deletes
+// the packs it had replaced. Before, the replaced packs waited out the
+// margin (a day) and a killed repack was done again.
+func TestPruneRerunFinishesAtOnce(t *testing.T) {
+	base, wants := crashBase(t)
+	policy := snapshot.Policy{Last: 1}
+	day := time.Now().Add(snapshot.DefaultUnreferencedMargin + time.Hour)
+	refRes := prune(t, cloneBackend(t, base), pruneOpts(func() time.Time { return day }, policy))
+	if refRes.Stats.PacksWritten == 0 || refRes.Stats.PacksDeleted == 0 {
+		t.Fatalf("the base repository gives prune no repacking and deleting to do: %+v", refRes.Stats)
+	}
+	injected := errors.New("injected: killed")
+	for _, c := range []struct {
+		name string
+		fail func(op string, h repo.Handle, indexSaves int) bool
+	}{
+		// Every repacked pack and its own index are stored; the final
+		// index is not.
+		{"before the final index", func(op string, h repo.Handle, indexSaves int) bool {
+			return op == faulty.OpSave && h.Type == repo.IndexFile && indexSaves > refRes.Stats.PacksWritten
+		}},
+		// The final index is written; no pack is deleted yet.
+		{"before deleting packs", func(op string, h repo.Handle, _ int) bool {
+			return op == faulty.OpRemove && h.Type == repo.PackFile
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			storage := newTestClock(time.Now())
+			be := cloneBackendClocked(t, base, storage.Now)
+			storage.Add(snapshot.DefaultUnreferencedMargin + time.Hour) // what the killed prune writes is new
+			fb := faulty.New(be)
+			var indexSaves int
+			fb.FailOn(func(op string, h repo.Handle) error {
+				if op == faulty.OpSave && h.Type == repo.IndexFile {
+					indexSaves++
+				}
+				if c.fail(op, h, indexSaves) {
+					return injected
+				}
+				return nil
+			})
+			r, err := repo.Open(context.Background(), fb, "pw", repo.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := snapshot.Prune(context.Background(), r, pruneOpts(func() time.Time { return day }, policy)); !errors.Is(err, injected) {
+				t.Fatalf("killed prune: %v", err)
+			}
+			r.Close()
+			// The killed prune's lock is of this live process: it is
+			// stale once the storage has not seen it refreshed for 30
+			// minutes. Everything the killed prune wrote is 31 minutes
+			// old then, far younger than the margin.
+			later := day.Add(repo.LockStaleAfter + time.Minute)
+			storage.Add(repo.LockStaleAfter + time.Minute)
+			res := prune(t, be, pruneOpts(func() time.Time { return later }, policy))
+			if res.Stats.BlobsRepacked != 0 {
+				t.Errorf("the rerun copied %d blobs again", res.Stats.BlobsRepacked)
+			}
+			ck := mustCheck(t, be, func() time.Time { return later })
+			if ck.UnindexedPacks != 0 || ck.IndexFiles != 1 || ck.SupersededFiles != 0 {
+				t.Fatalf("after the rerun: %d unindexed packs, %d index files (%d superseded); rerun stats %+v",
+					ck.UnindexedPacks, ck.IndexFiles, ck.SupersededFiles, res.Stats)
+			}
+			r3 := reopen(t, be)
+			for _, sn := range snapshotsOf(t, be) {
+				checkRestore(t, r3, sn, wants[sn.ID.String()])
+			}
+		})
 	}
 }
