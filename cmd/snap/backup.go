@@ -22,6 +22,7 @@ type backupOptions struct {
 	tags        []string
 	force       bool
 	compression string
+	retryLock   time.Duration
 }
 
 func serverFlags() []cli.Flag {
@@ -48,6 +49,7 @@ func backupCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "tag", Usage: "tag the snapshot (repeatable)"},
 			&cli.BoolFlag{Name: "force", Usage: "read every file, even those unchanged since the last snapshot"},
 			&cli.StringFlag{Name: "compression", Usage: "override the repository's default: off, fastest, default or better"},
+			lockRetryFlag(),
 		),
 		Action: func(c *cli.Context) error {
 			g, err := globals(c)
@@ -57,7 +59,7 @@ func backupCommand() *cli.Command {
 			return runBackup(c.Context, backupOptions{
 				globalOptions: g, server: c.String("server"), data: c.String("data"),
 				host: c.String("host"), tags: c.StringSlice("tag"), force: c.Bool("force"),
-				compression: c.String("compression"),
+				compression: c.String("compression"), retryLock: c.Duration("retry-lock"),
 			})
 		},
 	}
@@ -116,6 +118,6 @@ func backupInto(ctx context.Context, r *repo.Repository, o backupOptions, pr *sn
 	defer restoreProcs()
 	return snapshot.Backup(ctx, r, src, snapshot.BackupOptions{
 		Host: o.host, Tags: o.tags, Force: o.force, Progress: pr, Log: o.log, Program: "snap " + version,
-		ReadLimit: o.storage.readLimiter(), Workers: procs,
+		ReadLimit: o.storage.readLimiter(), Workers: procs, RetryLock: o.retryLock,
 	})
 }

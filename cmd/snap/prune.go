@@ -221,5 +221,5 @@ func printPrune(w io.Writer, res *snapshot.PruneResult, o snapshot.PruneOptions)
 
 // lockRetryFlag is shared by the commands that take a lock.
 func lockRetryFlag() cli.Flag {
-	return &cli.DurationFlag{Name: "retry-lock", EnvVars: []string{"SNAP_RETRY_LOCK"}, Usage: "wait up to `DURATION` for other processes' locks to go"}
+	return &cli.DurationFlag{Name: "retry-lock", EnvVars: []string{"SNAP_RETRY_LOCK"}, Usage: "while another process holds a conflicting lock, keep trying for up to `DURATION` (with backoff) before failing"}
 }

@@ -35,6 +35,9 @@ const (
 	readyInterval = 250 * time.Millisecond // between PINGs while waiting for the server
 	pingTimeout   = time.Second            // one PING, also for /healthz
 	stopGrace     = 10 * time.Second       // after SIGTERM to a server that never got ready, before SIGKILL
+	// defaultRunRetryLock: a scheduled backup waits this long for another
+	// host's prune to finish rather than fail and wait for the next tick.
+	defaultRunRetryLock = 10 * time.Minute
 )
 
 type runOptions struct {
@@ -53,6 +56,7 @@ type runOptions struct {
 	// pruneEvery has passed since the last one.
 	prune      snapshot.PruneOptions
 	pruneEvery time.Duration
+	retryLock  time.Duration // for the scheduled backups and prunes
 }
 
 func runCommand() *cli.Command {
@@ -75,7 +79,8 @@ func runCommand() *cli.Command {
 			&cli.StringFlag{Name: "listen", EnvVars: []string{"SNAP_LISTEN"}, Usage: "serve /healthz and /metrics on `ADDR` (like 127.0.0.1:9100); off by default"},
 			&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: []string{"SNAP_LOG_FORMAT"}, Usage: "text or json (logs go to stderr)"},
 			&cli.BoolFlag{Name: "init-if-missing", EnvVars: []string{"SNAP_INIT_IF_MISSING"}, Usage: "create the repository if it does not exist yet"},
-			&cli.DurationFlag{Name: "prune-every", Value: 24 * time.Hour, EnvVars: []string{"SNAP_PRUNE_EVERY"}, Usage: "with a --keep-* policy: prune after a scheduled backup when this long has passed since the last prune"},
+			&cli.DurationFlag{Name: "prune-every", Value: 24 * time.Hour, EnvVars: []string{"SNAP_PRUNE_EVERY"}, Usage: "with a --keep-* policy: prune after a scheduled backup when this long has passed since the last successful prune"},
+			&cli.DurationFlag{Name: "retry-lock", Value: defaultRunRetryLock, EnvVars: []string{"SNAP_RETRY_LOCK"}, Usage: "scheduled backups and prunes wait up to `DURATION` for other processes' locks (another host's prune, say) before failing"},
 		), retentionFlags()...),
 		Action: func(c *cli.Context) error {
 			g, err := globals(c)
@@ -133,6 +138,8 @@ func newRunOptions(c *cli.Context, g *globalOptions) (runOptions, error) {
 	o.prune.MaxUnused = 0.05
 	o.prune.UnreferencedMargin = snapshot.DefaultUnreferencedMargin
 	o.pruneEvery = c.Duration("prune-every")
+	o.retryLock = c.Duration("retry-lock")
+	o.prune.RetryLock = o.retryLock
 	if !c.IsSet("jitter") {
 		o.jitter = o.every / 10
 	}
@@ -147,6 +154,8 @@ func newRunOptions(c *cli.Context, g *globalOptions) (runOptions, error) {
 		return usage("--final-backup-timeout must not be negative")
 	case o.pruneEvery <= 0:
 		return usage("--prune-every must be positive")
+	case o.retryLock < 0:
+		return usage("--retry-lock must not be negative")
 	}
 	// Every backup opens the repository again; a prompt would hang it.
 	if _, ok := os.LookupEnv("SNAP_PASSWORD"); !ok && g.passwordFile == "" {
@@ -408,35 +417,54 @@ func (o *runOptions) backupOnce(ctx context.Context) (*snapshot.Snapshot, error)
 	if err := r.LoadIndex(ctx); err != nil {
 		return nil, err
 	}
-	return backupInto(ctx, r, backupOptions{globalOptions: o.globalOptions, server: o.server, data: o.data, host: o.host, tags: o.tags}, nil)
+	return backupInto(ctx, r, backupOptions{globalOptions: o.globalOptions, server: o.server, data: o.data, host: o.host, tags: o.tags, retryLock: o.retryLock}, nil)
 }
 
 // pruneHook returns the retention step, or nil without a --keep-* policy.
-// It prunes at most once per --prune-every.
 func (o *runOptions) pruneHook() func(context.Context) error {
 	if o.prune.Policy.Empty() {
 		return nil
 	}
-	var last time.Time
+	gate := pruneGate{every: o.pruneEvery, now: time.Now}
 	return func(ctx context.Context) error {
-		if !last.IsZero() && time.Since(last) < o.pruneEvery {
+		return gate.run(func() error {
+			r, err := o.openRepo(ctx, "")
+			if err != nil {
+				return err
+			}
+			defer closeRepo(r)
+			po := o.prune
+			po.Log = o.log
+			res, err := snapshot.Prune(ctx, r, po)
+			if err != nil {
+				return err
+			}
+			o.log.Info("pruned", "snapshots_kept", res.Stats.SnapshotsKept, "snapshots_removed", res.Stats.SnapshotsRemoved)
 			return nil
-		}
-		last = time.Now()
-		r, err := o.openRepo(ctx, "")
-		if err != nil {
-			return err
-		}
-		defer closeRepo(r)
-		po := o.prune
-		po.Log = o.log
-		res, err := snapshot.Prune(ctx, r, po)
-		if err != nil {
-			return err
-		}
-		o.log.Info("pruned", "snapshots_kept", res.Stats.SnapshotsKept, "snapshots_removed", res.Stats.SnapshotsRemoved)
+		})
+	}
+}
+
+// pruneGate runs a prune at most once per every after one that
+// succeeded. One that failed or was cancelled counts for nothing, so the
+// next call (after the next scheduled backup) tries again and finishes
+// what it left, instead of waiting a whole interval.
+type pruneGate struct {
+	every time.Duration
+	now   func() time.Time
+	last  time.Time // when the last successful prune started
+}
+
+func (g *pruneGate) run(prune func() error) error {
+	start := g.now()
+	if !g.last.IsZero() && start.Sub(g.last) < g.every {
 		return nil
 	}
+	if err := prune(); err != nil {
+		return err
+	}
+	g.last = start
+	return nil
 }
 
 // newPingClient returns the client for readiness and health checks. Like
@@ -644,10 +672,35 @@ func (s *supervisor) loop(ctx context.Context, last time.Time, final <-chan stru
 		}
 		last = s.now()
 		if s.backupAndRecord(ctx, "scheduled") && s.prune != nil {
-			if err := s.prune(ctx); err != nil {
-				s.log.Error("prune failed; retrying after the next backup", "err", err)
-			}
+			s.pruneUnlessStopping(ctx, final)
 		}
+	}
+}
+
+// pruneUnlessStopping runs the retention step. A stop request cancels it,
+// so the final backup does not wait for a prune (which the next prune
+// finishes); the loop then takes the final backup.
+func (s *supervisor) pruneUnlessStopping(ctx context.Context, final <-chan struct{}) {
+	pctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		select {
+		case <-final:
+			cancel(errors.New("stopping: the final backup comes first"))
+		case <-pctx.Done():
+		}
+	}()
+	err := s.prune(pctx)
+	cause := context.Cause(pctx) // nil unless a stop request or ctx cancelled it
+	cancel(nil)
+	<-stopped
+	switch {
+	case err != nil && cause != nil && ctx.Err() == nil:
+		s.log.Warn("prune cancelled for the final backup; the next prune finishes it", "reason", cause)
+	case err != nil:
+		s.log.Error("prune failed; retrying after the next backup", "err", err)
 	}
 }
 

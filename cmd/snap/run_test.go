@@ -574,3 +574,66 @@ func TestRunBackupsNeverOverlap(t *testing.T) {
 		t.Error("a failed backup was not logged")
 	}
 }
+
+// TestRunPruneGate: a prune that failed is tried again at the next
+// chance; after one that succeeded the next waits for --prune-every.
+func TestRunPruneGate(t *testing.T) {
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	g := pruneGate{every: 24 * time.Hour, now: func() time.Time { return now }}
+	var runs int
+	fail := errors.New("killed")
+	prune := func(err error) func() error { return func() error { runs++; return err } }
+	if err := g.run(prune(fail)); !errors.Is(err, fail) || runs != 1 {
+		t.Fatalf("first prune: %v, %d runs", err, runs)
+	}
+	now = now.Add(time.Hour) // the next tick
+	if err := g.run(prune(nil)); err != nil || runs != 2 {
+		t.Fatalf("a failed prune was not retried at the next tick: %v, %d runs", err, runs)
+	}
+	now = now.Add(time.Hour)
+	if err := g.run(prune(nil)); err != nil || runs != 2 {
+		t.Fatalf("a prune an hour after a good one ran: %d runs", runs)
+	}
+	now = now.Add(24 * time.Hour)
+	if err := g.run(prune(nil)); err != nil || runs != 3 {
+		t.Fatalf("no prune a day after the last: %d runs", runs)
+	}
+}
+
+// TestRunFinalBackupCancelsPrune: SIGTERM during a prune cancels it, and
+// the final backup starts once it stopped, within the final timeout.
+func TestRunFinalBackupCancelsPrune(t *testing.T) {
+	var backups atomic.Int32
+	var pruning, pruneDone atomic.Bool
+	var cause atomic.Value
+	st := newSupTest(t, trapScript, func(ctx context.Context) (*snapshot.Snapshot, error) {
+		if backups.Add(1) == 2 && (!pruneDone.Load()) {
+			t.Error("the final backup started while the prune still ran")
+		}
+		return fakeSnapshot(time.Now()), nil
+	})
+	st.sv.prune = func(ctx context.Context) error {
+		pruning.Store(true)
+		<-ctx.Done()
+		cause.Store(context.Cause(ctx))
+		time.Sleep(50 * time.Millisecond) // a prune takes a moment to stop
+		pruneDone.Store(true)
+		return ctx.Err()
+	}
+	st.start(time.Time{}) // never backed up: the first backup is due now
+	st.waitFor("the prune after the first backup", pruning.Load)
+	st.sigs <- syscall.SIGTERM
+	r := st.result()
+	if r.err != nil || r.code != 7 {
+		t.Fatalf("run = %d, %v; want the server's status 7", r.code, r.err)
+	}
+	if backups.Load() != 2 {
+		t.Fatalf("%d backups, want the scheduled one and the final one", backups.Load())
+	}
+	if c, _ := cause.Load().(error); c == nil || !strings.Contains(c.Error(), "final backup") {
+		t.Fatalf("prune cancelled with cause %v", c)
+	}
+	if !strings.Contains(st.logs.String(), "prune cancelled for the final backup") {
+		t.Fatalf("no log line about the cancelled prune:\n%s", st.logs.String())
+	}
+}
