@@ -172,8 +172,10 @@ type Spool interface {
 	// Commit stores what was written under h (of the spool's type) with
 	// Save's guarantees: durable and whole after nil, create-only (an
 	// error wrapping ErrExists leaves the stored object untouched), and
-	// nothing under h after a crash or an error. The spool is finished
-	// either way.
+	// nothing under h after a crash or an error. h's name is the hash of
+	// what was written, as a pack's is; a spool that reads its bytes back
+	// checks that it stores exactly those. The spool is finished either
+	// way.
 	Commit(ctx context.Context, h Handle) error
 	// Abort discards what was written. It is a no-op after Commit.
 	Abort()

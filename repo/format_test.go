@@ -332,8 +332,11 @@ func TestOpenForgedKeyFile(t *testing.T) {
 		msg    string
 	}{
 		{"memory", func(m map[string]any) { m["memory_kib"] = 4<<20 + 1 }, "out of range"},
+		{"memory over 1 GiB", func(m map[string]any) { m["memory_kib"] = 1<<20 + 8 }, "out of range"},
+		{"work over 8 GiB-passes", func(m map[string]any) { m["memory_kib"], m["time"] = 128<<10, 65 }, "out of range"},
 		{"time", func(m map[string]any) { m["time"] = 101 }, "out of range"},
 		{"threads", func(m map[string]any) { m["threads"] = 0 }, "out of range"},
+		{"threads over 16", func(m map[string]any) { m["threads"] = 17 }, "out of range"},
 		{"version", func(m map[string]any) { m["version"] = 2 }, "upgrade snap"},
 		{"kdf", func(m map[string]any) { m["kdf"] = "scrypt" }, "scrypt"},
 		{"salt", func(m map[string]any) { m["salt"] = "AAAA" }, "salt"},
@@ -361,6 +364,12 @@ func TestOpenForgedKeyFile(t *testing.T) {
 			r, err := repo.Open(t.Context(), fbe, password, repo.Options{})
 			if err == nil || r != nil || !strings.Contains(err.Error(), tc.msg) {
 				t.Errorf("open: %v, %v; want an error containing %q", r, err, tc.msg)
+			}
+			if kh := "keys/" + repo.Hash(b).String(); err != nil && !strings.Contains(err.Error(), kh) {
+				t.Errorf("open: %v; want the key file %s named", err, kh)
+			}
+			if tc.msg == "out of range" && !errors.Is(err, repo.ErrCorrupt) {
+				t.Errorf("open: %v; want ErrCorrupt", err)
 			}
 		})
 	}

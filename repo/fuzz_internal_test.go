@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"testing"
 	"time"
 
@@ -30,6 +31,13 @@ func FuzzDecodeKeyFile(f *testing.F) {
 	f.Add(compact.Bytes())
 	f.Add([]byte(`{"version":1,"kdf":"argon2id","time":1,"memory_kib":8,"threads":1,"salt":"AAAAAAAAAAAAAAAAAAAAAA==","data":""}`))
 	f.Add([]byte(`{"version":1,"kdf":"argon2id","time":100,"memory_kib":4194304,"threads":255}`))
+	// At the bounds and just past them.
+	salt := `"salt":"AAAAAAAAAAAAAAAAAAAAAA=="`
+	f.Add([]byte(`{"version":1,"kdf":"argon2id","time":8,"memory_kib":1048576,"threads":16,` + salt + `}`))
+	f.Add([]byte(`{"version":1,"kdf":"argon2id","time":9,"memory_kib":1048576,"threads":2,` + salt + `}`))
+	f.Add([]byte(`{"version":1,"kdf":"argon2id","time":1,"memory_kib":1048577,"threads":2,` + salt + `}`))
+	f.Add([]byte(`{"version":1,"kdf":"argon2id","time":1,"memory_kib":8,"threads":17,` + salt + `}`))
+	f.Add([]byte(`{"version":1,"kdf":"argon2id","time":4294967295,"memory_kib":4294967295,"threads":1,` + salt + `}`))
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`null`))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -42,6 +50,10 @@ func FuzzDecodeKeyFile(f *testing.F) {
 		}
 		if kf.Version != keyFileVersion || kf.KDF != "argon2id" || kf.KDFParams.validate() != nil || len(kf.Salt) < 16 {
 			t.Fatalf("accepted %+v", kf)
+		}
+		// What a crafted key file can make Open spend.
+		if p := kf.KDFParams; p.Time > 100 || p.MemoryKiB > 1<<20 || uint64(p.Time)*uint64(p.MemoryKiB) > 8<<20 || p.Threads > 16 {
+			t.Fatalf("accepted Argon2id parameters past the bounds: %+v", p)
 		}
 		// Running Argon2id is affordable only for cheap parameters.
 		if kf.Time > 2 || kf.MemoryKiB > 1024 || kf.Threads > 4 {
@@ -242,6 +254,105 @@ func FuzzOpenBlob(f *testing.F) {
 		}
 		if len(got) > 0 && &got[0] != &buf[pad] {
 			t.Fatal("plaintext not in the caller's buffer, which had room")
+		}
+	})
+}
+
+// The Argon2id bounds admit the default and what snap init allows at its
+// edges, and nothing costlier.
+func TestKDFBounds(t *testing.T) {
+	for _, tc := range []struct {
+		p  KDFParams
+		ok bool
+	}{
+		{DefaultKDF, true},
+		{KDFParams{Time: 1, MemoryKiB: 8, Threads: 1}, true},
+		{KDFParams{Time: 8, MemoryKiB: 1 << 20, Threads: 2}, true},    // 1 GiB, the work cap
+		{KDFParams{Time: 100, MemoryKiB: 80 << 10, Threads: 2}, true}, // 100 passes over 80 MiB
+		{KDFParams{Time: 1, MemoryKiB: 8, Threads: 16}, true},
+		{KDFParams{Time: 9, MemoryKiB: 1 << 20, Threads: 2}, false},
+		{KDFParams{Time: 100, MemoryKiB: 82 << 10, Threads: 2}, false},
+		{KDFParams{Time: 1, MemoryKiB: 1<<20 + 1, Threads: 2}, false},
+		{KDFParams{Time: 101, MemoryKiB: 8, Threads: 2}, false},
+		{KDFParams{Time: 0, MemoryKiB: 8, Threads: 2}, false},
+		{KDFParams{Time: 1, MemoryKiB: 7, Threads: 2}, false},
+		{KDFParams{Time: 1, MemoryKiB: 8, Threads: 0}, false},
+		{KDFParams{Time: 1, MemoryKiB: 8, Threads: 17}, false},
+		{KDFParams{Time: 1<<32 - 1, MemoryKiB: 1<<32 - 1, Threads: 255}, false},
+	} {
+		if err := tc.p.validate(); (err == nil) != tc.ok {
+			t.Errorf("validate(%+v) = %v, want ok %v", tc.p, err, tc.ok)
+		}
+	}
+}
+
+// FuzzReadBounded: reading an object whole returns exactly its bytes when
+// they are within the bound (and the listed size, when there is one), and
+// otherwise fails with ErrCorrupt having read at most one byte past the
+// limit; it never panics.
+func FuzzReadBounded(f *testing.F) {
+	f.Add([]byte("hello"), int64(5), int64(-1), uint8(0))
+	f.Add([]byte("hello"), int64(4), int64(-1), uint8(1))
+	f.Add([]byte("hello"), int64(100), int64(5), uint8(2))
+	f.Add([]byte("hello"), int64(100), int64(3), uint8(0))
+	f.Add([]byte("hello"), int64(100), int64(9), uint8(1))
+	f.Add([]byte{}, int64(0), int64(0), uint8(0))
+	f.Fuzz(func(t *testing.T, data []byte, bound, size int64, chunk uint8) {
+		bound = max(bound, 0) % (1 << 16)
+		if size < -1 || size > 1<<16 {
+			size = -1
+		}
+		src := &countingReader{rd: bytes.NewReader(data), chunk: int(chunk) + 1}
+		got, err := readBounded(src, SnapshotFile, size, bound)
+		limit := bound
+		if size >= 0 {
+			limit = min(size, bound)
+		}
+		if src.n > limit+1 {
+			t.Fatalf("read %d bytes with a limit of %d", src.n, limit)
+		}
+		if int64(len(data)) > limit {
+			if !errors.Is(err, ErrCorrupt) || got != nil {
+				t.Fatalf("%d bytes, limit %d: %d bytes, %v; want ErrCorrupt", len(data), limit, len(got), err)
+			}
+			return
+		}
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%d bytes, limit %d: got %d bytes, %v", len(data), limit, len(got), err)
+		}
+	})
+}
+
+// countingReader hands out at most chunk bytes a read and counts them.
+type countingReader struct {
+	rd    io.Reader
+	chunk int
+	n     int64
+}
+
+func (r *countingReader) Read(p []byte) (int, error) {
+	n, err := r.rd.Read(p[:min(len(p), r.chunk)])
+	r.n += int64(n)
+	return n, err
+}
+
+// FuzzParsePackTrailer: a header length is accepted only if it fits the
+// pack and is within what any pack header can be.
+func FuzzParsePackTrailer(f *testing.F) {
+	f.Add([]byte{40, 0, 0, 0}, int64(44))
+	f.Add([]byte{0, 0, 0, 16}, int64(1<<30))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff}, int64(1<<32))
+	f.Add([]byte{1, 2}, int64(100))
+	f.Fuzz(func(t *testing.T, tail []byte, packSize int64) {
+		n, err := parsePackTrailer(tail, packSize)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("parse: %v, want ErrCorrupt", err)
+			}
+			return
+		}
+		if int64(n) < Overhead || int64(n) > packSize-packTrailerSize || n > maxPackHeader {
+			t.Fatalf("accepted header length %d for a pack of %d bytes", n, packSize)
 		}
 	})
 }

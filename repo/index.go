@@ -3,10 +3,15 @@ package repo
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
 )
+
+// ErrNotIndexed is returned (wrapped) for a blob the loaded index does not
+// name: not in the repository, or stored after the index was loaded.
+var ErrNotIndexed = errors.New("not in the repository index")
 
 // BlobType says what a blob holds.
 type BlobType uint8

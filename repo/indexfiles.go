@@ -40,7 +40,7 @@ func (r *Repository) LoadIndexFiles(ctx context.Context, onError func(ID, error)
 	g.SetLimit(r.conns)
 	for i := range files {
 		g.Go(func() error {
-			plain, err := r.LoadUnpacked(gctx, IndexFile, files[i].ID)
+			plain, err := r.loadUnpacked(gctx, IndexFile, files[i].ID, files[i].Size)
 			if err == nil {
 				files[i].Data, err = DecodeIndex(plain)
 				if err != nil {

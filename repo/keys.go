@@ -52,10 +52,28 @@ type masterKeyJSON struct {
 
 const keyFileVersion = 1
 
+// Bounds on the Argon2id parameters, for the key files snap writes and
+// the ones it reads. Key files are stored unencrypted on storage snap does
+// not trust, and Open runs the KDF of every one it tries, so the bounds
+// are what a crafted key file can make a command spend: at most 1 GiB (a
+// backup agent runs beside the database it protects, often in a container
+// with a memory limit) and 8 GiB-passes of work, 32 times the default's
+// (about 5 s on two cores: Argon2id runs 1.4 to 1.9 GiB-passes a second
+// there). snap init --kdf-memory and --kdf-time keep within them.
+const (
+	MaxKDFTime      = 100
+	MaxKDFMemoryKiB = 1 << 20 // 1 GiB
+	MaxKDFWork      = 8 << 20 // time × memory in KiB: 1 GiB eight times
+	// maxKDFThreads: snap writes 2; lanes beyond the cores buy nothing.
+	maxKDFThreads = 16
+)
+
 func (p KDFParams) validate() error {
-	// Bounds keep a forged key file from making Open allocate without limit.
-	if p.Time < 1 || p.Time > 100 || p.MemoryKiB < 8 || p.MemoryKiB > 4<<20 || p.Threads < 1 {
-		return fmt.Errorf("argon2id parameters out of range (time %d, memory %d KiB, threads %d)", p.Time, p.MemoryKiB, p.Threads)
+	if p.Time < 1 || p.Time > MaxKDFTime || p.MemoryKiB < 8 || p.MemoryKiB > MaxKDFMemoryKiB ||
+		uint64(p.Time)*uint64(p.MemoryKiB) > MaxKDFWork || p.Threads < 1 || p.Threads > maxKDFThreads {
+		return fmt.Errorf("argon2id parameters time %d, memory %d KiB, threads %d out of range "+
+			"(time 1 to %d, memory 8 KiB to %d MiB, time × memory at most %d MiB, threads 1 to %d)",
+			p.Time, p.MemoryKiB, p.Threads, MaxKDFTime, MaxKDFMemoryKiB>>10, MaxKDFWork>>10, maxKDFThreads)
 	}
 	return nil
 }
@@ -136,7 +154,7 @@ func decodeKeyFile(data []byte) (*keyFile, error) {
 		return nil, fmt.Errorf("key file uses unknown kdf %q", kf.KDF)
 	}
 	if err := kf.KDFParams.validate(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: %v: not written by snap, or damaged", ErrCorrupt, err)
 	}
 	if len(kf.Salt) < 16 {
 		return nil, fmt.Errorf("%w: key file salt is %d bytes", ErrCorrupt, len(kf.Salt))
@@ -166,8 +184,10 @@ func (kf *keyFile) open(password string) (MasterKey, error) {
 // loadMasterKey tries every key file with password.
 func loadMasterKey(ctx context.Context, be Backend, password string) (MasterKey, error) {
 	var names []string
+	var sizes []int64
 	err := be.List(ctx, KeyFile, func(fi FileInfo) error {
 		names = append(names, fi.Name)
+		sizes = append(sizes, fi.Size)
 		return nil
 	})
 	if err != nil {
@@ -177,9 +197,9 @@ func loadMasterKey(ctx context.Context, be Backend, password string) (MasterKey,
 		return MasterKey{}, fmt.Errorf("no key files in %s/keys: not a snap repository, or it is damaged", be.Location())
 	}
 	var errs []error
-	for _, name := range names {
+	for i, name := range names {
 		h := Handle{Type: KeyFile, Name: name}
-		data, err := loadAll(ctx, be, h)
+		data, err := loadSized(ctx, be, h, sizes[i])
 		if err != nil {
 			errs = append(errs, fmt.Errorf("load %s: %w", h, err))
 			continue

@@ -147,5 +147,12 @@ func parsePackTrailer(tail []byte, packSize int64) (uint32, error) {
 	if int64(n) < Overhead || int64(n) > packSize-packTrailerSize {
 		return 0, fmt.Errorf("%w: pack header length %d does not fit a pack of %d bytes", ErrCorrupt, n, packSize)
 	}
+	if n > maxPackHeader {
+		return 0, fmt.Errorf("%w: pack header length %d over the %d bytes of %d entries", ErrCorrupt, n, maxPackHeader, maxBlobsPerPack)
+	}
 	return n, nil
 }
+
+// maxPackHeader bounds a sealed pack header, which is read whole: as many
+// entries as an index may list for one pack (42 MiB).
+const maxPackHeader = maxBlobsPerPack*packHeaderEntrySize + Overhead

@@ -284,6 +284,20 @@ func newRepository(be Backend, keys *Keys, cfg Config, o Options) (*Repository, 
 // make, and the largest tree we write.
 const maxBlobSize = 64 << 20
 
+// maxSealedBlob bounds a blob as stored: a writer compresses a blob only
+// when that makes it shorter, so none is longer sealed than its plaintext
+// stored as it is.
+const maxSealedBlob = maxBlobSize + Overhead
+
+// checkBlobSize refuses an entry whose lengths exceed the blob limit,
+// before any buffer is sized by them.
+func checkBlobSize(e BlobEntry) error {
+	if e.Length > maxSealedBlob || e.RawLength > maxBlobSize {
+		return fmt.Errorf("%w: sealed length %d, raw length %d: over the %d-byte blob limit", ErrCorrupt, e.Length, e.RawLength, maxBlobSize)
+	}
+	return nil
+}
+
 // Close releases resources. It does not flush: unsaved packs are dropped
 // (uploads already under way finish first).
 func (r *Repository) Close() error {
@@ -304,23 +318,126 @@ func (r *Repository) Connections() int              { return r.conns }
 // BlobID is the keyed id of plaintext.
 func (r *Repository) BlobID(plain []byte) ID { return r.keys.BlobID(plain) }
 
-// loadAll reads a whole object.
+// Stored sizes of the objects that are read whole (docs/design.md gives
+// each with its format), so that a damaged object, or a stranger's file
+// under a repository prefix, cannot make a reader allocate without limit.
+// Writers keep to them too, so nothing snap stores is refused by a reader.
+const (
+	// maxSmallObject bounds the config, key files and lock objects: a few
+	// hundred bytes of JSON each.
+	maxSmallObject = 64 << 10
+	// maxSnapshotObject bounds a snapshot: about a kilobyte of JSON; the
+	// file list is in its tree blob.
+	maxSnapshotObject = 4 << 20
+	// maxIndexObject bounds an index file: at 44 to 49 bytes an entry,
+	// some 23 million blobs (23 TiB at the default 1 MiB chunk), far more
+	// than the in-memory index (60 bytes a blob) of a host snap runs on
+	// holds. maxIndexPacks and maxBlobsPerPack would allow 2^44 entries.
+	maxIndexObject = 1 << 30
+	// statAbove is the bound above which an object whose size no listing
+	// gave is stat'ed before it is read, so an oversized one is refused
+	// before any of it is read or allocated. Below it, reading up to the
+	// bound costs less than the extra request.
+	statAbove = 16 << 20
+)
+
+// maxObjectSize is the bound on an object of type t read whole. Packs are
+// never read whole (ReadBlobs, ReadPackHeader, CheckPack read ranges or
+// stream).
+func maxObjectSize(t FileType) int64 {
+	switch t {
+	case ConfigFile, KeyFile, LockFile:
+		return maxSmallObject
+	case SnapshotFile:
+		return maxSnapshotObject
+	case IndexFile:
+		return maxIndexObject
+	}
+	return 0
+}
+
+// loadAll reads a whole object, of at most maxObjectSize(h.Type) bytes.
 func loadAll(ctx context.Context, be Backend, h Handle) ([]byte, error) {
+	return loadSized(ctx, be, h, -1)
+}
+
+// loadSized is loadAll of an object that a listing says is size bytes
+// long (-1: not known). The size is checked against the bound before
+// anything is read, and the read stops with an error once more bytes
+// arrive than either allows, so neither a lying listing nor a lying
+// stream makes it allocate more.
+func loadSized(ctx context.Context, be Backend, h Handle, size int64) ([]byte, error) {
+	bound := maxObjectSize(h.Type)
+	if size < 0 && bound > statAbove {
+		fi, err := be.Stat(ctx, h)
+		if err != nil {
+			return nil, err
+		}
+		size = fi.Size
+	}
+	if size > bound {
+		return nil, fmt.Errorf("%w: %d bytes, over the %d bytes %s may have: not written by snap, or damaged", ErrCorrupt, size, bound, objectNoun(h.Type))
+	}
 	var data []byte
 	err := be.Load(ctx, h, 0, 0, func(rd io.Reader) error {
-		var buf bytes.Buffer
-		if _, err := buf.ReadFrom(rd); err != nil {
-			return err
-		}
-		data = buf.Bytes()
-		return nil
+		var err error
+		data, err = readBounded(rd, h.Type, size, bound)
+		return err
 	})
 	return data, err
+}
+
+// readBounded reads rd to its end: at most bound bytes, and at most size
+// bytes where size is not negative (then in one allocation). More is an
+// error wrapping ErrCorrupt.
+func readBounded(rd io.Reader, t FileType, size, bound int64) ([]byte, error) {
+	limit := bound
+	var buf bytes.Buffer
+	if size >= 0 {
+		limit = min(size, bound)
+		// Room for one byte too many without growing: ReadFrom reads
+		// into free space of at least MinRead.
+		buf.Grow(int(limit) + bytes.MinRead)
+	}
+	n, err := buf.ReadFrom(io.LimitReader(rd, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if n > limit {
+		if limit < bound {
+			return nil, fmt.Errorf("%w: holds more than the %d bytes its listing says", ErrCorrupt, size)
+		}
+		return nil, fmt.Errorf("%w: more than the %d bytes %s may have: not written by snap, or damaged", ErrCorrupt, bound, objectNoun(t))
+	}
+	return buf.Bytes(), nil
+}
+
+// objectNoun names an object of type t in messages.
+func objectNoun(t FileType) string {
+	switch t {
+	case ConfigFile:
+		return "the config"
+	case KeyFile:
+		return "a key file"
+	case IndexFile:
+		return "an index file"
+	case SnapshotFile:
+		return "a snapshot"
+	case LockFile:
+		return "a lock object"
+	case PackFile:
+		return "a pack"
+	}
+	return fmt.Sprintf("a %s object", t)
 }
 
 // SaveUnpacked encrypts plain and stores it as an object of type t named by
 // the hash of its stored bytes. Saving is idempotent.
 func (r *Repository) SaveUnpacked(ctx context.Context, t FileType, plain []byte) (ID, error) {
+	if n, bound := int64(len(plain))+Overhead, maxObjectSize(t); n > bound {
+		// Stored, it could never be read back.
+		return ID{}, fmt.Errorf("save %s of %d bytes: over the %d bytes %s may have", t, n, bound, objectNoun(t))
+	}
 	sealed := r.keys.Seal(nil, plain)
 	id := Hash(sealed)
 	h := Handle{Type: t, Name: id.String()}
@@ -332,8 +449,14 @@ func (r *Repository) SaveUnpacked(ctx context.Context, t FileType, plain []byte)
 
 // LoadUnpacked loads, verifies and decrypts the object t/id.
 func (r *Repository) LoadUnpacked(ctx context.Context, t FileType, id ID) ([]byte, error) {
+	return r.loadUnpacked(ctx, t, id, -1)
+}
+
+// loadUnpacked is LoadUnpacked of an object a listing says is size bytes
+// long (-1: not known).
+func (r *Repository) loadUnpacked(ctx context.Context, t FileType, id ID, size int64) ([]byte, error) {
 	h := Handle{Type: t, Name: id.String()}
-	sealed, err := loadAll(ctx, r.be, h)
+	sealed, err := loadSized(ctx, r.be, h, size)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", h, err)
 	}
@@ -364,20 +487,22 @@ func (r *Repository) List(ctx context.Context, t FileType, fn func(ID, int64) er
 // another are skipped (prune writes the replacement before removing them).
 func (r *Repository) LoadIndex(ctx context.Context) error {
 	var ids []ID
+	var sizes []int64
 	var datas []*IndexData
 	// A prune removes index files only after writing the index that
 	// supersedes them, so a file that vanished between listing and loading
 	// means a newer listing has its replacement.
 	for attempt := 1; ; attempt++ {
-		ids = ids[:0]
-		if err := r.List(ctx, IndexFile, func(id ID, _ int64) error {
+		ids, sizes = ids[:0], sizes[:0]
+		if err := r.List(ctx, IndexFile, func(id ID, size int64) error {
 			ids = append(ids, id)
+			sizes = append(sizes, size)
 			return nil
 		}); err != nil {
 			return fmt.Errorf("list index: %w", err)
 		}
 		var err error
-		if datas, err = r.loadIndexFiles(ctx, ids, attempt < maxIndexListings); err != nil {
+		if datas, err = r.loadSizedIndexFiles(ctx, ids, sizes, attempt < maxIndexListings); err != nil {
 			return err
 		}
 		if !slices.Contains(datas, nil) {
@@ -408,14 +533,25 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 
 // loadIndexFiles loads and decodes index files in parallel. With
 // missingOK a file removed since it was listed (by a prune) leaves a nil
-// entry instead of failing.
+// entry instead of failing. Their sizes are not known, so each is stat'ed
+// first (see loadSized).
 func (r *Repository) loadIndexFiles(ctx context.Context, ids []ID, missingOK bool) ([]*IndexData, error) {
+	return r.loadSizedIndexFiles(ctx, ids, nil, missingOK)
+}
+
+// loadSizedIndexFiles is loadIndexFiles of files whose sizes a listing
+// gave (nil: not known).
+func (r *Repository) loadSizedIndexFiles(ctx context.Context, ids []ID, sizes []int64, missingOK bool) ([]*IndexData, error) {
 	datas := make([]*IndexData, len(ids))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.conns)
 	for i, id := range ids {
 		g.Go(func() error {
-			plain, err := r.LoadUnpacked(gctx, IndexFile, id)
+			size := int64(-1)
+			if sizes != nil {
+				size = sizes[i]
+			}
+			plain, err := r.loadUnpacked(gctx, IndexFile, id, size)
 			if missingOK && errors.Is(err, ErrNotFound) {
 				return nil
 			}
@@ -443,7 +579,7 @@ func (r *Repository) SaveIndex(ctx context.Context, d *IndexData) (ID, error) {
 func (r *Repository) LoadBlob(ctx context.Context, id ID, dst []byte) ([]byte, error) {
 	loc, ok := r.idx.Lookup(id)
 	if !ok {
-		return nil, fmt.Errorf("blob %s: not in the index", id)
+		return nil, fmt.Errorf("blob %s: %w", id, ErrNotIndexed)
 	}
 	var out []byte
 	err := r.LoadBlobs(ctx, loc.Pack, []BlobEntry{loc.BlobEntry}, func(_ BlobEntry, plain []byte) error {
@@ -507,6 +643,11 @@ func (r *Repository) LoadBlobs(ctx context.Context, pack ID, entries []BlobEntry
 func (r *Repository) ReadBlobs(ctx context.Context, pack ID, entries []BlobEntry, into func(BlobEntry) ([]byte, error), fn func(BlobEntry, []byte) error) error {
 	entries = sortedByOffset(entries)
 	h := Handle{Type: PackFile, Name: pack.String()}
+	for _, e := range entries {
+		if err := checkBlobSize(e); err != nil {
+			return fmt.Errorf("pack %s blob %s: %w", pack, e.ID, err)
+		}
+	}
 	for start := 0; start < len(entries); {
 		end := start + 1
 		for end < len(entries) &&
@@ -675,8 +816,8 @@ func (r *Repository) OpenBlob(pack ID, e BlobEntry, sealed, dst []byte) ([]byte,
 
 // openBlob is OpenBlob without the pack's name in its errors.
 func (r *Repository) openBlob(e BlobEntry, sealed, dst []byte) ([]byte, error) {
-	if e.RawLength > maxBlobSize {
-		return nil, fmt.Errorf("%w: raw length %d exceeds the blob limit", ErrCorrupt, e.RawLength)
+	if err := checkBlobSize(e); err != nil {
+		return nil, err
 	}
 	var raw []byte
 	if e.Compression == CompressionZstd {

@@ -102,6 +102,8 @@ func TestInitInvalidOptions(t *testing.T) {
 		{"max above 64 MiB", password, repo.InitOptions{ChunkerMax: 128 << 20}},
 		{"unknown compression", password, repo.InitOptions{Compression: "max"}},
 		{"kdf out of range", password, repo.InitOptions{KDF: repo.KDFParams{Time: 1000, MemoryKiB: 64, Threads: 1}}},
+		{"kdf threads over 16", password, repo.InitOptions{KDF: repo.KDFParams{Time: 1, MemoryKiB: 64, Threads: 17}}},
+		{"kdf work over 8 GiB-passes", password, repo.InitOptions{KDF: repo.KDFParams{Time: 65, MemoryKiB: 128 << 10, Threads: 2}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			be := mem.New()

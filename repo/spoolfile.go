@@ -31,11 +31,23 @@ func SaveFrom(ctx context.Context, be Backend, h Handle, src io.ReaderAt, size i
 		return ss.SaveFrom(ctx, h, src, size)
 	}
 	data := make([]byte, size)
-	if n, err := src.ReadAt(data, 0); n < len(data) {
+	// A source may fail the read that returns its last bytes (spoolSource
+	// does when they do not hash to the name), so an error counts even
+	// when all bytes came: only io.EOF with all of them is success.
+	n, err := src.ReadAt(data, 0)
+	if n < len(data) {
 		return fmt.Errorf("save %s: read %d of %d bytes: %w", h, n, size, err)
+	}
+	if err != nil && err != io.EOF {
+		return fmt.Errorf("save %s: %w", h, err)
 	}
 	return be.Save(ctx, h, data)
 }
+
+// ErrSpoolChanged is returned (wrapped) by the Commit of a spool whose
+// file, read back for the upload, does not hold what was written to it:
+// a disk error, or something changed the file. Nothing is stored then.
+var ErrSpoolChanged = errors.New("spool file changed since it was written")
 
 // HashFrom is Hash of the size bytes of src.
 func HashFrom(src io.ReaderAt, size int64) (ID, error) {
@@ -128,14 +140,87 @@ func (s *fileSpool) Commit(ctx context.Context, h Handle) error {
 	if h.Type != s.t {
 		return fmt.Errorf("a %s spool cannot store %s", s.t, h)
 	}
+	want, err := ParseID(h.Name)
+	if err != nil {
+		return fmt.Errorf("a spool stores objects named by the hash of their bytes, not %s", h)
+	}
 	// Read back through a descriptor of its own: the one written may be
 	// direct, which wants aligned reads.
-	r, err := os.Open(s.name)
+	f, err := os.Open(s.name)
 	if err != nil {
 		return fmt.Errorf("spool %s: %w", s.name, err)
 	}
-	defer r.Close()
-	return SaveFrom(ctx, s.be, h, r, s.n)
+	defer f.Close()
+	src := &spoolSource{f: f, size: s.n, want: want, h: h, name: s.name, hash: blake3.New()}
+	if s.n == 0 && Hash(nil) != want {
+		return src.changed(Hash(nil))
+	}
+	return SaveFrom(ctx, s.be, h, src, s.n)
+}
+
+// spoolSource is a spool file as its upload reads it. It hashes every pass
+// over the file, which must read it in order from the start, and fails
+// the read that ends a pass whose bytes do not hash to the object's name.
+// The bytes hashed are the bytes handed out, so the consumer (SaveFrom:
+// GCS reads once for the CRC32C and once to upload, a retry reads again)
+// gets the error with the last bytes of what it was about to store, before
+// it commits: a disk that returns other bytes, or a file changed between
+// two passes, cannot put other bytes under the name.
+type spoolSource struct {
+	f    io.ReaderAt
+	size int64
+	want ID
+	h    Handle // h and name are for messages
+	name string
+
+	mu   sync.Mutex
+	hash *blake3.Hasher
+	pos  int64 // where the pass under way is; -1: none
+}
+
+func (s *spoolSource) ReadAt(p []byte, off int64) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if off >= s.size {
+		return 0, io.EOF
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if off == 0 {
+		s.hash.Reset()
+		s.pos = 0
+	}
+	if off != s.pos {
+		// Bytes out of order could not be vouched for before the end.
+		s.pos = -1
+		return 0, fmt.Errorf("spool file %s read at %d out of order: it is read from the start, in order", s.name, off)
+	}
+	want := len(p)
+	p = p[:min(int64(len(p)), s.size-off)]
+	n, err := s.f.ReadAt(p, off)
+	s.hash.Write(p[:n])
+	s.pos += int64(n)
+	if s.pos < s.size {
+		if err == io.EOF {
+			err = fmt.Errorf("%w: %s for %s ends after %d of its %d bytes; nothing stored", ErrSpoolChanged, s.name, s.h, s.pos, s.size)
+		}
+		return n, err
+	}
+	s.pos = -1
+	var got ID
+	s.hash.Sum(got[:0])
+	if got != s.want {
+		return n, s.changed(got)
+	}
+	if n < want {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (s *spoolSource) changed(got ID) error {
+	return fmt.Errorf("%w: %s for %s read back hashes to %s, not to the name; nothing stored", ErrSpoolChanged, s.name, s.h, got.Str())
 }
 
 // Abort closes and removes the spool file.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -134,4 +135,166 @@ func TestSpoolToFiles(t *testing.T) {
 	if _, err := gone.Spool(t.Context(), repo.PackFile); err == nil || !strings.Contains(err.Error(), "TMPDIR") {
 		t.Errorf("spool into a missing directory: %v, want an error that names TMPDIR", err)
 	}
+}
+
+// twoPass stores like GCS does: it reads src once for a checksum, then
+// again for the upload, and stores only an upload read without error.
+// between runs after the first pass.
+type twoPass struct {
+	*mem.Backend
+	between func()
+}
+
+func (b *twoPass) SaveFrom(ctx context.Context, h repo.Handle, src io.ReaderAt, size int64) error {
+	if _, err := io.Copy(io.Discard, io.NewSectionReader(src, 0, size)); err != nil {
+		return err
+	}
+	b.between()
+	data, err := io.ReadAll(io.NewSectionReader(src, 0, size))
+	if err != nil {
+		return err // an upload abandoned
+	}
+	return b.Backend.Save(ctx, h, data)
+}
+
+// A spool file that no longer holds what was written to it (a disk error,
+// something else writing to it), before the upload or between two reads
+// of it, is not stored under the pack's name: Commit fails naming the
+// pack and the spool file, and the name stays free.
+func TestSpoolCommitChecksReadBack(t *testing.T) {
+	rng := newRand(t)
+	block := directio.Alloc(1 << 20)
+	copy(block, randomBytes(rng, len(block)))
+	tail := randomBytes(rng, 777)
+	want := bytes.Join([][]byte{block, block, tail}, nil)
+	h := repo.Handle{Type: repo.PackFile, Name: repo.Hash(want).String()}
+
+	flip := func(t *testing.T, name string, off int64) {
+		t.Helper()
+		f, err := os.OpenFile(name, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		b := []byte{0}
+		if _, err := f.ReadAt(b, off); err != nil {
+			t.Fatal(err)
+		}
+		b[0] ^= 0x40
+		if _, err := f.WriteAt(b, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	truncate := func(t *testing.T, name string, _ int64) {
+		t.Helper()
+		if err := os.Truncate(name, int64(len(want)-1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		backend func(inner *mem.Backend, between func()) repo.Backend
+		damage  func(*testing.T, string, int64)
+		off     int64
+		between bool // damage between the two passes, not before Commit
+	}{
+		{"Save, first byte", func(m *mem.Backend, _ func()) repo.Backend { return m }, flip, 0, false},
+		{"Save, last byte", func(m *mem.Backend, _ func()) repo.Backend { return m }, flip, int64(len(want) - 1), false},
+		{"SaveFrom", func(m *mem.Backend, _ func()) repo.Backend { return &streaming{Backend: m} }, flip, 1 << 20, false},
+		{"SaveFrom, truncated", func(m *mem.Backend, _ func()) repo.Backend { return &streaming{Backend: m} }, truncate, 0, false},
+		{"between passes", func(m *mem.Backend, f func()) repo.Backend { return &twoPass{Backend: m, between: f} }, flip, int64(len(want) / 2), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			inner := mem.New()
+			var spoolFile string
+			damage := func() { tc.damage(t, spoolFile, tc.off) }
+			between := func() {}
+			if tc.between {
+				between = damage
+			}
+			sp, err := repo.SpoolToFiles(tc.backend(inner, between), dir).(repo.Spooler).Spool(t.Context(), repo.PackFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range [][]byte{block, block, tail} {
+				if err := sp.Write(p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			files, _ := filepath.Glob(filepath.Join(dir, "snap-spool-*"))
+			if len(files) != 1 {
+				t.Fatalf("spool files %v, want one", files)
+			}
+			spoolFile = files[0]
+			if !tc.between {
+				damage()
+			}
+			err = sp.Commit(t.Context(), h)
+			if !errors.Is(err, repo.ErrSpoolChanged) || !strings.Contains(err.Error(), h.String()) || !strings.Contains(err.Error(), spoolFile) {
+				t.Errorf("commit: %v; want ErrSpoolChanged naming %s and %s", err, h, spoolFile)
+			}
+			if _, err := inner.Stat(t.Context(), h); !errors.Is(err, repo.ErrNotFound) {
+				t.Errorf("stat after a failed commit: %v, want ErrNotFound", err)
+			}
+			if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+				t.Errorf("%d files left in the spool directory", len(ents))
+			}
+		})
+	}
+}
+
+// The reader a spool's upload gets serves passes from the start, in
+// order, and refuses reads elsewhere: bytes it hands out of order it
+// could not vouch for.
+func TestSpoolReadInOrder(t *testing.T) {
+	data := bytes.Repeat([]byte("0123456789"), 1000)
+	h := repo.Handle{Type: repo.PackFile, Name: repo.Hash(data).String()}
+	s := &readerAtBackend{Backend: mem.New(), check: func(src io.ReaderAt, size int64) error {
+		buf := make([]byte, 100)
+		if _, err := src.ReadAt(buf, 500); err == nil {
+			return errors.New("a read out of order was served")
+		}
+		// A pass from the start is whole again, also in uneven reads.
+		var got []byte
+		for off := int64(0); off < size; {
+			n, err := src.ReadAt(buf[:min(77, int(size-off))], off)
+			got = append(got, buf[:n]...)
+			off += int64(n)
+			if err != nil && (err != io.EOF || off < size) {
+				return err
+			}
+		}
+		if !bytes.Equal(got, data) {
+			return errors.New("a pass read other bytes")
+		}
+		// Past the end: EOF, as any ReaderAt.
+		if n, err := src.ReadAt(buf, size); n != 0 || err != io.EOF {
+			return fmt.Errorf("read at the end: %d, %v", n, err)
+		}
+		return nil
+	}}
+	sp, err := repo.SpoolToFiles(s, t.TempDir()).(repo.Spooler).Spool(t.Context(), repo.PackFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := directio.Alloc(len(data))
+	copy(buf, data)
+	if err := sp.Write(buf[:len(data)]); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Commit(t.Context(), h); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readerAtBackend is a StreamSaver that runs check on its source and
+// stores nothing.
+type readerAtBackend struct {
+	*mem.Backend
+	check func(io.ReaderAt, int64) error
+}
+
+func (b *readerAtBackend) SaveFrom(ctx context.Context, h repo.Handle, src io.ReaderAt, size int64) error {
+	return b.check(src, size)
 }

@@ -35,6 +35,14 @@ func (r *Repository) CheckPack(ctx context.Context, id ID, size int64) ([]BlobEn
 		bad = bad[:0] // Load may call again after a retry
 		hasher := blake3.New()
 		for _, e := range entries {
+			if err := checkBlobSize(e); err != nil {
+				// Hashed for the pack's name, never held.
+				if _, err := io.CopyN(hasher, rd, int64(e.Length)); err != nil {
+					return err
+				}
+				bad = append(bad, BadBlob{Entry: e, Err: err})
+				continue
+			}
 			buf := bufs.sealedFor(int64(e.Length))
 			if _, err := io.ReadFull(rd, buf); err != nil {
 				return err

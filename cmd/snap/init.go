@@ -34,8 +34,9 @@ func initCommand() *cli.Command {
 				return err
 			}
 			mem, passes := c.Int("kdf-memory"), c.Int("kdf-time")
-			if mem < 8 || mem > 4<<10 || passes < 1 || passes > 100 {
-				return cli.Exit(fmt.Sprintf("--kdf-memory must be 8 to 4096 MiB and --kdf-time 1 to 100 (got %d and %d)", mem, passes), exitUsage)
+			if mem < 8 || mem > repo.MaxKDFMemoryKiB>>10 || passes < 1 || passes > repo.MaxKDFTime || mem*passes > repo.MaxKDFWork>>10 {
+				return cli.Exit(fmt.Sprintf("--kdf-memory must be 8 to %d MiB, --kdf-time 1 to %d, and memory times time at most %d (got %d and %d)",
+					repo.MaxKDFMemoryKiB>>10, repo.MaxKDFTime, repo.MaxKDFWork>>10, mem, passes), exitUsage)
 			}
 			o := initOptions{globalOptions: g, InitOptions: repo.InitOptions{
 				Compression: c.String("compression"),

@@ -8,8 +8,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,6 +20,7 @@ import (
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 	"google.golang.org/api/option"
 
+	"github.com/snapbackup/snap/internal/directio"
 	"github.com/snapbackup/snap/repo"
 	"github.com/snapbackup/snap/repo/backendtest"
 	"github.com/snapbackup/snap/repo/gcs"
@@ -424,5 +428,136 @@ func TestTornUploadRejected(t *testing.T) {
 	}
 	if _, err := be.Stat(t.Context(), h); !errors.Is(err, repo.ErrNotFound) {
 		t.Errorf("stat after a garbled upload: got %v, want ErrNotFound", err)
+	}
+}
+
+// TestSpoolChangedNotStored: a pack spooled to a temp file whose bytes
+// change before they are uploaded, before the CRC32C pass or during the
+// upload itself, is not stored under its name. The upload reader fails
+// the read of the last bytes when they do not hash to the name, and the
+// upload is abandoned, not committed; the name stays free for the next
+// backup.
+func TestSpoolChangedNotStored(t *testing.T) {
+	var (
+		mu        sync.Mutex
+		onUpload  func() // runs as an upload request arrives, before its body is read
+		uploads   int
+		handledCh = make(chan struct{}, 10)
+	)
+	emu := newEmulator(t, func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !isUpload(r) {
+				next.ServeHTTP(w, r)
+				return
+			}
+			mu.Lock()
+			uploads++
+			f := onUpload
+			onUpload = nil
+			mu.Unlock()
+			if f != nil {
+				f()
+			}
+			next.ServeHTTP(w, r)
+			handledCh <- struct{}{}
+		})
+	})
+	bucket := emu.bucket()
+	be := emu.open(t, bucket, "p")
+	defer be.Close()
+
+	// 16 MiB: far more than the socket buffers between client and
+	// emulator hold, so the upload reads the last bytes from the file only
+	// after the emulator started on the request.
+	block := directio.Alloc(1 << 20)
+	var data []byte
+	for i := range 16 {
+		for j := range block {
+			block[j] = byte(i*7 + j*13 + j>>9)
+		}
+		data = append(data, block...)
+	}
+	h := repo.Handle{Type: repo.PackFile, Name: repo.Hash(data).String()}
+	dir := t.TempDir()
+	spooler := repo.SpoolToFiles(be, dir).(repo.Spooler)
+	spool := func() (repo.Spool, string) {
+		t.Helper()
+		sp, err := spooler.Spool(t.Context(), repo.PackFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := 0; off < len(data); off += len(block) {
+			copy(block, data[off:])
+			if err := sp.Write(block); err != nil {
+				t.Fatal(err)
+			}
+		}
+		files, _ := filepath.Glob(filepath.Join(dir, "snap-spool-*"))
+		if len(files) != 1 {
+			t.Fatalf("spool files %v, want one", files)
+		}
+		return sp, files[0]
+	}
+	flipLast := func(name string) {
+		f, err := os.OpenFile(name, os.O_RDWR, 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer f.Close()
+		if _, err := f.WriteAt([]byte{data[len(data)-1] ^ 1}, int64(len(data)-1)); err != nil {
+			t.Error(err)
+		}
+	}
+	nothingStored := func(when string) {
+		t.Helper()
+		if _, err := be.Stat(t.Context(), h); !errors.Is(err, repo.ErrNotFound) {
+			t.Errorf("stat %s: %v, want ErrNotFound", when, err)
+		}
+		objs, _, err := emu.srv.ListObjectsWithOptions(bucket, fakestorage.ListOptions{})
+		if err != nil || len(objs) != 0 {
+			t.Errorf("bucket %s: %d objects (%v)", when, len(objs), err)
+		}
+	}
+	wantChanged := func(err error, file string) {
+		t.Helper()
+		if !errors.Is(err, repo.ErrSpoolChanged) || !strings.Contains(err.Error(), h.String()) || !strings.Contains(err.Error(), file) {
+			t.Errorf("commit: %v; want ErrSpoolChanged naming %s and %s", err, h, file)
+		}
+		if retry.IsTransient(err) {
+			t.Errorf("commit: %v is transient; the file will not heal", err)
+		}
+	}
+
+	// Changed before the upload: the CRC32C pass finds it, no request is made.
+	sp, file := spool()
+	flipLast(file)
+	wantChanged(sp.Commit(t.Context(), h), file)
+	mu.Lock()
+	if uploads != 0 {
+		t.Errorf("%d uploads of a spool file known to be changed", uploads)
+	}
+	mu.Unlock()
+	nothingStored("after a spool file changed before the upload")
+
+	// Changed while the upload reads it, after the CRC32C pass: GCS would
+	// have refused the upload for its CRC32C too, but it is abandoned
+	// before it gets that far.
+	sp, file = spool()
+	mu.Lock()
+	onUpload = func() { flipLast(file) }
+	mu.Unlock()
+	wantChanged(sp.Commit(t.Context(), h), file)
+	<-handledCh
+	nothingStored("after a spool file changed during the upload")
+
+	// The name is free: the next attempt stores the pack.
+	sp, _ = spool()
+	if err := sp.Commit(t.Context(), h); err != nil {
+		t.Fatalf("commit after the failed ones: %v", err)
+	}
+	<-handledCh
+	if got := backendtest.LoadAll(t, be, h); !bytes.Equal(got, data) {
+		t.Errorf("stored %d bytes, want the %d spooled", len(got), len(data))
 	}
 }
