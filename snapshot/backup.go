@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -31,7 +34,7 @@ type BackupOptions struct {
 	Host     string
 	Tags     []string
 	Force    bool // read every file, ignoring the parent snapshot
-	Readers  int  // files read at once; zero: 2
+	Readers  int  // files read, and so open, at once; zero: 2
 	Workers  int  // goroutines hashing, compressing and sealing; zero: GOMAXPROCS
 	Program  string
 	Progress *Progress // may be nil
@@ -43,15 +46,21 @@ type BackupOptions struct {
 	// RetryLock is how long to wait while a prune holds the repository's
 	// exclusive lock; zero fails at once.
 	RetryLock time.Duration
+	// AllowChanges saves a snapshot marked Partial when files of a
+	// directory backup change while they are read, instead of failing.
+	AllowChanges bool
 }
 
 // fileJob is one file of the listing on its way into the repository.
 type fileJob struct {
 	file   source.File
-	rd     *source.Reader
-	from   int64 // first byte to read; bytes before it come from reused chunks
-	reused File  // chunks carried over from the parent snapshot
+	st     source.FileStat // the file as planned
+	from   int64           // first byte to read; bytes before it come from reused chunks
+	reused File            // chunks carried over from the parent snapshot
 	out    File
+	// changed: a directory backup's file that is not as the walk saw it
+	// (an error, or with AllowChanges a partial snapshot)
+	changed bool
 
 	mu     sync.Mutex
 	chunks []repo.ID // by sequence number, for the chunks read
@@ -85,7 +94,7 @@ func Backup(ctx context.Context, r *repo.Repository, src source.Source, o Backup
 	}
 	start := o.Now()
 	info := src.Info()
-	srcMeta := Source{Kind: info.Kind, Address: info.Address, DataDir: info.DataDir}
+	srcMeta := Source{Kind: source.CanonicalKind(info.Kind), Address: info.Address, DataDir: info.DataDir}
 
 	// A shared lock keeps prune out until the snapshot is saved
 	// (docs/design.md, "Locks and concurrency").
@@ -133,13 +142,6 @@ func Backup(ctx context.Context, r *repo.Repository, src source.Source, o Backup
 	o.Log.Debug("frozen", "files", len(frozen.Listing.Files))
 
 	jobs, err := planFiles(r, frozen, parentFiles)
-	defer func() {
-		for _, j := range jobs {
-			if j.rd != nil {
-				j.rd.Close()
-			}
-		}
-	}()
 	if err != nil {
 		return nil, err
 	}
@@ -151,15 +153,20 @@ func Backup(ctx context.Context, r *repo.Repository, src source.Source, o Backup
 	o.Progress.BytesTotal.Store(toRead)
 
 	before := r.Stats()
-	if err := storeFiles(ctx, r, jobs, o); err != nil {
+	if err := storeFiles(ctx, r, frozen, jobs, o); err != nil {
 		return nil, err
 	}
 
 	tree := &Tree{Files: make([]File, 0, len(jobs))}
 	var total int64
+	partial := false
 	for _, j := range jobs {
 		tree.Files = append(tree.Files, j.finish())
 		total += j.out.Length
+		if j.changed {
+			partial = true
+			o.Log.Warn("file changed while it was read; the snapshot is marked partial", "file", j.file.Name)
+		}
 	}
 	treeID, err := SaveTree(ctx, r, tree)
 	if err != nil {
@@ -170,7 +177,7 @@ func Backup(ctx context.Context, r *repo.Repository, src source.Source, o Backup
 	}
 	after := r.Stats()
 	sn := &Snapshot{
-		Time: frozenAt, Host: o.Host, Tags: o.Tags, Source: srcMeta, Tree: treeID, Program: o.Program,
+		Time: frozenAt, Host: o.Host, Tags: o.Tags, Source: srcMeta, Tree: treeID, Program: o.Program, Partial: partial,
 		Summary: Summary{
 			Files: len(jobs), Bytes: total, BytesRead: o.Progress.BytesDone.Load(),
 			BytesNew:    after.BytesNew - before.BytesNew,
@@ -194,25 +201,44 @@ func Backup(ctx context.Context, r *repo.Repository, src source.Source, o Backup
 	return sn, nil
 }
 
-// planFiles opens every listed file and decides which bytes must be read:
+// planFiles stats every listed file and decides which bytes must be read:
 // an immutable file whose name and stat identity match the parent is taken
 // whole from it; an append-only file with the same name and inode that did
 // not shrink is read from the start of its last stored chunk, which is
-// where the chunker would cut it again.
+// where the chunker would cut it again. It keeps no file open: a listing
+// can hold more files than the process may open.
 func planFiles(r *repo.Repository, frozen *source.Frozen, parent map[string]File) ([]*fileJob, error) {
 	jobs := make([]*fileJob, 0, len(frozen.Listing.Files))
 	for _, f := range frozen.Listing.Files {
-		rd, err := frozen.Open(f)
-		if err != nil {
-			return jobs, err
+		if f.Type != source.EntryFile {
+			// A directory, symlink or hard link: its entry is all there is.
+			jobs = append(jobs, &fileJob{file: f, out: File{Name: f.Name, Type: string(f.Type), Role: string(f.Role),
+				Mode: unixMode(f.Mode), MtimeNs: f.MtimeNs, Target: f.Target}})
+			continue
 		}
-		j := &fileJob{file: f, rd: rd, out: File{Name: f.Name, Role: string(f.Role), Length: rd.Length()}}
+		st, err := frozen.Stat(f)
+		if err != nil {
+			return nil, err
+		}
+		j := &fileJob{file: f, st: st, out: File{Name: f.Name, Role: string(f.Role), Length: st.Length}}
 		jobs = append(jobs, j)
+		if f.Walked != nil || f.Mode != 0 { // a directory backup's file
+			j.out.Mode, j.out.MtimeNs = unixMode(f.Mode), f.MtimeNs
+		}
 		if f.Content != nil {
 			continue
 		}
-		id := rd.Identity()
+		id := st.Identity
 		j.out.Identity = &Identity{Size: id.Size, MtimeNs: id.MtimeNs, Inode: id.Inode}
+		if w := f.Walked; w != nil {
+			// Recorded, not compared (sameIdentity): it tells a reader of
+			// the tree when the inode last changed.
+			j.out.Identity.CtimeNs = id.CtimeNs
+			if w.Inode != id.Inode || w.Size != id.Size || w.MtimeNs != id.MtimeNs {
+				j.changed = true
+				continue // read whole, if at all
+			}
+		}
 		p, ok := parent[f.Name]
 		if !ok || p.Identity == nil || p.Role != string(f.Role) || !allKnown(r, p.Chunks) {
 			continue
@@ -229,7 +255,7 @@ func planFiles(r *repo.Repository, frozen *source.Frozen, parent map[string]File
 			n := len(p.Chunks) - 1
 			j.reused = File{Chunks: p.Chunks[:n], Sizes: p.Sizes[:n]}
 			j.from = p.Length - int64(p.Sizes[n])
-		case *p.Identity == *j.out.Identity && p.Length == j.out.Length:
+		case sameIdentity(*p.Identity, *j.out.Identity) && p.Length == j.out.Length:
 			j.reused, j.from = p, p.Length
 		}
 	}
@@ -245,6 +271,28 @@ func allKnown(r *repo.Repository, ids []repo.ID) bool {
 	return true
 }
 
+// sameIdentity compares what says a file is unchanged: size, mtime and
+// inode. Not ctime: a hard link changes it, and a checkpoint of a store
+// hard-links the same tables every time.
+func sameIdentity(a, b Identity) bool {
+	return a.Size == b.Size && a.MtimeNs == b.MtimeNs && a.Inode == b.Inode
+}
+
+// unixMode turns permission bits into a tree's mode (Unix layout).
+func unixMode(m fs.FileMode) uint32 {
+	out := uint32(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		out |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		out |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		out |= 0o1000
+	}
+	return out
+}
+
 // finish assembles the file's tree entry from reused and new chunks.
 func (j *fileJob) finish() File {
 	f := j.out
@@ -254,12 +302,13 @@ func (j *fileJob) finish() File {
 }
 
 // storeFiles is the pipeline: o.Readers goroutines read and chunk files,
+// each open only while it is read (so at most o.Readers are open),
 // o.Workers goroutines hash, compress, seal and pack chunks. Each reader
 // fills one chunk buffer, o.Workers chunks wait in the channel and o.Workers
 // are being stored, which bounds memory to (Readers + 2*Workers) * chunker
 // max + packs in flight, and typically to a fifth of that (2 * chunker avg
 // a buffer).
-func storeFiles(ctx context.Context, r *repo.Repository, jobs []*fileJob, o BackupOptions) error {
+func storeFiles(ctx context.Context, r *repo.Repository, frozen *source.Frozen, jobs []*fileJob, o BackupOptions) error {
 	ch, err := chunker.New(r.ChunkerParams())
 	if err != nil {
 		return err
@@ -291,7 +340,7 @@ func storeFiles(ctx context.Context, r *repo.Repository, jobs []*fileJob, o Back
 		g.Go(func() error {
 			defer readers.Done()
 			for j := range files {
-				if err := readFile(gctx, ch, j, bufs, chunks, o.Progress, o.ReadLimit); err != nil {
+				if err := openAndRead(gctx, ch, frozen, j, bufs, chunks, o.Progress, o.ReadLimit, o.AllowChanges); err != nil {
 					return err
 				}
 				o.Progress.FilesDone.Add(1)
@@ -349,6 +398,64 @@ func (b *chunkBufs) put(p *[]byte) {
 	}
 }
 
+// openAndRead opens j's file, if any of its bytes are to be read, reads
+// them (readFile) and closes it. Opened, it must still be the file
+// planFiles saw (source.Frozen.OpenStat).
+func openAndRead(ctx context.Context, ch *chunker.Chunker, frozen *source.Frozen, j *fileJob, bufs *chunkBufs, out chan<- chunkJob, pr *Progress, lim *limit.Limiter, allowChanges bool) error {
+	if j.changed && !allowChanges {
+		return changedError(frozen, j)
+	}
+	if j.from >= j.out.Length {
+		return nil
+	}
+	rd, err := frozen.OpenStat(j.file, j.st)
+	if errors.Is(err, source.ErrFileChanged) && j.file.Walked != nil {
+		if !allowChanges {
+			return changedError(frozen, j)
+		}
+		// Take the file as it is now, whole.
+		j.changed = true
+		if j.st, err = frozen.Stat(j.file); err != nil {
+			return err
+		}
+		id := j.st.Identity
+		j.out.Length, j.from, j.reused = j.st.Length, 0, File{}
+		j.out.Identity = &Identity{Size: id.Size, MtimeNs: id.MtimeNs, Inode: id.Inode, CtimeNs: id.CtimeNs}
+		rd, err = frozen.OpenStat(j.file, j.st)
+	}
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	if err := readFile(ctx, ch, j, rd, bufs, out, pr, lim); err != nil {
+		return err
+	}
+	if j.file.Walked == nil {
+		return nil
+	}
+	// A directory backup's file must be as it was before it was read.
+	fi, err := os.Lstat(filepath.Join(frozen.Dir, filepath.FromSlash(j.file.Name)))
+	if err != nil {
+		return fmt.Errorf("file %s in %s vanished while it was read: %w", j.file.Name, frozen.Dir, err)
+	}
+	if now := source.IdentityOf(fi); now != j.st.Identity {
+		if !allowChanges {
+			return changedError(frozen, j)
+		}
+		j.changed = true
+	}
+	return nil
+}
+
+// ErrChanged is wrapped by the error about a file of a directory backup
+// that changed while it was read.
+var ErrChanged = errors.New("file changed while it was read")
+
+func changedError(frozen *source.Frozen, j *fileJob) error {
+	return fmt.Errorf("file %s in %s changed while it was read: %w (is something writing to the directory? back up a checkpoint, or pass --allow-changes to save a snapshot marked partial)",
+		j.file.Name, frozen.Dir, ErrChanged)
+}
+
 // readBlock is how much readFile reads at a time after a chunk's first Min
 // bytes. The cut is found only after the block holding it is read,
 // and the block's bytes after the cut are copied to start the next chunk:
@@ -358,15 +465,15 @@ func (b *chunkBufs) put(p *[]byte) {
 // stays in the L2 cache between the read and the chunker's scan.
 const readBlock = 256 << 10
 
-// readFile reads j from j.from to its length, cuts it into chunks and sends
-// them to the workers.
+// readFile reads j from j.from to its length through rd, cuts it into
+// chunks and sends them to the workers.
 //
 // Bytes are read straight into the buffer of the chunk they belong to and
 // fed to the chunker as they arrive. No cut comes before Min, so the first
 // Min bytes of a chunk are read at once, the rest in blocks of at most Min
 // bytes: a block then holds at most one cut, and only its tail after the
 // cut is copied, once.
-func readFile(ctx context.Context, ch *chunker.Chunker, j *fileJob, bufs *chunkBufs, out chan<- chunkJob, pr *Progress, lim *limit.Limiter) error {
+func readFile(ctx context.Context, ch *chunker.Chunker, j *fileJob, rd *source.Reader, bufs *chunkBufs, out chan<- chunkJob, pr *Progress, lim *limit.Limiter) error {
 	p := ch.Params()
 	block := min(readBlock, p.Min)
 	s := ch.NewStream()
@@ -391,7 +498,7 @@ func readFile(ctx context.Context, ch *chunker.Chunker, j *fileJob, bufs *chunkB
 		if err := lim.WaitN(ctx, want); err != nil {
 			return err
 		}
-		got, err := readAt(j, cur[n:n+want], pos)
+		got, err := readAt(rd, cur[n:n+want], pos)
 		pr.BytesDone.Add(int64(got))
 		if err != nil {
 			return fmt.Errorf("read %s: %w", j.file.Name, err)
@@ -451,11 +558,8 @@ func send(ctx context.Context, j *fileJob, data *[]byte, out chan<- chunkJob) er
 	}
 }
 
-func readAt(j *fileJob, p []byte, off int64) (int, error) {
-	if j.file.Content != nil {
-		return copy(p, j.file.Content[off:]), nil
-	}
-	got, err := j.rd.ReadAt(p, off)
+func readAt(rd *source.Reader, p []byte, off int64) (int, error) {
+	got, err := rd.ReadAt(p, off)
 	if got == len(p) {
 		return got, nil
 	}

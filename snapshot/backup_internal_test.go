@@ -43,8 +43,8 @@ func BenchmarkReadFile(b *testing.B) {
 				bufs.put(c.data)
 			}
 		})
-		j := &fileJob{file: f, rd: rd, out: File{Length: rd.Length()}}
-		err := readFile(context.Background(), ch, j, bufs, out, &Progress{}, nil)
+		j := &fileJob{file: f, out: File{Length: rd.Length()}}
+		err := readFile(context.Background(), ch, j, rd, bufs, out, &Progress{}, nil)
 		close(out)
 		wg.Wait()
 		if err != nil {

@@ -189,11 +189,16 @@ func backup(t *testing.T, r *repo.Repository, src source.Source, force bool) *sn
 func checkRestore(t *testing.T, r *repo.Repository, sn *snapshot.Snapshot, want map[string][]byte) string {
 	t.Helper()
 	target := filepath.Join(t.TempDir(), "restored")
-	// NoLock: tests that move the clock leave locks that are not stale by
-	// the real clock; locking is tested on its own.
-	if err := snapshot.Restore(context.Background(), r, sn, snapshot.RestoreOptions{Target: target, NoLock: true}); err != nil {
+	if err := snapshot.Restore(context.Background(), r, sn, snapshot.RestoreOptions{Target: target}); err != nil {
 		t.Fatal(err)
 	}
+	compareDir(t, target, want)
+	return target
+}
+
+// compareDir checks that dir holds exactly the files of want.
+func compareDir(t *testing.T, target string, want map[string][]byte) {
+	t.Helper()
 	entries, err := os.ReadDir(target)
 	if err != nil {
 		t.Fatal(err)
@@ -214,7 +219,6 @@ func checkRestore(t *testing.T, r *repo.Repository, sn *snapshot.Snapshot, want 
 			t.Fatalf("%s: restored %d bytes differ from the %d expected", name, len(got), len(data))
 		}
 	}
-	return target
 }
 
 func TestBackupRestoreRoundTrip(t *testing.T) {

@@ -184,7 +184,7 @@ func TestDecodeTree(t *testing.T) {
 		{"unknown field", []byte(`{"version":1,"files":[],"future":{}}`), true, ""},
 		{"empty", nil, false, "JSON"},
 		{"not json", []byte("tree"), false, "JSON"},
-		{"version 2", []byte(`{"version":2,"files":[]}`), false, "upgrade snap"},
+		{"version 3", []byte(`{"version":3,"files":[]}`), false, "upgrade snap"},
 		{"version 0", []byte(`{"version":0,"files":[]}`), false, "version 0"},
 		{"no version", []byte(`{"files":[]}`), false, "version 0"},
 		{"duplicate name", decTreeJSON(t, decFile("a", 1), decFile("b", 1), decFile("a", 2)), false, "duplicate"},
@@ -269,7 +269,9 @@ func FuzzDecodeTree(f *testing.F) {
 	f.Add(decTreeJSON(f))
 	f.Add([]byte(`{"version":1,"files":[{"name":"a","length":1,"chunks":["` + strings.Repeat("ab", 32) + `"],"sizes":[1]},{"name":"a","length":0}]}`))
 	f.Add([]byte(`{"version":1,"files":[{"name":"..","length":0},{"name":"a/b","length":0},{"name":"\u0000","length":0}]}`))
-	f.Add([]byte(`{"version":2}`))
+	f.Add([]byte(`{"version":3}`))
+	f.Add([]byte(`{"version":2,"files":[{"name":"d","type":"dir","length":0},{"name":"d/a","length":0},{"name":"d/l","type":"symlink","target":"/etc","length":0},{"name":"d/h","type":"hardlink","target":"d/a","length":0}]}`))
+	f.Add([]byte(`{"version":2,"files":[{"name":"l","type":"symlink","target":"/etc","length":0},{"name":"l/passwd","length":0}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		tr, err := snapshot.DecodeTree(data)
 		if err != nil {
@@ -278,18 +280,27 @@ func FuzzDecodeTree(f *testing.F) {
 			}
 			return
 		}
-		if tr.Version != 1 {
+		if tr.Version != 1 && tr.Version != 2 {
 			t.Fatalf("accepted version %d", tr.Version)
 		}
 		if err := tr.Validate(); err != nil {
 			t.Fatalf("accepted a tree that does not validate: %v", err)
 		}
 		names := map[string]bool{}
+		types := map[string]string{}
 		for _, f := range tr.Files {
-			// A restore writes dir/name: it must stay in dir.
-			if !filepath.IsLocal(f.Name) || filepath.Base(f.Name) != f.Name || filepath.Join("/restore", f.Name) == "/restore" {
+			// A restore writes dir/name: it must stay in dir, and (version
+			// 2) every directory on the way is one the restore made.
+			if !filepath.IsLocal(f.Name) || filepath.Join("/restore", f.Name) == "/restore" || filepath.Clean(f.Name) != f.Name {
 				t.Fatalf("accepted unsafe name %q", f.Name)
 			}
+			if tr.Version == 1 && filepath.Base(f.Name) != f.Name {
+				t.Fatalf("version 1 tree with a nested name %q", f.Name)
+			}
+			if d := filepath.Dir(f.Name); d != "." && types[d] != "dir" {
+				t.Fatalf("accepted %q under %q, which is no directory listed before it", f.Name, d)
+			}
+			types[f.Name] = f.Type
 			if names[f.Name] {
 				t.Fatalf("accepted duplicate name %q", f.Name)
 			}

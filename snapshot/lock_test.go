@@ -1,8 +1,17 @@
 package snapshot_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,29 +46,109 @@ func TestBackupLockedOutByPrune(t *testing.T) {
 	}
 }
 
-// TestRestoreLockedOutByPrune: a restore takes a shared lock, so it fails
-// at once while a prune holds the exclusive one, and works after.
-func TestRestoreLockedOutByPrune(t *testing.T) {
+// TestRestoreTakesNoLock: a restore goes ahead while a prune holds the
+// exclusive lock (or a dead prune left it), and leaves no lock object.
+func TestRestoreTakesNoLock(t *testing.T) {
 	fx := newFixture(t, 71)
 	be := mem.New()
 	r := newRepo(t, be)
 	sn := backup(t, r, fx.src, false)
-	lk, err := r.Lock(context.Background(), repo.LockOptions{Exclusive: true, Command: "prune"})
+	lk, err := r.Lock(context.Background(), repo.LockOptions{Exclusive: true, Command: "prune", RefreshEvery: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	target := t.TempDir()
-	err = snapshot.Restore(context.Background(), reopen(t, be), sn, snapshot.RestoreOptions{Target: target})
-	if !errors.Is(err, repo.ErrLocked) {
-		t.Fatalf("restore under an exclusive lock: %v", err)
+	defer lk.Unlock(context.Background())
+	checkRestore(t, reopen(t, be), sn, fx.files)
+	if n := len(objects(t, be, repo.LockFile)); n != 1 {
+		t.Fatalf("%d lock objects after the restore, want only the prune's", n)
 	}
-	lk.Unlock(context.Background())
-	if err := snapshot.Restore(context.Background(), reopen(t, be), sn, snapshot.RestoreOptions{Target: target}); err != nil {
+}
+
+// pruneMidRestore runs prune once, when a restore reads from its second
+// pack (the first is its tree's), after the restore loaded its index and
+// the tree: the prune then removes packs the restore is reading.
+type pruneMidRestore struct {
+	repo.Backend
+	loads atomic.Int32
+	once  sync.Once
+	prune func()
+}
+
+func (b *pruneMidRestore) Load(ctx context.Context, h repo.Handle, off, n int64, fn func(io.Reader) error) error {
+	// Every later load waits in Do until the prune is done.
+	if h.Type == repo.PackFile && b.loads.Add(1) >= 2 {
+		b.once.Do(b.prune)
+	}
+	return b.Backend.Load(ctx, h, off, n, fn)
+}
+
+// TestRestoreWhilePruneRepacks: a prune that repacks and deletes the
+// packs of the snapshot being restored runs in the middle of the restore.
+// The restore loads the index again and reads the blobs from their new
+// packs. (Before, the restore's shared lock kept the prune out, and a
+// dead process's lock kept the restore out.)
+func TestRestoreWhilePruneRepacks(t *testing.T) {
+	fx := newFixture(t, 73)
+	be := mem.New()
+	backup(t, newRepo(t, be), fx.src, false)
+	// The second snapshot lacks the largest table, so the packs it shares
+	// with the first are mostly unused once the first is forgotten.
+	delete(fx.files, "000010.sst")
+	fx.relist()
+	sn := backup(t, reopen(t, be), fx.src, false)
+
+	var res *snapshot.PruneResult
+	mid := &pruneMidRestore{Backend: be}
+	mid.prune = func() { res = prune(t, be, pruneOpts(time.Now, snapshot.Policy{Last: 1})) }
+	r, err := repo.Open(context.Background(), mid, "pw", repo.Options{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(objects(t, be, repo.LockFile)); n != 0 {
-		t.Fatalf("%d lock objects left after the restore", n)
+	defer r.Close()
+	if err := r.LoadIndex(context.Background()); err != nil {
+		t.Fatal(err)
 	}
+	var logs bytes.Buffer
+	target := filepath.Join(t.TempDir(), "restored")
+	err = snapshot.Restore(context.Background(), r, sn, snapshot.RestoreOptions{Target: target, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatalf("restore while a prune repacked: %v", err)
+	}
+	if res == nil || res.Stats.PacksRepacked+res.Stats.PacksDeleted == 0 {
+		t.Fatalf("the prune moved nothing: %+v", res)
+	}
+	if !strings.Contains(logs.String(), "packs were removed while restoring") {
+		t.Fatalf("the restore never needed the new index; the test proves nothing:\n%s", logs.String())
+	}
+	compareDir(t, target, fx.files)
+}
+
+// TestRestoreOfForgottenSnapshot: a prune that forgets the snapshot being
+// restored and removes all its data makes the restore fail, naming the
+// snapshot, with nothing left that looks like a database.
+func TestRestoreOfForgottenSnapshot(t *testing.T) {
+	fx := newFixture(t, 74)
+	be := mem.New()
+	sn := backup(t, newRepo(t, be), fx.src, false)
+	mid := &pruneMidRestore{Backend: be}
+	mid.prune = func() { prune(t, be, pruneOpts(time.Now, snapshot.Policy{Tags: []string{"none-has-it"}})) }
+	r, err := repo.Open(context.Background(), mid, "pw", repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.LoadIndex(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(t.TempDir(), "restored")
+	err = snapshot.Restore(context.Background(), r, sn, snapshot.RestoreOptions{Target: target})
+	if err == nil || !strings.Contains(err.Error(), "snapshot "+sn.ID.Str()) {
+		t.Fatalf("restore of a snapshot pruned away: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(target, "CURRENT")); !os.IsNotExist(err) {
+		t.Fatalf("CURRENT after a failed restore: %v", err)
+	}
+	t.Log(err)
 }
 
 // clockSource advances a clock while the server is frozen, as a backup
@@ -118,4 +207,43 @@ func TestBackupReloadsIndexAfterPrune(t *testing.T) {
 	checkRestore(t, reopen(t, be), sn, fx.files)
 	mustCheck(t, be, time.Now)
 	_ = first
+}
+
+// TestRestoreRefusesTreeIndexMismatch: a tree whose chunk lengths disagree
+// with the index (sizes swapped between two chunks, so the file's length
+// still adds up) is refused before anything is written. Before, the
+// chunks were written at offsets the tree's sizes gave: a file of the
+// right length with the wrong bytes, or a late length error.
+func TestRestoreRefusesTreeIndexMismatch(t *testing.T) {
+	be := mem.New()
+	r := newRepo(t, be)
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(75, 75))
+	a, b := randBytes(rng, 3000), randBytes(rng, 5000)
+	ids := []repo.ID{r.BlobID(a), r.BlobID(b)}
+	for i, c := range [][]byte{a, b} {
+		if _, err := r.SaveBlob(ctx, repo.DataBlob, ids[i], c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tree := &snapshot.Tree{Files: []snapshot.File{{Name: "000001.sst", Role: "table", Length: 8000, Chunks: ids, Sizes: []uint32{5000, 3000}}}}
+	tid, err := snapshot.SaveTree(ctx, r, tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sn := &snapshot.Snapshot{Time: time.Now(), Host: "h", Tree: tid, Source: snapshot.Source{Kind: "rocksdb-freeze"}}
+	if err := snapshot.Save(ctx, r, sn); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(t.TempDir(), "restored")
+	err = snapshot.Restore(ctx, reopen(t, be), sn, snapshot.RestoreOptions{Target: target})
+	if err == nil || !strings.Contains(err.Error(), "the tree and the index disagree") || !strings.Contains(err.Error(), sn.ID.Str()) {
+		t.Fatalf("restore of a tree that disagrees with the index: %v", err)
+	}
+	if entries, _ := os.ReadDir(target); len(entries) != 0 {
+		t.Fatalf("the refused restore wrote %d files", len(entries))
+	}
 }

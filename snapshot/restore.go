@@ -12,22 +12,21 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 
+	"github.com/snapbackup/snap/internal/fdlimit"
 	"github.com/snapbackup/snap/repo"
+	"github.com/snapbackup/snap/source"
 )
 
 // ErrTargetHasDatabase is returned when the restore target already holds a
 // database (its CURRENT exists).
-var ErrTargetHasDatabase = errors.New("target already holds a database")
+var ErrTargetHasDatabase = source.ErrTargetHasDatabase
 
 // markerName is written into the target before any restored file and removed
 // after CURRENT: while it exists, the files it names are an unfinished
 // restore's, which the next restore may replace.
 const markerName = ".snap-restore"
-
-// pointerName is the file written last: without it the directory does not
-// look like a database.
-const pointerName = "CURRENT"
 
 type marker struct {
 	Snapshot repo.ID  `json:"snapshot"`
@@ -38,21 +37,29 @@ type marker struct {
 type RestoreOptions struct {
 	Target string
 	// Cores sizes the restore's stages (restoreChunks): it decodes on
-	// Cores goroutines, reads r.Connections() packs at once but at least
-	// Cores, and writes twice Cores chunks at once. Zero: GOMAXPROCS.
-	Cores    int
-	Progress *Progress
-	Log      *slog.Logger
-	// NoLock skips the shared lock, for read-only access to a repository
-	// (a concurrent prune may then make the restore fail, never succeed
-	// with wrong data: every blob is verified).
-	NoLock bool
+	// Cores goroutines, reads r.Connections() packs at once, and writes
+	// twice Cores chunks at once. Zero: GOMAXPROCS.
+	Cores int
+	// OpenFiles is how many of the restored files are kept open at once
+	// (fileCache). Zero: sized from the process's descriptor limit
+	// (fdlimit.Window), at most fdlimit.Max.
+	OpenFiles int
+	Progress  *Progress
+	Log       *slog.Logger
 }
 
 // Restore writes the files of sn into o.Target. It refuses when the target
 // holds a database or a file it would overwrite. Every chunk is verified,
 // every file fsynced, and CURRENT is written last by rename, so an
 // interrupted restore never leaves a directory that looks like a database.
+//
+// It takes no lock: it reads only immutable, complete objects, so neither
+// a prune nor a lock left by a dead process can hold it up when a
+// database is needed back. A prune may remove a pack it still needs; the
+// prune has then written an index naming the blob's new pack, so Restore
+// loads the index again, once, and goes on (restoreWithReload). Only a
+// blob that is gone for good, because its snapshot was forgotten, fails
+// it. r's index must be loaded.
 func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOptions) (err error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
@@ -63,45 +70,56 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 	if o.Cores <= 0 {
 		o.Cores = runtime.GOMAXPROCS(0)
 	}
-	if !o.NoLock {
-		// A shared lock keeps prune from removing packs mid-restore.
-		lk, err := r.Lock(ctx, repo.LockOptions{Command: "restore", Log: o.Log})
-		if err != nil {
-			return err
-		}
-		defer lk.Unlock(ctx)
-		if err := r.RefreshIndex(ctx); err != nil {
-			return err
-		}
+	if o.OpenFiles <= 0 {
+		// Enough for every writer and a few more, so that writers seldom
+		// wait for a descriptor.
+		o.OpenFiles = fdlimit.Window(2*o.Cores + 4)
 	}
-	tree, err := LoadTree(ctx, r, sn.Tree)
-	if err != nil {
+	ix := &reloadOnce{r: r, sn: sn, log: o.Log}
+	var tree *Tree
+	if err := ix.retry(ctx, func() (err error) {
+		tree, err = LoadTree(ctx, r, sn.Tree)
 		return err
+	}); err != nil {
+		return fmt.Errorf("snapshot %s: %w", sn.ID.Str(), err)
+	}
+	kind, err := source.KindOf(sn.Source.Kind)
+	if err != nil {
+		return fmt.Errorf("snapshot %s: %w", sn.ID.Str(), err)
 	}
 	dir := o.Target
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create target %s: %w", dir, err)
 	}
-	if err := checkTarget(dir, tree); err != nil {
+	leftover, err := checkTarget(dir, tree, kind)
+	if err != nil {
 		return err
 	}
 
-	// Find every chunk before touching the target.
-	byPack := map[repo.ID][]repo.BlobEntry{}
+	// Find every chunk, and check it against the tree, before touching
+	// the target.
+	byPack, err := locateChunks(ctx, ix, sn, tree.Files)
+	if err != nil {
+		return err
+	}
 	var total int64
 	for _, f := range tree.Files {
 		total += f.Length
-		for _, id := range f.Chunks {
-			loc, ok := r.Index().Lookup(id)
-			if !ok {
-				return fmt.Errorf("file %s: chunk %s is not in the repository index (run snap check)", f.Name, id.Str())
-			}
-			byPack[loc.Pack] = append(byPack[loc.Pack], loc.BlobEntry)
-		}
 	}
 	o.Progress.FilesTotal.Store(int64(len(tree.Files)))
 	o.Progress.BytesTotal.Store(total)
 
+	// What an interrupted restore of a directory left goes first: its
+	// links and directories are not replaced in place.
+	if kind.TempNames() {
+		for name := range leftover {
+			if name != markerName {
+				if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+					return fmt.Errorf("remove what an interrupted restore left: %w", err)
+				}
+			}
+		}
+	}
 	names := make([]string, 0, len(tree.Files))
 	for _, f := range tree.Files {
 		names = append(names, f.Name)
@@ -112,29 +130,38 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 	}
 
 	files := map[string]*restoreFile{}
+	cache := newFileCache(o.OpenFiles)
 	defer func() {
-		for _, f := range files {
-			f.fh.Close()
-		}
+		cache.closeAll()
 		if err != nil {
 			// Best effort: an interrupted process leaves the marker and the
 			// next restore replaces these files.
-			for _, name := range names {
-				os.Remove(filepath.Join(dir, name))
+			for _, name := range topLevel(names) {
+				os.RemoveAll(filepath.Join(dir, name))
 			}
 			os.Remove(filepath.Join(dir, markerName))
 			err = fmt.Errorf("%w (the partly written files were removed)", err)
 		}
 	}()
+	if err := makeDirs(dir, tree.Files); err != nil {
+		return err
+	}
 	targets := map[repo.ID][]blobTarget{}
 	var pointer *File
 	for i := range tree.Files {
 		f := &tree.Files[i]
-		if f.Name == pointerName {
+		if f.Type != TypeFile {
+			continue
+		}
+		if f.Name == kind.Last() {
 			pointer = f
 			continue
 		}
-		rf, err := createRestoreFile(filepath.Join(dir, f.Name), f.Length)
+		path := filepath.Join(dir, filepath.FromSlash(f.Name))
+		if kind.TempNames() {
+			path = tempName(path)
+		}
+		rf, err := cache.create(path, f.Length)
 		if err != nil {
 			return fmt.Errorf("create %s: %w", f.Name, err)
 		}
@@ -146,13 +173,27 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 		}
 	}
 
-	packs := make([]repo.ID, 0, len(byPack))
-	for p := range byPack {
-		packs = append(packs, p)
-	}
-	slices.SortFunc(packs, func(a, b repo.ID) int { return bytes.Compare(a[:], b[:]) })
-	if err := restoreChunks(ctx, r, packs, byPack, targets, o); err != nil {
+	gone, err := restoreChunks(ctx, r, sortedPacks(byPack), byPack, targets, o)
+	if err != nil {
 		return err
+	}
+	if len(gone) > 0 {
+		// A prune removed packs under the restore: the index it wrote
+		// first names the blobs' new packs.
+		o.Log.Info("packs were removed while restoring (a prune ran); loading the index again", "blobs", len(gone))
+		if err := ix.reload(ctx); err != nil {
+			return err
+		}
+		again, err := locateBlobs(ix.r, sn, tree.Files, gone)
+		if err != nil {
+			return err
+		}
+		if gone, err = restoreChunks(ctx, r, sortedPacks(again), again, targets, o); err != nil {
+			return err
+		}
+		if len(gone) > 0 {
+			return fmt.Errorf("snapshot %s: %d blobs were removed from the repository while it was being restored, also from the packs the index names now; is a prune removing this snapshot?", sn.ID.Str(), len(gone))
+		}
 	}
 
 	for _, f := range tree.Files {
@@ -161,11 +202,16 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 			continue
 		}
 		if !rf.synced.Load() { // empty files; the rest were synced when done
-			if err := rf.finish(); err != nil {
+			if err := rf.acquire(); err != nil {
+				return err
+			}
+			err := rf.finish()
+			rf.release()
+			if err != nil {
 				return err
 			}
 		}
-		fi, err := rf.fh.Stat()
+		fi, err := os.Stat(rf.name)
 		if err != nil {
 			return err
 		}
@@ -174,15 +220,33 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 		}
 		o.Progress.FilesDone.Add(1)
 	}
+	o.Log.Debug("files written", "files", len(files), "open_at_once", o.OpenFiles, "reopened", cache.reopens)
+	if err := cache.closeAll(); err != nil {
+		return err
+	}
+	if err := finishEntries(dir, tree.Files, files, kind.TempNames()); err != nil {
+		return err
+	}
+	for _, f := range tree.Files {
+		if f.Type != TypeFile {
+			o.Progress.FilesDone.Add(1)
+		}
+	}
 	if err := syncDir(dir); err != nil {
 		return err
 	}
 	if pointer != nil {
 		var content []byte
-		for _, id := range pointer.Chunks {
-			if content, err = r.LoadBlob(ctx, id, content); err != nil {
-				return fmt.Errorf("load %s: %w", pointer.Name, err)
+		if err := ix.retry(ctx, func() (err error) {
+			content = content[:0]
+			for _, id := range pointer.Chunks {
+				if content, err = r.LoadBlob(ctx, id, content); err != nil {
+					return err
+				}
 			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("snapshot %s: load %s: %w", sn.ID.Str(), pointer.Name, err)
 		}
 		if err := writeFileSync(dir, pointer.Name, content); err != nil {
 			return err
@@ -196,36 +260,141 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 	return syncDir(dir)
 }
 
-// checkTarget refuses a target that holds a database or a file the restore
-// would overwrite, except files an interrupted restore left (named by its
-// marker).
-func checkTarget(dir string, tree *Tree) error {
-	if _, err := os.Lstat(filepath.Join(dir, pointerName)); err == nil {
-		return fmt.Errorf("%w: %s exists", ErrTargetHasDatabase, filepath.Join(dir, pointerName))
-	} else if !errors.Is(err, fs.ErrNotExist) {
+// reloadOnce loads a restore's index again when a prune removed a pack
+// under it, at most once per restore.
+type reloadOnce struct {
+	r    *repo.Repository
+	sn   *Snapshot
+	log  *slog.Logger
+	done bool
+}
+
+func (x *reloadOnce) reload(ctx context.Context) error {
+	if x.done {
+		return nil
+	}
+	x.done = true
+	if err := x.r.RefreshIndex(ctx); err != nil {
+		return fmt.Errorf("snapshot %s: load the index again: %w", x.sn.ID.Str(), err)
+	}
+	return nil
+}
+
+// retry runs fn, and once more after loading the index again if fn failed
+// on a blob or pack that is gone.
+func (x *reloadOnce) retry(ctx context.Context, fn func() error) error {
+	err := fn()
+	if err == nil || x.done || !(errors.Is(err, repo.ErrNotFound) || errors.Is(err, repo.ErrNotIndexed)) {
 		return err
 	}
+	x.log.Info("a blob's pack is gone (a prune ran); loading the index again", "err", err)
+	if rerr := x.reload(ctx); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	return fn()
+}
+
+// locateChunks groups the chunks of files by the pack that holds them and
+// checks each against the index: a chunk the tree gives another length
+// than the index does means the two disagree, and nothing is restored. A
+// chunk the index does not know makes it load the index again (a prune
+// may have moved it), once.
+func locateChunks(ctx context.Context, ix *reloadOnce, sn *Snapshot, files []File) (map[repo.ID][]repo.BlobEntry, error) {
+	byPack, err := locateBlobs(ix.r, sn, files, nil)
+	if errors.Is(err, repo.ErrNotIndexed) && !ix.done {
+		if err := ix.reload(ctx); err != nil {
+			return nil, err
+		}
+		byPack, err = locateBlobs(ix.r, sn, files, nil)
+	}
+	return byPack, err
+}
+
+// locateBlobs groups by pack the chunks of files, or only those in want
+// if it is not nil, checking each chunk's length in the index against the
+// tree's.
+func locateBlobs(r *repo.Repository, sn *Snapshot, files []File, want []repo.BlobEntry) (map[repo.ID][]repo.BlobEntry, error) {
+	var only map[repo.ID]bool
+	if want != nil {
+		only = make(map[repo.ID]bool, len(want))
+		for _, e := range want {
+			only[e.ID] = true
+		}
+	}
+	idx := r.Index()
+	byPack := map[repo.ID][]repo.BlobEntry{}
+	for _, f := range files {
+		for k, id := range f.Chunks {
+			if only != nil && !only[id] {
+				continue
+			}
+			loc, ok := idx.Lookup(id)
+			if !ok {
+				return nil, fmt.Errorf("snapshot %s file %s: chunk %s: %w (if a prune forgot this snapshot meanwhile, restore another; else run snap check)", sn.ID.Str(), f.Name, id.Str(), repo.ErrNotIndexed)
+			}
+			if loc.Type != repo.DataBlob || loc.RawLength != f.Sizes[k] {
+				return nil, fmt.Errorf("snapshot %s file %s: chunk %d (%s) is a %d-byte %s blob in the index, but the tree says a %d-byte data chunk: the tree and the index disagree, nothing was restored (run snap check)",
+					sn.ID.Str(), f.Name, k, id.Str(), loc.RawLength, loc.Type, f.Sizes[k])
+			}
+			if only != nil {
+				delete(only, id) // a chunk that occurs twice is fetched once
+			}
+			byPack[loc.Pack] = append(byPack[loc.Pack], loc.BlobEntry)
+		}
+	}
+	return byPack, nil
+}
+
+func sortedPacks(byPack map[repo.ID][]repo.BlobEntry) []repo.ID {
+	packs := make([]repo.ID, 0, len(byPack))
+	for p := range byPack {
+		packs = append(packs, p)
+	}
+	slices.SortFunc(packs, func(a, b repo.ID) int { return bytes.Compare(a[:], b[:]) })
+	return packs
+}
+
+// checkTarget asks the snapshot's kind whether the target may be written:
+// not when it holds a database, or anything the restore would overwrite,
+// except what an interrupted restore left (named by its marker). It
+// returns those leftovers: the marker and the top-level names it lists.
+func checkTarget(dir string, tree *Tree, kind source.Kind) (map[string]bool, error) {
 	leftover := map[string]bool{}
 	if data, err := os.ReadFile(filepath.Join(dir, markerName)); err == nil {
 		var m marker
 		if err := json.Unmarshal(data, &m); err != nil {
-			return fmt.Errorf("restore marker %s is unreadable (%v): remove it and the files of the unfinished restore by hand", filepath.Join(dir, markerName), err)
+			return nil, fmt.Errorf("restore marker %s is unreadable (%v): remove it and the files of the unfinished restore by hand", filepath.Join(dir, markerName), err)
 		}
-		for _, n := range m.Files {
+		leftover[markerName] = true
+		for _, n := range topLevel(m.Files) {
 			leftover[n] = true
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
-		return err
+		return nil, err
 	}
+	names := make([]string, 0, len(tree.Files))
 	for _, f := range tree.Files {
-		p := filepath.Join(dir, f.Name)
-		if _, err := os.Lstat(p); err == nil && !leftover[f.Name] {
-			return fmt.Errorf("target %s already has %s; restore does not overwrite files (use an empty directory)", dir, f.Name)
-		} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
+		names = append(names, f.Name)
+	}
+	if err := kind.CheckTarget(dir, names, func(n string) bool { return leftover[n] }); err != nil {
+		return nil, err
+	}
+	return leftover, nil
+}
+
+// topLevel returns the distinct first components of slash-separated
+// names, which hold everything a restore writes.
+func topLevel(names []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, n := range names {
+		top, _, _ := strings.Cut(n, "/")
+		if top != "" && top != "." && top != ".." && !strings.ContainsRune(top, filepath.Separator) && !seen[top] {
+			seen[top] = true
+			out = append(out, top)
 		}
 	}
-	return nil
+	return out
 }
 
 // dedupEntries drops repeated blobs: a chunk that occurs twice in a

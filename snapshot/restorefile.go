@@ -1,9 +1,10 @@
 package snapshot
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -29,8 +30,11 @@ import (
 // writes it in one request with its own pages. While it is written the
 // file is its length rounded up to a page, so the last page is written
 // whole too; it is cut to its length before the fsync.
+//
+// A restore keeps a bounded number of its files open (fileCache): fh is
+// the file's descriptor only between acquire and release. Everything
+// else, edges too, lives here and survives the descriptor.
 type restoreFile struct {
-	fh     *directio.File
 	name   string
 	size   int64
 	padded bool         // sized up to whole pages until finish
@@ -44,6 +48,12 @@ type restoreFile struct {
 	// edges holds, by file offset, the partial pages being filled in; nil
 	// when the file is written through the page cache.
 	edges map[int64]*edgePage
+
+	fh      *directio.File
+	cache   *fileCache
+	refs    atomic.Int32 // 0: no descriptor; else 1 + its users
+	used    atomic.Bool  // acquired since the clock last passed
+	opening bool         // being opened; under cache.mu
 }
 
 // edgePage is a page some of whose bytes have arrived.
@@ -53,16 +63,6 @@ type edgePage struct {
 }
 
 var pagePool = sync.Pool{New: func() any { return directio.Alloc(directio.Align) }}
-
-// createRestoreFile creates (or truncates) path for a file of size bytes
-// and reserves its blocks.
-func createRestoreFile(path string, size int64) (*restoreFile, error) {
-	fh, err := directio.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	return newRestoreFile(fh, path, size)
-}
 
 // newRestoreFile sizes fh, opened for writing, for a file of size bytes.
 func newRestoreFile(fh *directio.File, path string, size int64) (*restoreFile, error) {
@@ -228,16 +228,35 @@ func (f *restoreFile) finish() error {
 			return fmt.Errorf("size %s: %w", f.name, err)
 		}
 	}
+	// On Linux an fsync through any descriptor of the file flushes all of
+	// it, also what was written through one closed since, and reports a
+	// writeback error no one has seen.
 	if err := f.fh.Sync(); err != nil {
 		return fmt.Errorf("fsync %s: %w", f.name, err)
 	}
 	f.synced.Store(true)
+	f.used.Store(false) // not written again: the first to close
 	return nil
 }
 
 type blobTarget struct {
 	file   *restoreFile
 	offset int64
+}
+
+// write writes j's chunk to its place in t.file, with the file's
+// descriptor acquired.
+func (t blobTarget) write(j writeJob, pr *Progress) error {
+	if err := t.file.acquire(); err != nil {
+		return err
+	}
+	defer t.file.release()
+	if err := t.file.writeAt(j.placed, j.pad, t.offset); err != nil {
+		return err
+	}
+	n := len(j.placed) - j.pad
+	pr.BytesDone.Add(int64(n))
+	return t.file.wrote(n)
 }
 
 // writeJob is a decoded chunk on its way to its places in the files.
@@ -260,14 +279,18 @@ type writeJob struct {
 // 1.0 GB/s, on 8 Ps 1.9 GB/s). In a trace of a cold 2 GiB restore the
 // cores' idle time fell from 350 to 250 ms. Fixed numbers of buffers
 // travel between the stages, which bounds the memory.
-func restoreChunks(ctx context.Context, r *repo.Repository, packs []repo.ID, byPack map[repo.ID][]repo.BlobEntry, targets map[repo.ID][]blobTarget, o RestoreOptions) error {
-	// Readers: r's connections (a remote store hides its latency behind
-	// several requests), at least one per core (a cold 2 GiB restore from
-	// a local disk, medians of 5 runs: 3.36, 3.39 and 3.39 s with 2, 3 and
-	// 4 readers, at 58, 60 and 64 MiB). Two writers per core: a direct
+//
+// A pack that is not found (a prune removed it after the index was
+// loaded) fails nothing: its blobs that were not read are returned in
+// gone, for the caller to find in the packs a fresh index names.
+func restoreChunks(ctx context.Context, r *repo.Repository, packs []repo.ID, byPack map[repo.ID][]repo.BlobEntry, targets map[repo.ID][]blobTarget, o RestoreOptions) (gone []repo.BlobEntry, err error) {
+	// Readers: r's connections, what --connections asks of the store (a
+	// remote one hides its latency behind several requests; a local disk
+	// read as fast with 2, 3 and 4 readers: medians of 5 cold 2 GiB
+	// restores, 3.36, 3.39 and 3.39 s). Two writers per core: a direct
 	// write waits for the device, and with fewer the decoders waited to
 	// hand over their chunks.
-	readers, decoders, writers := max(r.Connections(), o.Cores), o.Cores, 2*o.Cores
+	readers, decoders, writers := max(r.Connections(), 1), o.Cores, 2*o.Cores
 	sealedBufs := newHugeList(readers + 2*decoders)
 	sealed := make(chan sealedChunk, decoders)
 	slots := newBufSlots(decoders + writers)
@@ -282,12 +305,7 @@ func restoreChunks(ctx context.Context, r *repo.Repository, packs []repo.ID, byP
 					continue // another writer failed: drain until the decoders stop
 				}
 				for _, t := range j.targets {
-					if err := t.file.writeAt(j.placed, j.pad, t.offset); err != nil {
-						return err
-					}
-					n := len(j.placed) - j.pad
-					o.Progress.BytesDone.Add(int64(n))
-					if err := t.file.wrote(n); err != nil {
+					if err := t.write(j, o.Progress); err != nil {
 						return err
 					}
 				}
@@ -321,6 +339,7 @@ func restoreChunks(ctx context.Context, r *repo.Repository, packs []repo.ID, byP
 		})
 	}
 
+	var goneMu sync.Mutex
 	rg, rctx := errgroup.WithContext(dctx)
 	rg.SetLimit(readers)
 	for _, p := range packs {
@@ -331,20 +350,38 @@ func restoreChunks(ctx context.Context, r *repo.Repository, packs []repo.ID, byP
 			}
 		}
 		rg.Go(func() error {
-			var buf *directio.Huge // the one into handed out last
-			return r.ReadBlobs(rctx, p, entries,
+			var buf *directio.Huge // the one into handed out last, until fn takes it
+			read := 0              // entries handed to the decoders
+			err := r.ReadBlobs(rctx, p, entries,
 				func(e repo.BlobEntry) ([]byte, error) {
+					if buf != nil {
+						sealedBufs.put(buf)
+					}
 					buf = sealedBufs.get(repo.PlacedLen(int(e.Offset%directio.Align) + int(e.Length)))
 					return buf.B, nil
 				},
 				func(e repo.BlobEntry, b []byte) error {
 					select {
 					case sealed <- sealedChunk{pack: p, e: e, sealed: b, buf: buf}:
+						buf = nil
+						read++
 						return nil
 					case <-rctx.Done():
 						return context.Cause(rctx)
 					}
 				})
+			if buf != nil {
+				sealedBufs.put(buf)
+			}
+			if errors.Is(err, repo.ErrNotFound) && rctx.Err() == nil {
+				// ReadBlobs hands blobs over in offset order.
+				sorted := slices.SortedFunc(slices.Values(entries), func(a, b repo.BlobEntry) int { return cmp.Compare(a.Offset, b.Offset) })
+				goneMu.Lock()
+				gone = append(gone, sorted[read:]...)
+				goneMu.Unlock()
+				return nil
+			}
+			return err
 		})
 	}
 	rerr := rg.Wait()
@@ -356,11 +393,13 @@ func restoreChunks(ctx context.Context, r *repo.Repository, packs []repo.ID, byP
 	sealedBufs.freeAll()
 	switch {
 	case werr != nil:
-		return werr // the cause when a writer stopped the decoders
+		return nil, werr // the cause when a writer stopped the decoders
 	case derr != nil:
-		return derr // the cause when a decoder stopped the readers
+		return nil, derr // the cause when a decoder stopped the readers
+	case rerr != nil:
+		return nil, rerr
 	}
-	return rerr
+	return gone, nil
 }
 
 // sealedChunk is a chunk as read from its pack, on its way to a decoder.

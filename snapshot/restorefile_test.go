@@ -199,6 +199,7 @@ func TestRestoreChunksWriteError(t *testing.T) {
 	defer osf.Close()
 	f := &restoreFile{fh: &directio.File{File: osf}, name: path, size: 1 << 30}
 	f.left.Store(f.size)
+	newFileCache(4).keep(f)
 	targets := map[repo.ID][]blobTarget{}
 	byPack := map[repo.ID][]repo.BlobEntry{}
 	for i := range 200 { // many more chunks than buffers in flight
@@ -225,7 +226,8 @@ func TestRestoreChunksWriteError(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		done <- restoreChunks(t.Context(), r, packs, byPack, targets, RestoreOptions{Cores: 2, Progress: &Progress{}})
+		_, err := restoreChunks(t.Context(), r, packs, byPack, targets, RestoreOptions{Cores: 2, Progress: &Progress{}})
+		done <- err
 	}()
 	select {
 	case err := <-done:

@@ -18,14 +18,18 @@ import (
 
 const (
 	snapshotVersion = 1
-	treeVersion     = 1
+	// treeVersion is the newest tree format: 2 adds directories, symlinks,
+	// hard links, nested names, modes and mtimes (the dir kind). A tree
+	// that needs none of them is still written as version 1, so older
+	// snaps read freeze snapshots as before.
+	treeVersion = 2
 )
 
 // Source says where a snapshot's files came from.
 type Source struct {
-	Kind    string `json:"kind"`    // "rocksdb-freeze"
-	Address string `json:"address"` // server address
-	DataDir string `json:"data_dir"`
+	Kind    string `json:"kind"`              // source.KindFreeze or source.KindDir
+	Address string `json:"address,omitempty"` // server address (freeze)
+	DataDir string `json:"data_dir"`          // the directory read
 }
 
 // Summary is what the backup that made a snapshot did.
@@ -51,6 +55,10 @@ type Snapshot struct {
 	Tree    repo.ID   `json:"tree"`
 	Summary Summary   `json:"summary"`
 	Program string    `json:"program,omitempty"`
+	// Partial marks a snapshot of a directory in which files changed
+	// while they were read (backup --allow-changes): each file is whole,
+	// but they may not be of one moment.
+	Partial bool `json:"partial,omitempty"`
 
 	ID repo.ID `json:"-"` // the name it is stored under; set by Save, Load and List
 }
@@ -60,17 +68,38 @@ type Identity struct {
 	Size    int64  `json:"size"`
 	MtimeNs int64  `json:"mtime_ns"`
 	Inode   uint64 `json:"inode"`
+	CtimeNs int64  `json:"ctime_ns,omitempty"` // dir kind
 }
 
-// File is one file of a tree. Its bytes are the concatenation of Chunks,
-// whose plaintext lengths are Sizes, and they add up to Length.
+// Entry types of a tree (version 2; a version 1 tree has regular files
+// only).
+const (
+	TypeFile     = ""         // a regular file: its bytes are Chunks
+	TypeDir      = "dir"      // a directory
+	TypeSymlink  = "symlink"  // Target is the link's text, never followed
+	TypeHardlink = "hardlink" // Target names an earlier regular file of the tree: the same file
+)
+
+// File is one entry of a tree. A regular file's bytes are the
+// concatenation of Chunks, whose plaintext lengths are Sizes, and they add
+// up to Length; other entries have no bytes.
 type File struct {
-	Name     string    `json:"name"`
+	Name     string    `json:"name"` // a plain name (freeze), or a relative slash-separated path (dir)
+	Type     string    `json:"type,omitempty"`
 	Role     string    `json:"role"`
 	Length   int64     `json:"length"`
+	Mode     uint32    `json:"mode,omitempty"`     // permission bits, with setuid, setgid and sticky (dir kind)
+	MtimeNs  int64     `json:"mtime_ns,omitempty"` // dir kind
+	Target   string    `json:"target,omitempty"`
 	Identity *Identity `json:"identity,omitempty"`
 	Chunks   []repo.ID `json:"chunks"`
 	Sizes    []uint32  `json:"sizes"`
+}
+
+// v1 reports whether f needs nothing that tree version 1 lacks.
+func (f File) v1() bool {
+	return f.Type == TypeFile && f.Mode == 0 && f.MtimeNs == 0 && f.Target == "" && !strings.Contains(f.Name, "/") &&
+		(f.Identity == nil || f.Identity.CtimeNs == 0)
 }
 
 // Tree is the list of files of a snapshot, stored as a tree blob.
@@ -97,6 +126,7 @@ func Decode(data []byte) (*Snapshot, error) {
 	if sn.Time.IsZero() {
 		return nil, fmt.Errorf("%w: snapshot has no time", repo.ErrCorrupt)
 	}
+	sn.Source.Kind = source.CanonicalKind(sn.Source.Kind)
 	return &sn, nil
 }
 
@@ -118,20 +148,63 @@ func DecodeTree(data []byte) (*Tree, error) {
 	return &t, nil
 }
 
-// Validate checks the invariants every tree holds: plain unique names,
-// chunk lists that add up to the file's length.
+// Validate checks the invariants every tree holds: unique names that
+// cannot leave the target (plain names in version 1; in version 2
+// slash-separated paths whose every parent is a directory entry listed
+// before them), chunk lists that add up to a regular file's length, no
+// bytes for other entries, and hard links to earlier regular files.
 func (t *Tree) Validate() error {
-	seen := make(map[string]bool, len(t.Files))
+	seen := make(map[string]string, len(t.Files)) // name -> type
 	for i, f := range t.Files {
-		if err := source.ValidName(f.Name); err != nil {
+		if t.Version == 1 {
+			if err := source.ValidName(f.Name); err != nil {
+				return fmt.Errorf("tree file %d: %w", i, err)
+			}
+			if !f.v1() {
+				return fmt.Errorf("tree file %d %q: a version 1 tree holds only plain regular files", i, f.Name)
+			}
+		}
+		if err := source.ValidPath(f.Name); err != nil {
 			return fmt.Errorf("tree file %d: %w", i, err)
 		}
-		if seen[f.Name] {
+		if _, dup := seen[f.Name]; dup {
 			return fmt.Errorf("tree file %d: duplicate name %q", i, f.Name)
 		}
-		seen[f.Name] = true
+		if dir, _, nested := cutLast(f.Name); nested {
+			// Also keeps a restore from writing through a symlink.
+			if typ, ok := seen[dir]; !ok || typ != TypeDir {
+				return fmt.Errorf("tree file %q: its directory %q is not a directory listed before it", f.Name, dir)
+			}
+		}
+		seen[f.Name] = f.Type
 		if len(f.Chunks) != len(f.Sizes) {
 			return fmt.Errorf("tree file %q: %d chunks but %d sizes", f.Name, len(f.Chunks), len(f.Sizes))
+		}
+		switch f.Type {
+		case TypeFile:
+		case TypeDir, TypeSymlink, TypeHardlink:
+			if len(f.Chunks) != 0 || f.Length != 0 {
+				return fmt.Errorf("tree file %q: a %s with %d bytes", f.Name, f.Type, f.Length)
+			}
+		default:
+			return fmt.Errorf("tree file %q: unknown type %q", f.Name, f.Type)
+		}
+		switch f.Type {
+		case TypeSymlink:
+			if f.Target == "" || strings.IndexByte(f.Target, 0) >= 0 || len(f.Target) > 4096 {
+				return fmt.Errorf("tree file %q: symlink without a valid target", f.Name)
+			}
+		case TypeHardlink:
+			if typ, ok := seen[f.Target]; !ok || typ != TypeFile || f.Target == f.Name {
+				return fmt.Errorf("tree file %q: hard link to %q, which is not a regular file listed before it", f.Name, f.Target)
+			}
+		default:
+			if f.Target != "" {
+				return fmt.Errorf("tree file %q: a %s with a target", f.Name, typeNoun(f.Type))
+			}
+		}
+		if f.Mode&^0o7777 != 0 {
+			return fmt.Errorf("tree file %q: mode %o has bits beyond the permissions", f.Name, f.Mode)
 		}
 		var sum int64
 		for _, s := range f.Sizes {
@@ -145,6 +218,22 @@ func (t *Tree) Validate() error {
 		}
 	}
 	return nil
+}
+
+func typeNoun(t string) string {
+	if t == TypeFile {
+		return "regular file"
+	}
+	return t
+}
+
+// cutLast splits a path at its last '/'.
+func cutLast(name string) (dir, base string, ok bool) {
+	i := strings.LastIndexByte(name, '/')
+	if i < 0 {
+		return "", name, false
+	}
+	return name[:i], name[i+1:], true
 }
 
 // Save stores sn and sets its ID. The tree it names must already be saved
@@ -237,9 +326,16 @@ func Latest(snaps []*Snapshot, match func(*Snapshot) bool) *Snapshot {
 	return nil
 }
 
-// SaveTree stores t as a tree blob; the caller flushes the repository.
+// SaveTree stores t as a tree blob; the caller flushes the repository. A
+// tree that needs nothing of version 2 is written as version 1.
 func SaveTree(ctx context.Context, r *repo.Repository, t *Tree) (repo.ID, error) {
-	t.Version = treeVersion
+	t.Version = 1
+	for _, f := range t.Files {
+		if !f.v1() {
+			t.Version = treeVersion
+			break
+		}
+	}
 	if err := t.Validate(); err != nil {
 		return repo.ID{}, err
 	}

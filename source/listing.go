@@ -3,6 +3,7 @@ package source
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -20,6 +21,7 @@ const (
 	RoleCurrent  Role = "current"  // CURRENT, pointer file; content synthesized from the listing
 	RoleOptions  Role = "options"  // OPTIONS-*, whole
 	RoleOther    Role = "other"    // anything else listed, whole
+	RoleFile     Role = "file"     // a file of a directory backup (dir kind), whole
 )
 
 // Classify returns the role of a RocksDB file from its name. Names that do
@@ -53,7 +55,7 @@ func (r Role) AppendOnly() bool {
 
 func (r Role) known() bool {
 	switch r {
-	case RoleTable, RoleWAL, RoleManifest, RoleCurrent, RoleOptions, RoleOther:
+	case RoleTable, RoleWAL, RoleManifest, RoleCurrent, RoleOptions, RoleOther, RoleFile:
 		return true
 	}
 	return false
@@ -73,7 +75,27 @@ type File struct {
 	// the listing (CURRENT = "MANIFEST-000046\n"); the file on disk is then
 	// not read.
 	Content []byte
+
+	// What a directory walk (dir kind) records of every entry: its type,
+	// permissions and mtime, a symlink's text or the earlier name a hard
+	// link shares its inode with, and the regular file's stat identity as
+	// walked, against which the file is checked once read.
+	Type    EntryType
+	Mode    fs.FileMode // permission bits, setuid, setgid and sticky
+	MtimeNs int64
+	Target  string
+	Walked  *Identity
 }
+
+// EntryType is what kind of directory entry a listed name is.
+type EntryType string
+
+const (
+	EntryFile     EntryType = ""         // a regular file: its bytes are read
+	EntryDir      EntryType = "dir"      // a directory, listed before what it holds
+	EntrySymlink  EntryType = "symlink"  // a symbolic link, never followed
+	EntryHardlink EntryType = "hardlink" // another name of an earlier listed regular file
+)
 
 // Listing is what a source's freeze yields.
 type Listing struct {
@@ -183,6 +205,25 @@ func ValidName(name string) error {
 		}
 	}
 	return nil
+}
+
+// ValidPath reports why name is not a relative path of plain names joined
+// by '/' (a directory backup's file names), or nil: no empty, "." or ".."
+// component, no leading or trailing '/', and every component a ValidName.
+func ValidPath(name string) error {
+	if name == "" {
+		return errors.New("empty file name")
+	}
+	for rest := name; ; {
+		part, after, more := strings.Cut(rest, "/")
+		if err := ValidName(part); err != nil {
+			return fmt.Errorf("name %s: %w", quote(name), err)
+		}
+		if !more {
+			return nil
+		}
+		rest = after
+	}
 }
 
 // quote quotes s for an error message, cut short so a huge bogus entry does

@@ -42,6 +42,7 @@ type Identity struct {
 	Size    int64
 	MtimeNs int64
 	Inode   uint64
+	CtimeNs int64 // compared by the dir kind only: a server's files keep theirs from the freeze
 }
 
 // Reader reads exactly the snapshot bytes of one listed file. ReadAt may be
@@ -57,41 +58,101 @@ type Reader struct {
 	id      Identity
 }
 
-// openFile opens file in dir; see Frozen.Open.
-func openFile(dir string, file File) (*Reader, error) {
-	if err := ValidName(file.Name); err != nil {
-		return nil, fmt.Errorf("open listed file %s: %w", quote(file.Name), err)
+// ErrFileChanged is wrapped by the error about a listed file that, opened
+// to be read, is not the file Frozen.Stat saw: replaced by another (a new
+// inode), or an immutable file rewritten. The freeze rules this out, so it
+// means something else writes to the data directory; reading on would store
+// bytes that never belonged to the frozen database.
+var ErrFileChanged = errors.New("listed file changed after it was planned")
+
+// FileStat is what Frozen.Stat found of a listed file: what a backup needs
+// to plan, without keeping the file open.
+type FileStat struct {
+	Length   int64    // bytes that belong to the snapshot, as Reader.Length
+	Identity Identity // zero for synthesized files
+	listed   bool     // Length is the listed length, not the size found
+}
+
+// statFile describes file in dir; see Frozen.Stat.
+func statFile(dir string, file File) (FileStat, error) {
+	if err := checkFile(file); err != nil {
+		return FileStat{}, err
+	}
+	if file.Content != nil {
+		return FileStat{Length: int64(len(file.Content))}, nil
+	}
+	fi, err := os.Stat(filepath.Join(dir, file.Name))
+	if err != nil {
+		return FileStat{}, statError(dir, file, err)
+	}
+	return fileStat(dir, file, fi)
+}
+
+// checkFile checks what the listing says of file.
+func checkFile(file File) error {
+	// ValidPath: a directory backup lists nested names; a FREEZE listing
+	// never has a '/' (ParseFreezeReply refuses it).
+	if err := ValidPath(file.Name); err != nil {
+		return fmt.Errorf("open listed file %s: %w", quote(file.Name), err)
+	}
+	if file.Content == nil && file.Length < -1 {
+		return fmt.Errorf("open listed file %s: invalid length %d", file.Name, file.Length)
+	}
+	return nil
+}
+
+func statError(dir string, file File, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("file %s is listed but missing from %s (is that the server's data directory?): %w",
+			file.Name, dir, fs.ErrNotExist)
+	}
+	return fmt.Errorf("open listed file: %w", err)
+}
+
+// fileStat checks fi, the file on disk, against the listing.
+func fileStat(dir string, file File, fi fs.FileInfo) (FileStat, error) {
+	if !fi.Mode().IsRegular() {
+		return FileStat{}, fmt.Errorf("listed file %s in %s is not a regular file (%s)", file.Name, dir, fi.Mode().Type())
+	}
+	st := FileStat{Length: file.Length, Identity: identityOf(fi), listed: true}
+	if file.Length < 0 {
+		st.Length, st.listed = fi.Size(), false
+	} else if fi.Size() < file.Length {
+		return FileStat{}, &ShortFileError{Name: file.Name, Dir: dir, Want: file.Length, Found: fi.Size(), Listed: true}
+	}
+	return st, nil
+}
+
+// openFile opens file in dir; see Frozen.Open and Frozen.OpenStat. With
+// want nil the file is taken as it is now; else it must be the file that
+// want describes, and the reader serves want.Length bytes.
+func openFile(dir string, file File, want *FileStat) (*Reader, error) {
+	if err := checkFile(file); err != nil {
+		return nil, err
 	}
 	if file.Content != nil {
 		return &Reader{name: file.Name, dir: dir, content: file.Content, length: int64(len(file.Content))}, nil
 	}
-	if file.Length < -1 {
-		return nil, fmt.Errorf("open listed file %s: invalid length %d", file.Name, file.Length)
-	}
 	f, err := os.Open(filepath.Join(dir, file.Name))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("file %s is listed but missing from %s (is that the server's data directory?): %w",
-			file.Name, dir, fs.ErrNotExist)
-	}
 	if err != nil {
-		return nil, fmt.Errorf("open listed file: %w", err)
+		return nil, statError(dir, file, err)
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("stat listed file: %w", err)
 	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("listed file %s in %s is not a regular file (%s)", file.Name, dir, fi.Mode().Type())
+	var st FileStat
+	if want != nil {
+		st, err = sameFile(dir, file, *want, fi)
+	} else {
+		st, err = fileStat(dir, file, fi)
 	}
-	r := &Reader{name: file.Name, dir: dir, f: f, length: file.Length, listed: true, id: identityOf(fi)}
-	if file.Length < 0 {
-		r.length, r.listed = fi.Size(), false
-	} else if fi.Size() < file.Length {
+	if err != nil {
 		f.Close()
-		return nil, &ShortFileError{Name: file.Name, Dir: dir, Want: file.Length, Found: fi.Size(), Listed: true}
+		return nil, err
 	}
+	r := &Reader{name: file.Name, dir: dir, f: f, length: st.Length, listed: st.listed, id: st.Identity}
 	// Tables are immutable: read them around the page cache where the file
 	// system allows. Append-only files stay buffered: the server may be
 	// writing beyond their listed length, and a direct read would first
@@ -106,6 +167,27 @@ func openFile(dir string, file File) (*Reader, error) {
 		}
 	}
 	return r, nil
+}
+
+// sameFile checks that fi, the file as opened, is the one want describes,
+// and returns want with the identity found now. An append-only file may
+// have grown since (the server appends past the listed length); any other
+// must be unchanged, or its first want.Length bytes may not be the ones
+// planned.
+func sameFile(dir string, file File, want FileStat, fi fs.FileInfo) (FileStat, error) {
+	w, n := want.Identity, identityOf(fi)
+	switch {
+	case w.Inode != n.Inode || !fi.Mode().IsRegular():
+		return FileStat{}, fmt.Errorf("file %s in %s was replaced after it was planned (inode %d, now %d): %w",
+			file.Name, dir, w.Inode, n.Inode, ErrFileChanged)
+	case n.Size < want.Length:
+		return FileStat{}, &ShortFileError{Name: file.Name, Dir: dir, Want: want.Length, Found: n.Size, Listed: want.listed}
+	case !file.Role.AppendOnly() && (w.Size != n.Size || w.MtimeNs != n.MtimeNs):
+		return FileStat{}, fmt.Errorf("file %s in %s changed after it was planned (size %d, mtime %d; now %d, %d): %w",
+			file.Name, dir, w.Size, w.MtimeNs, n.Size, n.MtimeNs, ErrFileChanged)
+	}
+	want.Identity = n
+	return want, nil
 }
 
 // Length is the number of bytes that belong to the snapshot: the listed

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // writeFiles creates files named by the map in a new temp dir, each filled
@@ -176,7 +177,9 @@ func TestReaderOpenErrors(t *testing.T) {
 		{"directory", File{Name: "000060.sst", Role: RoleTable, Length: -1}, nil,
 			[]string{"000060.sst", "not a regular file"}},
 		{"bad name", File{Name: "../000051.log", Role: RoleWAL, Length: 5}, nil,
-			[]string{"'/'"}},
+			[]string{`".." is not a file name`}},
+		{"absolute name", File{Name: "/etc/passwd", Role: RoleOther, Length: -1}, nil,
+			[]string{"empty file name"}},
 		{"bad length", File{Name: "000051.log", Role: RoleWAL, Length: -7}, nil,
 			[]string{"invalid length -7"}},
 	}
@@ -339,5 +342,144 @@ func TestReaderDirectTable(t *testing.T) {
 	n, err := r.ReadAt(p, 2<<20-100)
 	if !errors.Is(err, ErrShortFile) || n != 101 || !bytes.Equal(p[:n], want[2<<20-100:2<<20+1]) {
 		t.Fatalf("ReadAt of a shrunk table = %d, %v; want 101 bytes and ErrShortFile", n, err)
+	}
+}
+
+// Stat gives what Open would, with Open's errors, and keeps nothing open;
+// OpenStat then reads exactly the bytes planned, or refuses a file that is
+// no longer the one Stat saw.
+func TestStatThenOpenStat(t *testing.T) {
+	dir, contents := writeFiles(t, map[string]int{
+		"000056.sst": 5000, "000051.log": 3000, "MANIFEST-000046": 700, "OPTIONS-000048": 100, "000060.sst": 50,
+	})
+	if err := os.Mkdir(filepath.Join(dir, "000061.sst"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	frozen := NewFrozen(Listing{}, dir, nil)
+	path := func(name string) string { return filepath.Join(dir, name) }
+	tests := []struct {
+		name   string
+		file   File
+		change func(t *testing.T) // between Stat and OpenStat
+		read   []byte             // what OpenStat reads; nil: it fails
+		is     error
+		substr string
+	}{
+		{name: "table", file: File{Name: "000056.sst", Role: RoleTable, Length: -1}, read: contents["000056.sst"]},
+		{name: "grown WAL", file: File{Name: "000051.log", Role: RoleWAL, Length: 2000},
+			change: func(t *testing.T) { appendTo(t, path("000051.log"), 500) }, read: contents["000051.log"][:2000]},
+		{name: "synthesized", file: File{Name: "CURRENT", Role: RoleCurrent, Content: []byte("MANIFEST-000046\n"), Length: 16},
+			read: []byte("MANIFEST-000046\n")},
+		{name: "replaced table", file: File{Name: "000056.sst", Role: RoleTable, Length: -1},
+			change: func(t *testing.T) { replace(t, path("000056.sst"), contents["000056.sst"]) }, is: ErrFileChanged,
+			substr: "000056.sst in " + dir + " was replaced"},
+		{name: "replaced WAL", file: File{Name: "000051.log", Role: RoleWAL, Length: 2000},
+			change: func(t *testing.T) { replace(t, path("000051.log"), contents["000051.log"]) }, is: ErrFileChanged,
+			substr: "replaced"},
+		{name: "rewritten options", file: File{Name: "OPTIONS-000048", Role: RoleOptions, Length: -1},
+			change: func(t *testing.T) { appendTo(t, path("OPTIONS-000048"), 1) }, is: ErrFileChanged, substr: "changed after it was planned"},
+		{name: "touched table", file: File{Name: "000056.sst", Role: RoleTable, Length: -1},
+			change: func(t *testing.T) {
+				if err := os.Chtimes(path("000056.sst"), time.Time{}, time.Unix(1, 0)); err != nil {
+					t.Fatal(err)
+				}
+			}, is: ErrFileChanged, substr: "changed after it was planned"},
+		{name: "shrunk table", file: File{Name: "000056.sst", Role: RoleTable, Length: -1},
+			change: func(t *testing.T) { truncate(t, path("000056.sst"), 4000) }, is: ErrShortFile,
+			substr: "is 4000 bytes, shorter than the 5000 bytes it had when opened"},
+		{name: "shrunk manifest", file: File{Name: "MANIFEST-000046", Role: RoleManifest, Length: 514},
+			change: func(t *testing.T) { truncate(t, path("MANIFEST-000046"), 500) }, is: ErrShortFile,
+			substr: "is 500 bytes, shorter than the 514 bytes the server listed"},
+		{name: "removed", file: File{Name: "000060.sst", Role: RoleTable, Length: -1},
+			change: func(t *testing.T) { os.Remove(path("000060.sst")) }, is: fs.ErrNotExist, substr: "missing from"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st, err := frozen.Stat(tt.file)
+			if err != nil {
+				t.Fatalf("Stat: %v", err)
+			}
+			if tt.file.Content == nil {
+				fi, err := os.Stat(path(tt.file.Name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := identityOf(fi); st.Identity != want || want.Inode == 0 {
+					t.Fatalf("Stat identity %+v, the file's %+v", st.Identity, want)
+				}
+			}
+			if want := int64(len(contents[tt.file.Name])); tt.file.Length < 0 && st.Length != want {
+				t.Fatalf("Stat length %d, want the size %d", st.Length, want)
+			}
+			if tt.change != nil {
+				tt.change(t)
+			}
+			r, err := frozen.OpenStat(tt.file, st)
+			if tt.read == nil {
+				if err == nil {
+					r.Close()
+					t.Fatal("OpenStat succeeded")
+				}
+				if !errors.Is(err, tt.is) || !strings.Contains(err.Error(), tt.substr) {
+					t.Fatalf("OpenStat: %v; want %v mentioning %q", err, tt.is, tt.substr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("OpenStat: %v", err)
+			}
+			defer r.Close()
+			if r.Length() != st.Length {
+				t.Errorf("Length %d, planned %d", r.Length(), st.Length)
+			}
+			if got := readAll(t, r); !bytes.Equal(got, tt.read) {
+				t.Errorf("read %d bytes, want %d (content differs)", len(got), len(tt.read))
+			}
+		})
+	}
+
+	// Stat fails as Open does, for the same reasons.
+	for _, file := range []File{
+		{Name: "000052.log", Role: RoleWAL, Length: 5},
+		{Name: "000061.sst", Role: RoleTable, Length: -1},
+		{Name: "000051.log", Role: RoleWAL, Length: 99999},
+		{Name: "../000051.log", Role: RoleWAL, Length: 5},
+		{Name: "000051.log", Role: RoleWAL, Length: -7},
+	} {
+		_, serr := frozen.Stat(file)
+		_, oerr := frozen.Open(file)
+		if serr == nil || oerr == nil || serr.Error() != oerr.Error() {
+			t.Errorf("%s: Stat error %v, Open error %v; want the same", file.Name, serr, oerr)
+		}
+	}
+}
+
+func appendTo(t *testing.T, path string, n int) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(bytes.Repeat([]byte{'x'}, n)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// replace puts a new file with the same bytes under path's name.
+func replace(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path+".new", data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func truncate(t *testing.T, path string, n int64) {
+	t.Helper()
+	if err := os.Truncate(path, n); err != nil {
+		t.Fatal(err)
 	}
 }

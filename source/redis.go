@@ -43,7 +43,7 @@ func NewRedis(addr, dataDir string, log *slog.Logger) *Redis {
 
 // Info describes the source.
 func (r *Redis) Info() Info {
-	return Info{Kind: "rocksdb-freeze", Address: r.addr, DataDir: r.dataDir}
+	return Info{Kind: KindFreeze, Address: r.addr, DataDir: r.dataDir}
 }
 
 // Freeze sends FREEZE and returns the validated listing. On any error after

@@ -86,7 +86,7 @@ func TestRedisFreezeRelease(t *testing.T) {
 	s := newFakeServer(t, replyStrings(briefEntries...), replyOK)
 	dir, contents := briefDir(t)
 	src := NewRedis(s.addr, dir, nil)
-	if got := src.Info(); got != (Info{Kind: "rocksdb-freeze", Address: s.addr, DataDir: dir}) {
+	if got := src.Info(); got != (Info{Kind: KindFreeze, Address: s.addr, DataDir: dir}) {
 		t.Errorf("Info = %+v", got)
 	}
 

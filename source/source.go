@@ -20,7 +20,7 @@ const ReleaseTimeout = 30 * time.Second
 
 // Info describes a source for snapshot metadata.
 type Info struct {
-	Kind    string // "rocksdb-freeze"
+	Kind    string // KindFreeze, KindDir
 	Address string // server address, empty for sources without a server
 	DataDir string // directory the listed names are relative to
 }
@@ -72,5 +72,19 @@ func (f *Frozen) Release(ctx context.Context) error {
 // fs.ErrNotExist; a file shorter than its listed Length is a
 // *ShortFileError.
 func (f *Frozen) Open(file File) (*Reader, error) {
-	return openFile(f.Dir, file)
+	return openFile(f.Dir, file, nil)
+}
+
+// Stat describes a listed file without keeping it open, with the errors
+// Open gives: a backup plans a listing of thousands of files with it and
+// opens each only to read it (OpenStat).
+func (f *Frozen) Stat(file File) (FileStat, error) {
+	return statFile(f.Dir, file)
+}
+
+// OpenStat opens a listed file that Stat described as st, for reading its
+// first st.Length bytes. A file that is no longer the one st describes is
+// an error wrapping ErrFileChanged, or a *ShortFileError if it shrank.
+func (f *Frozen) OpenStat(file File, st FileStat) (*Reader, error) {
+	return openFile(f.Dir, file, &st)
 }

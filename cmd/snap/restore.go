@@ -21,7 +21,6 @@ type restoreOptions struct {
 	host         string
 	tags         []string
 	skipExisting bool
-	noLock       bool
 }
 
 func restoreCommand() *cli.Command {
@@ -35,7 +34,8 @@ func restoreCommand() *cli.Command {
 			&cli.StringFlag{Name: "host", Usage: "with --latest: only snapshots of this host"},
 			&cli.StringSliceFlag{Name: "tag", Usage: "with --latest: only snapshots with this tag"},
 			&cli.BoolFlag{Name: "skip-existing", Usage: "if the target already holds a database, do nothing and exit 0 (for start-up scripts)"},
-			&cli.BoolFlag{Name: "no-lock", Usage: "do not take a shared lock (for read-only access to the repository)"},
+			// Restore takes no lock at all; the flag stays for scripts that pass it.
+			&cli.BoolFlag{Name: "no-lock", Usage: "accepted and ignored: restore never takes a lock"},
 		},
 		Action: func(c *cli.Context) error {
 			g, err := globals(c)
@@ -43,7 +43,7 @@ func restoreCommand() *cli.Command {
 				return err
 			}
 			o := restoreOptions{globalOptions: g, latest: c.Bool("latest"), target: c.String("target"),
-				host: c.String("host"), tags: c.StringSlice("tag"), skipExisting: c.Bool("skip-existing"), noLock: c.Bool("no-lock")}
+				host: c.String("host"), tags: c.StringSlice("tag"), skipExisting: c.Bool("skip-existing")}
 			switch {
 			case c.NArg() > 1:
 				return cli.Exit("restore takes one snapshot id", exitUsage)
@@ -86,7 +86,7 @@ func runRestore(ctx context.Context, o restoreOptions) error {
 	start := time.Now()
 	pl := startProgress(o.stderr, !o.json && isTerminal(o.stderr), "restore", &pr)
 	procs, restoreProcs := ioProcs()
-	err = snapshot.Restore(ctx, r, sn, snapshot.RestoreOptions{Target: o.target, Progress: &pr, Log: o.log, NoLock: o.noLock, Cores: procs})
+	err = snapshot.Restore(ctx, r, sn, snapshot.RestoreOptions{Target: o.target, Progress: &pr, Log: o.log, Cores: procs})
 	restoreProcs()
 	pl.Stop()
 	if errors.Is(err, snapshot.ErrTargetHasDatabase) && o.skipExisting {

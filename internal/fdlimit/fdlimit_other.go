@@ -1,0 +1,5 @@
+//go:build !unix
+
+package fdlimit
+
+func softLimit() uint64 { return 0 }
