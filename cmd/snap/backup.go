@@ -23,6 +23,12 @@ type backupOptions struct {
 	force       bool
 	compression string
 	retryLock   time.Duration
+	// the dir kind
+	kind          string
+	path          string
+	lockFile      string
+	before, after string
+	allowChanges  bool
 }
 
 func serverFlags() []cli.Flag {
@@ -50,17 +56,29 @@ func backupCommand() *cli.Command {
 			&cli.BoolFlag{Name: "force", Usage: "read every file, even those unchanged since the last snapshot"},
 			&cli.StringFlag{Name: "compression", Usage: "override the repository's default: off, fastest, default or better"},
 			lockRetryFlag(),
+			&cli.StringFlag{Name: "source", Value: source.KindFreeze, EnvVars: []string{"SNAP_SOURCE"}, Usage: "what to back up: freeze (a server that answers FREEZE) or dir (a closed database directory or a checkpoint, --path)"},
+			&cli.StringFlag{Name: "path", EnvVars: []string{"SNAP_PATH"}, Usage: "with --source dir: the directory to back up, every file under it"},
+			&cli.StringFlag{Name: "lock-file", Value: source.DefaultLockFile, Usage: "with --source dir: the file the store locks while it runs (RocksDB, Pebble: LOCK); a held lock refuses the backup. Empty: none"},
+			&cli.BoolFlag{Name: "allow-changes", Usage: "with --source dir: save a snapshot marked partial when files change while they are read, instead of failing"},
+			&cli.StringFlag{Name: "before", Usage: "with --source dir: run `CMD` (sh -c) before reading, e.g. to make the checkpoint; a failure aborts the backup"},
+			&cli.StringFlag{Name: "after", Usage: "with --source dir: run `CMD` (sh -c) after reading, also when the backup failed, e.g. to remove the checkpoint"},
 		),
 		Action: func(c *cli.Context) error {
 			g, err := globals(c)
 			if err != nil {
 				return err
 			}
-			return runBackup(c.Context, backupOptions{
+			o := backupOptions{
 				globalOptions: g, server: c.String("server"), data: c.String("data"),
 				host: c.String("host"), tags: c.StringSlice("tag"), force: c.Bool("force"),
 				compression: c.String("compression"), retryLock: c.Duration("retry-lock"),
-			})
+				kind: c.String("source"), path: c.String("path"), lockFile: c.String("lock-file"),
+				before: c.String("before"), after: c.String("after"), allowChanges: c.Bool("allow-changes"),
+			}
+			if err := o.checkSource(c); err != nil {
+				return err
+			}
+			return runBackup(c.Context, o)
 		},
 	}
 }
@@ -86,7 +104,7 @@ func runBackup(ctx context.Context, o backupOptions) error {
 	dur := s.End.Sub(s.Start)
 	if o.json {
 		out := map[string]any{
-			"snapshot_id": sn.ID.String(), "time": sn.Time, "host": sn.Host,
+			"snapshot_id": sn.ID.String(), "time": sn.Time, "host": sn.Host, "source": sn.Source.Kind, "partial": sn.Partial,
 			"files": s.Files, "bytes": s.Bytes, "bytes_read": s.BytesRead,
 			"bytes_new": s.BytesNew, "bytes_stored": s.BytesStored, "blobs_new": s.BlobsNew,
 			"duration_seconds": dur.Seconds(),
@@ -100,7 +118,11 @@ func runBackup(ctx context.Context, o backupOptions) error {
 		return err
 	}
 	rate := float64(s.BytesRead) / max(dur.Seconds(), 1e-3)
-	fmt.Fprintf(o.stdout, "snapshot %s saved\n", sn.ID.Str())
+	if sn.Partial {
+		fmt.Fprintf(o.stdout, "snapshot %s saved, marked partial: files changed while they were read\n", sn.ID.Str())
+	} else {
+		fmt.Fprintf(o.stdout, "snapshot %s saved\n", sn.ID.Str())
+	}
 	fmt.Fprintf(o.stdout, "  files:  %d, %s\n", s.Files, bytesStr(s.Bytes))
 	fmt.Fprintf(o.stdout, "  read:   %s (%s/s)\n", bytesStr(s.BytesRead), bytesStr(int64(rate)))
 	fmt.Fprintf(o.stdout, "  new:    %s in %d chunks, %s stored\n", bytesStr(s.BytesNew), s.BlobsNew, bytesStr(s.BytesStored))
@@ -108,16 +130,43 @@ func runBackup(ctx context.Context, o backupOptions) error {
 	return err
 }
 
-// backupInto backs up the server o names into r, whose index is loaded.
+// checkSource refuses flags that do not fit the source kind.
+func (o *backupOptions) checkSource(c *cli.Context) error {
+	switch o.kind {
+	case source.KindFreeze:
+		for _, f := range []string{"path", "allow-changes", "before", "after", "lock-file"} {
+			if c.IsSet(f) {
+				return cli.Exit(fmt.Sprintf("--%s goes with --source dir", f), exitUsage)
+			}
+		}
+	case source.KindDir:
+		if o.path == "" {
+			return cli.Exit("--source dir needs --path DIR: the directory to back up", exitUsage)
+		}
+	default:
+		return cli.Exit(fmt.Sprintf("--source %q: want freeze or dir", o.kind), exitUsage)
+	}
+	return nil
+}
+
+// newSource returns the source o names.
+func (o *backupOptions) newSource() source.Source {
+	if o.kind == source.KindDir {
+		return source.NewDir(o.path, source.DirOptions{LockFile: o.lockFile, Before: o.before, After: o.after, Log: o.log})
+	}
+	return source.NewRedis(o.server, o.data, o.log)
+}
+
+// backupInto backs up the source o names into r, whose index is loaded.
 // snap backup and snap run share it, so their snapshots are alike.
 func backupInto(ctx context.Context, r *repo.Repository, o backupOptions, pr *snapshot.Progress) (*snapshot.Snapshot, error) {
-	src := source.NewRedis(o.server, o.data, o.log)
+	src := o.newSource()
 	// One worker per core compresses; the extra Ps are for the readers and
 	// pack writers while they wait on the disk (see ioProcs).
 	procs, restoreProcs := ioProcs()
 	defer restoreProcs()
 	return snapshot.Backup(ctx, r, src, snapshot.BackupOptions{
 		Host: o.host, Tags: o.tags, Force: o.force, Progress: pr, Log: o.log, Program: "snap " + version,
-		ReadLimit: o.storage.readLimiter(), Workers: procs, RetryLock: o.retryLock,
+		ReadLimit: o.storage.readLimiter(), Workers: procs, RetryLock: o.retryLock, AllowChanges: o.allowChanges,
 	})
 }

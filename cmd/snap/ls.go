@@ -45,10 +45,11 @@ type snapshotJSON struct {
 	Source  snapshot.Source  `json:"source"`
 	Tree    string           `json:"tree"`
 	Summary snapshot.Summary `json:"summary"`
+	Partial bool             `json:"partial"`
 }
 
 func toJSON(sn *snapshot.Snapshot) snapshotJSON {
-	j := snapshotJSON{ID: sn.ID.String(), Time: sn.Time, Host: sn.Host, Tags: sn.Tags, Source: sn.Source, Tree: sn.Tree.String(), Summary: sn.Summary}
+	j := snapshotJSON{ID: sn.ID.String(), Time: sn.Time, Host: sn.Host, Tags: sn.Tags, Source: sn.Source, Tree: sn.Tree.String(), Summary: sn.Summary, Partial: sn.Partial}
 	if j.Tags == nil {
 		j.Tags = []string{}
 	}
@@ -79,8 +80,12 @@ func runLs(ctx context.Context, o lsOptions) error {
 		tw := tabwriter.NewWriter(o.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "ID\tTIME\tHOST\tSOURCE\tFILES\tSIZE\tTAGS")
 		for _, sn := range snaps {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s %s\t%d\t%s\t%s\n", sn.ID.Str(), sn.Time.Local().Format("2006-01-02 15:04:05"),
-				sn.Host, sn.Source.Address, sn.Source.DataDir, sn.Summary.Files, bytesStr(sn.Summary.Bytes), strings.Join(sn.Tags, ","))
+			tags := strings.Join(sn.Tags, ",")
+			if sn.Partial {
+				tags = strings.TrimPrefix(tags+",(partial)", ",")
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", sn.ID.Str(), sn.Time.Local().Format("2006-01-02 15:04:05"),
+				sn.Host, sourceStr(sn.Source), sn.Summary.Files, bytesStr(sn.Summary.Bytes), tags)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -112,11 +117,29 @@ func runLs(ctx context.Context, o lsOptions) error {
 		}
 		return json.NewEncoder(o.stdout).Encode(map[string]any{"snapshot": toJSON(sn), "files": files})
 	}
-	fmt.Fprintf(o.stdout, "snapshot %s of %s %s on %s at %s\n", sn.ID.Str(), sn.Source.Address, sn.Source.DataDir, sn.Host, sn.Time.Local().Format(time.RFC3339))
+	fmt.Fprintf(o.stdout, "snapshot %s of %s on %s at %s\n", sn.ID.Str(), sourceStr(sn.Source), sn.Host, sn.Time.Local().Format(time.RFC3339))
 	tw := tabwriter.NewWriter(o.stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "NAME\tROLE\tLENGTH\tCHUNKS\t")
 	for _, f := range tree.Files {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t\n", f.Name, f.Role, f.Length, len(f.Chunks))
+		name := f.Name
+		switch f.Type {
+		case snapshot.TypeDir:
+			name += "/"
+		case snapshot.TypeSymlink:
+			name += " -> " + f.Target
+		case snapshot.TypeHardlink:
+			name += " => " + f.Target
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t\n", name, f.Role, f.Length, len(f.Chunks))
 	}
 	return tw.Flush()
+}
+
+// sourceStr says where a snapshot came from: "freeze 127.0.0.1:9015 /data"
+// or "dir /backups/ckpt".
+func sourceStr(s snapshot.Source) string {
+	if s.Address == "" {
+		return s.Kind + " " + s.DataDir
+	}
+	return s.Kind + " " + s.Address + " " + s.DataDir
 }
