@@ -23,9 +23,13 @@ type backupOptions struct {
 	force       bool
 	compression string
 	retryLock   time.Duration
-	// the dir kind
+	sourceOptions
+}
+
+// sourceOptions are the source kind's flags (sourceFlags).
+type sourceOptions struct {
 	kind          string
-	path          string
+	path          string // the dir kind's directory
 	lockFile      string
 	before, after string
 	allowChanges  bool
@@ -50,19 +54,13 @@ func backupCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "backup",
 		Usage: "freeze the server, store its files and write a snapshot",
-		Flags: append(serverFlags(),
+		Flags: append(append(serverFlags(),
 			&cli.StringFlag{Name: "host", Value: hostname(), EnvVars: []string{"SNAP_HOST"}, Usage: "host name recorded in the snapshot"},
 			&cli.StringSliceFlag{Name: "tag", Usage: "tag the snapshot (repeatable)"},
 			&cli.BoolFlag{Name: "force", Usage: "read every file, even those unchanged since the last snapshot"},
 			&cli.StringFlag{Name: "compression", Usage: "override the repository's default: off, fastest, default or better"},
 			lockRetryFlag(),
-			&cli.StringFlag{Name: "source", Value: source.KindFreeze, EnvVars: []string{"SNAP_SOURCE"}, Usage: "what to back up: freeze (a server that answers FREEZE) or dir (a closed database directory or a checkpoint, --path)"},
-			&cli.StringFlag{Name: "path", EnvVars: []string{"SNAP_PATH"}, Usage: "with --source dir: the directory to back up, every file under it"},
-			&cli.StringFlag{Name: "lock-file", Value: source.DefaultLockFile, Usage: "with --source dir: the file the store locks while it runs (RocksDB, Pebble: LOCK); a held lock refuses the backup. Empty: none"},
-			&cli.BoolFlag{Name: "allow-changes", Usage: "with --source dir: save a snapshot marked partial when files change while they are read, instead of failing"},
-			&cli.StringFlag{Name: "before", Usage: "with --source dir: run `CMD` (sh -c) before reading, e.g. to make the checkpoint; a failure aborts the backup"},
-			&cli.StringFlag{Name: "after", Usage: "with --source dir: run `CMD` (sh -c) after reading, also when the backup failed, e.g. to remove the checkpoint"},
-		),
+		), sourceFlags()...),
 		Action: func(c *cli.Context) error {
 			g, err := globals(c)
 			if err != nil {
@@ -72,10 +70,8 @@ func backupCommand() *cli.Command {
 				globalOptions: g, server: c.String("server"), data: c.String("data"),
 				host: c.String("host"), tags: c.StringSlice("tag"), force: c.Bool("force"),
 				compression: c.String("compression"), retryLock: c.Duration("retry-lock"),
-				kind: c.String("source"), path: c.String("path"), lockFile: c.String("lock-file"),
-				before: c.String("before"), after: c.String("after"), allowChanges: c.Bool("allow-changes"),
 			}
-			if err := o.checkSource(c); err != nil {
+			if err := o.setSource(c); err != nil {
 				return err
 			}
 			return runBackup(c.Context, o)
@@ -130,8 +126,24 @@ func runBackup(ctx context.Context, o backupOptions) error {
 	return err
 }
 
-// checkSource refuses flags that do not fit the source kind.
-func (o *backupOptions) checkSource(c *cli.Context) error {
+// sourceFlags choose and configure the source kind; backup and run share
+// them.
+func sourceFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "source", Value: source.KindFreeze, EnvVars: []string{"SNAP_SOURCE"}, Usage: "what to back up: freeze (a server that answers FREEZE) or dir (a closed database directory or a checkpoint, --path)"},
+		&cli.StringFlag{Name: "path", EnvVars: []string{"SNAP_SOURCE_PATH"}, Usage: "with --source dir: the directory to back up, every file under it"},
+		&cli.StringFlag{Name: "lock-file", Value: source.DefaultLockFile, Usage: "with --source dir: the file the store locks while it runs (RocksDB, Pebble: LOCK); a held lock refuses the backup. Empty: none"},
+		&cli.BoolFlag{Name: "allow-changes", Usage: "with --source dir: save a snapshot marked partial when files change while they are read, instead of failing"},
+		&cli.StringFlag{Name: "before", Usage: "with --source dir: run `CMD` (sh -c) before reading, e.g. to make the checkpoint; a failure aborts the backup"},
+		&cli.StringFlag{Name: "after", Usage: "with --source dir: run `CMD` (sh -c) after reading, also when the backup failed, e.g. to remove the checkpoint"},
+	}
+}
+
+// setSource fills the source options from sourceFlags and refuses flags
+// that do not fit the kind.
+func (o *sourceOptions) setSource(c *cli.Context) error {
+	o.kind, o.path, o.lockFile = c.String("source"), c.String("path"), c.String("lock-file")
+	o.before, o.after, o.allowChanges = c.String("before"), c.String("after"), c.Bool("allow-changes")
 	switch o.kind {
 	case source.KindFreeze:
 		for _, f := range []string{"path", "allow-changes", "before", "after", "lock-file"} {
@@ -155,6 +167,14 @@ func (o *backupOptions) newSource() source.Source {
 		return source.NewDir(o.path, source.DirOptions{LockFile: o.lockFile, Before: o.before, After: o.after, Log: o.log})
 	}
 	return source.NewRedis(o.server, o.data, o.log)
+}
+
+// sourceDir is the directory the snapshots of o's source record.
+func (o *sourceOptions) sourceDir(data string) string {
+	if o.kind == source.KindDir {
+		return source.NewDir(o.path, source.DirOptions{}).Info().DataDir
+	}
+	return data
 }
 
 // backupInto backs up the source o names into r, whose index is loaded.

@@ -57,6 +57,7 @@ type runOptions struct {
 	prune      snapshot.PruneOptions
 	pruneEvery time.Duration
 	retryLock  time.Duration // for the scheduled backups and prunes
+	sourceOptions
 }
 
 func runCommand() *cli.Command {
@@ -67,6 +68,8 @@ func runCommand() *cli.Command {
 		Description: "Restores the latest snapshot of this host and data directory when the data directory has no\n" +
 			"CURRENT, starts the server, backs it up every --every and once more when stopped, and passes\n" +
 			"signals on. --server and --data default to the server's --port and --rocksdb_db_path.\n" +
+			"With --source dir the child is any program: each backup reads --path (a checkpoint its\n" +
+			"--before hook makes), and an empty --data is restored from the latest such snapshot.\n" +
 			"See docs/container.md.",
 		Flags: append(append(serverFlags(),
 			&cli.StringFlag{Name: "host", Value: hostname(), EnvVars: []string{"SNAP_HOST"}, Usage: "host name recorded in snapshots and used to pick the one to restore (set it: container host names change)"},
@@ -81,7 +84,7 @@ func runCommand() *cli.Command {
 			&cli.BoolFlag{Name: "init-if-missing", EnvVars: []string{"SNAP_INIT_IF_MISSING"}, Usage: "create the repository if it does not exist yet"},
 			&cli.DurationFlag{Name: "prune-every", Value: 24 * time.Hour, EnvVars: []string{"SNAP_PRUNE_EVERY"}, Usage: "with a --keep-* policy: prune after a scheduled backup when this long has passed since the last successful prune"},
 			&cli.DurationFlag{Name: "retry-lock", Value: defaultRunRetryLock, EnvVars: []string{"SNAP_RETRY_LOCK"}, Usage: "scheduled backups and prunes wait up to `DURATION` for other processes' locks (another host's prune, say) before failing"},
-		), retentionFlags()...),
+		), append(retentionFlags(), sourceFlags()...)...),
 		Action: func(c *cli.Context) error {
 			g, err := globals(c)
 			if err != nil {
@@ -111,6 +114,9 @@ func newRunOptions(c *cli.Context, g *globalOptions) (runOptions, error) {
 	}
 	if len(o.argv) == 0 {
 		return usage("run needs the server's command line after --: snap run [flags] -- ./sada-sliding --port 9015 --rocksdb_db_path /data ...")
+	}
+	if err := o.setSource(c); err != nil {
+		return runOptions{}, err
 	}
 	// The server's own flags name its port and data directory; use them
 	// unless --server or --data say otherwise.
@@ -236,6 +242,11 @@ func runRun(ctx context.Context, o runOptions) error {
 		defer cancel()
 		return pc.Ping(ctx).Err()
 	}
+	if o.kind == source.KindDir {
+		// Any program: it is ready once started, and healthy while it
+		// runs.
+		ping = func(context.Context) error { return nil }
+	}
 	if o.listen != "" {
 		_, stop, err := serveStatus(o.listen, st, o.server, ping, o.log)
 		if err != nil {
@@ -309,13 +320,11 @@ func (o *runOptions) prepare(ctx context.Context, st *runState) (time.Time, erro
 		last = own.Time
 	}
 
-	_, err = os.Stat(filepath.Join(o.data, "CURRENT"))
-	if err == nil {
+	if has, err := o.hasData(); err != nil {
+		return time.Time{}, fmt.Errorf("check data directory %s: %w", o.data, err)
+	} else if has {
 		o.log.Info("the data directory holds a database; not restoring", "data", o.data)
 		return last, nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return time.Time{}, fmt.Errorf("check data directory %s: %w", o.data, err)
 	}
 	sn := snapshot.Latest(snaps, o.matches(o.fromHost, o.tags))
 	if sn == nil {
@@ -347,14 +356,29 @@ func (o *runOptions) prepare(ctx context.Context, st *runState) (time.Time, erro
 	return last, nil
 }
 
-// matches selects the snapshots of host (any host if empty) and this data
-// directory that carry every tag. The server's address is not compared: a
-// new port still serves the same database.
+// hasData reports whether the data directory holds a database already:
+// RocksDB's CURRENT (freeze), or anything at all (dir).
+func (o *runOptions) hasData() (bool, error) {
+	if o.kind == source.KindDir {
+		entries, err := os.ReadDir(o.data)
+		return len(entries) > 0, err
+	}
+	_, err := os.Stat(filepath.Join(o.data, "CURRENT"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// matches selects the snapshots of host (any host if empty) and this
+// source (kind and directory: the data directory, or --path for the dir
+// kind) that carry every tag. The server's address is not compared: a new
+// port still serves the same database.
 func (o *runOptions) matches(host string, tags []string) func(*snapshot.Snapshot) bool {
-	kind := source.NewRedis(o.server, o.data, nil).Info().Kind
+	dir := filepath.Clean(o.sourceDir(o.data))
 	return func(s *snapshot.Snapshot) bool {
-		return (host == "" || s.Host == host) && s.Source.Kind == kind &&
-			filepath.Clean(s.Source.DataDir) == filepath.Clean(o.data) && hasTags(s.Tags, tags)
+		return (host == "" || s.Host == host) && s.Source.Kind == o.kind &&
+			filepath.Clean(s.Source.DataDir) == dir && hasTags(s.Tags, tags)
 	}
 }
 
@@ -417,7 +441,7 @@ func (o *runOptions) backupOnce(ctx context.Context) (*snapshot.Snapshot, error)
 	if err := r.LoadIndex(ctx); err != nil {
 		return nil, err
 	}
-	return backupInto(ctx, r, backupOptions{globalOptions: o.globalOptions, server: o.server, data: o.data, host: o.host, tags: o.tags, retryLock: o.retryLock}, nil)
+	return backupInto(ctx, r, backupOptions{globalOptions: o.globalOptions, server: o.server, data: o.data, host: o.host, tags: o.tags, retryLock: o.retryLock, sourceOptions: o.sourceOptions}, nil)
 }
 
 // pruneHook returns the retention step, or nil without a --keep-* policy.
