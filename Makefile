@@ -49,12 +49,17 @@ demo: deps build server
 clean:
 	rm -rf bin
 
-## bench: snap vs restic vs borg on a 2 GiB RocksDB data set (SIZE=, RUNS=; see docs/performance.md)
+## bench: snap vs restic vs borg on a 2 GiB RocksDB data set (SIZE=, RUNS=; see docs/performance.md), then the dir row
 bench:
 	bench/run.sh
+	bench/dir.sh
+
+## bench-dir: snap --source dir vs restic on a 500 MB Pebble checkpoint (DIR_SIZE=, RUNS=)
+bench-dir:
+	bench/dir.sh
 
 ## bench-quick: the same on a 200 MiB data set
 bench-quick:
 	SIZE=200MiB bench/run.sh
 
-.PHONY: bench bench-quick
+.PHONY: bench bench-quick bench-dir
