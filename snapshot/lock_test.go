@@ -74,6 +74,21 @@ type pruneMidRestore struct {
 	prune func()
 }
 
+// openPruneMid opens the repository in be as a restore would, through a
+// pruneMidRestore that runs prune, with its index loaded.
+func openPruneMid(t *testing.T, be repo.Backend, prune func()) *repo.Repository {
+	t.Helper()
+	r, err := repo.Open(context.Background(), &pruneMidRestore{Backend: be, prune: prune}, "pw", repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	if err := r.LoadIndex(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 func (b *pruneMidRestore) Load(ctx context.Context, h repo.Handle, off, n int64, fn func(io.Reader) error) error {
 	// Every later load waits in Do until the prune is done.
 	if h.Type == repo.PackFile && b.loads.Add(1) >= 2 {
@@ -98,19 +113,10 @@ func TestRestoreWhilePruneRepacks(t *testing.T) {
 	sn := backup(t, reopen(t, be), fx.src, false)
 
 	var res *snapshot.PruneResult
-	mid := &pruneMidRestore{Backend: be}
-	mid.prune = func() { res = prune(t, be, pruneOpts(time.Now, snapshot.Policy{Last: 1})) }
-	r, err := repo.Open(context.Background(), mid, "pw", repo.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	if err := r.LoadIndex(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	r := openPruneMid(t, be, func() { res = prune(t, be, pruneOpts(time.Now, snapshot.Policy{Last: 1})) })
 	var logs bytes.Buffer
 	target := filepath.Join(t.TempDir(), "restored")
-	err = snapshot.Restore(context.Background(), r, sn, snapshot.RestoreOptions{Target: target, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	err := snapshot.Restore(context.Background(), r, sn, snapshot.RestoreOptions{Target: target, Log: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatalf("restore while a prune repacked: %v", err)
 	}
@@ -130,18 +136,9 @@ func TestRestoreOfForgottenSnapshot(t *testing.T) {
 	fx := newFixture(t, 74)
 	be := mem.New()
 	sn := backup(t, newRepo(t, be), fx.src, false)
-	mid := &pruneMidRestore{Backend: be}
-	mid.prune = func() { prune(t, be, pruneOpts(time.Now, snapshot.Policy{Tags: []string{"none-has-it"}})) }
-	r, err := repo.Open(context.Background(), mid, "pw", repo.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	if err := r.LoadIndex(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	r := openPruneMid(t, be, func() { prune(t, be, pruneOpts(time.Now, snapshot.Policy{Tags: []string{"none-has-it"}})) })
 	target := filepath.Join(t.TempDir(), "restored")
-	err = snapshot.Restore(context.Background(), r, sn, snapshot.RestoreOptions{Target: target})
+	err := snapshot.Restore(context.Background(), r, sn, snapshot.RestoreOptions{Target: target})
 	if err == nil || !strings.Contains(err.Error(), "snapshot "+sn.ID.Str()) {
 		t.Fatalf("restore of a snapshot pruned away: %v", err)
 	}

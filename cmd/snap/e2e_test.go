@@ -67,7 +67,12 @@ type result struct {
 
 func (e *env) run(args ...string) result {
 	e.t.Helper()
-	cmd := exec.Command(snapBin, args...)
+	return e.runCmd(exec.Command(snapBin, args...))
+}
+
+// runCmd runs cmd, a snap command line, in e's environment.
+func (e *env) runCmd(cmd *exec.Cmd) result {
+	e.t.Helper()
 	cmd.Env = append(os.Environ(), e.vars...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

@@ -1,7 +1,6 @@
 package main_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	mrand "math/rand/v2"
@@ -26,18 +25,7 @@ const manyFilesLimit = 256
 func (e *env) runLimited(n int, args ...string) result {
 	e.t.Helper()
 	script := fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, n)
-	cmd := exec.Command("sh", append([]string{"-c", script, snapBin}, args...)...)
-	cmd.Env = append(os.Environ(), e.vars...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		e.t.Fatal(err)
-	}
-	r := result{code, out.String(), errb.String()}
+	r := e.runCmd(exec.Command("sh", append([]string{"-c", script, snapBin}, args...)...))
 	if r.code != 0 {
 		e.t.Fatalf("snap %s under ulimit -n %d: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), n, r.code, r.stdout, r.stderr)
 	}
