@@ -52,13 +52,24 @@ func WatchFDs(t *testing.T, dir string) (stop func() int) {
 }
 
 // fdsUnder counts the files under dir that this process has open, each
-// once however many descriptors it has open on it.
+// once however many descriptors it has open on it. One pass over
+// /proc/self/fd is not a moment: while it reads, a file can be closed and
+// another opened under a number not read yet, and both would count. So
+// it reads every descriptor twice, and counts a file only where both
+// reads agree: each then was open before the second pass began and after
+// the first ended, so all were open together at the first pass's end.
 func fdsUnder(dir string) int {
 	entries, _ := os.ReadDir("/proc/self/fd")
-	files := map[string]bool{}
+	first := make(map[string]string, len(entries))
 	for _, e := range entries {
 		target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
 		if err == nil && strings.HasPrefix(target, dir+string(filepath.Separator)) {
+			first[e.Name()] = target
+		}
+	}
+	files := map[string]bool{}
+	for fd, target := range first {
+		if again, err := os.Readlink(filepath.Join("/proc/self/fd", fd)); err == nil && again == target {
 			files[target] = true
 		}
 	}
