@@ -220,20 +220,17 @@ func planFiles(r *repo.Repository, frozen *source.Frozen, parent map[string]File
 		if err != nil {
 			return nil, err
 		}
-		j := &fileJob{file: f, st: st, out: File{Name: f.Name, Role: string(f.Role), Length: st.Length}}
+		// Mode and mtime are zero in a FREEZE listing: a directory
+		// backup's only.
+		j := &fileJob{file: f, st: st, out: File{Name: f.Name, Role: string(f.Role), Length: st.Length,
+			Mode: unixMode(f.Mode), MtimeNs: f.MtimeNs}}
 		jobs = append(jobs, j)
-		if f.Walked != nil || f.Mode != 0 { // a directory backup's file
-			j.out.Mode, j.out.MtimeNs = unixMode(f.Mode), f.MtimeNs
-		}
 		if f.Content != nil {
 			continue
 		}
 		id := st.Identity
-		j.out.Identity = &Identity{Size: id.Size, MtimeNs: id.MtimeNs, Inode: id.Inode}
+		j.out.Identity = treeIdentity(f, id)
 		if w := f.Walked; w != nil {
-			// Recorded, not compared (sameIdentity): it tells a reader of
-			// the tree when the inode last changed.
-			j.out.Identity.CtimeNs = id.CtimeNs
 			if w.Inode != id.Inode || w.Size != id.Size || w.MtimeNs != id.MtimeNs {
 				j.changed = true
 				continue // read whole, if at all
@@ -269,6 +266,19 @@ func allKnown(r *repo.Repository, ids []repo.ID) bool {
 		}
 	}
 	return true
+}
+
+// treeIdentity is the identity a tree records of f as stat'ed: with
+// ctime for a directory backup's file, which it tells a reader of the tree
+// when the inode last changed (it is recorded, not compared:
+// sameIdentity), and without it for a server's files, whose trees stay
+// version 1.
+func treeIdentity(f source.File, id source.Identity) *Identity {
+	t := &Identity{Size: id.Size, MtimeNs: id.MtimeNs, Inode: id.Inode}
+	if f.Walked != nil {
+		t.CtimeNs = id.CtimeNs
+	}
+	return t
 }
 
 // sameIdentity compares what says a file is unchanged: size, mtime and
@@ -418,9 +428,8 @@ func openAndRead(ctx context.Context, ch *chunker.Chunker, frozen *source.Frozen
 		if j.st, err = frozen.Stat(j.file); err != nil {
 			return err
 		}
-		id := j.st.Identity
 		j.out.Length, j.from, j.reused = j.st.Length, 0, File{}
-		j.out.Identity = &Identity{Size: id.Size, MtimeNs: id.MtimeNs, Inode: id.Inode, CtimeNs: id.CtimeNs}
+		j.out.Identity = treeIdentity(j.file, j.st.Identity)
 		rd, err = frozen.OpenStat(j.file, j.st)
 	}
 	if err != nil {

@@ -20,11 +20,11 @@ import (
 )
 
 // ErrTargetHasDatabase is returned when the restore target already holds a
-// database (its CURRENT exists).
+// database: its CURRENT exists (freeze kind), or it is not empty (dir kind).
 var ErrTargetHasDatabase = source.ErrTargetHasDatabase
 
 // markerName is written into the target before any restored file and removed
-// after CURRENT: while it exists, the files it names are an unfinished
+// after the last one (CURRENT, for the freeze kind): while it exists, the files it names are an unfinished
 // restore's, which the next restore may replace.
 const markerName = ".snap-restore"
 
@@ -48,16 +48,18 @@ type RestoreOptions struct {
 	Log       *slog.Logger
 }
 
-// Restore writes the files of sn into o.Target. It refuses when the target
-// holds a database or a file it would overwrite. Every chunk is verified,
-// every file fsynced, and CURRENT is written last by rename, so an
+// Restore writes the files of sn into o.Target, by the rules of the
+// snapshot's source kind (source.Kind). It refuses when the target holds a
+// database or a file it would overwrite. Every chunk is verified, every
+// file fsynced, and the kind's last file (CURRENT) is written last by
+// rename, or every file under a temporary name renamed once durable, so an
 // interrupted restore never leaves a directory that looks like a database.
 //
 // It takes no lock: it reads only immutable, complete objects, so neither
 // a prune nor a lock left by a dead process can hold it up when a
 // database is needed back. A prune may remove a pack it still needs; the
 // prune has then written an index naming the blob's new pack, so Restore
-// loads the index again, once, and goes on (restoreWithReload). Only a
+// loads the index again, once, and goes on (reloadOnce). Only a
 // blob that is gone for good, because its snapshot was forgotten, fails
 // it. r's index must be loaded.
 func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOptions) (err error) {
@@ -299,14 +301,11 @@ func (x *reloadOnce) retry(ctx context.Context, fn func() error) error {
 // than the index does means the two disagree, and nothing is restored. A
 // chunk the index does not know makes it load the index again (a prune
 // may have moved it), once.
-func locateChunks(ctx context.Context, ix *reloadOnce, sn *Snapshot, files []File) (map[repo.ID][]repo.BlobEntry, error) {
-	byPack, err := locateBlobs(ix.r, sn, files, nil)
-	if errors.Is(err, repo.ErrNotIndexed) && !ix.done {
-		if err := ix.reload(ctx); err != nil {
-			return nil, err
-		}
+func locateChunks(ctx context.Context, ix *reloadOnce, sn *Snapshot, files []File) (byPack map[repo.ID][]repo.BlobEntry, err error) {
+	err = ix.retry(ctx, func() (err error) {
 		byPack, err = locateBlobs(ix.r, sn, files, nil)
-	}
+		return err
+	})
 	return byPack, err
 }
 

@@ -46,7 +46,7 @@ func makeDirs(dir string, files []File) error {
 // fsynced, deepest first.
 func finishEntries(dir string, files []File, written map[string]*restoreFile, temp bool) error {
 	path := func(name string) string { return filepath.Join(dir, filepath.FromSlash(name)) }
-	var dirs []string
+	var dirs []File
 	for _, f := range files {
 		p := path(f.Name)
 		switch f.Type {
@@ -73,22 +73,16 @@ func finishEntries(dir string, files []File, written map[string]*restoreFile, te
 				return err
 			}
 		case TypeDir:
-			dirs = append(dirs, f.Name)
-		}
-	}
-	byName := map[string]File{}
-	for _, f := range files {
-		if f.Type == TypeDir {
-			byName[f.Name] = f
+			dirs = append(dirs, f)
 		}
 	}
 	// Deepest first: a directory's mtime is set after everything in it.
 	slices.Reverse(dirs)
 	for _, d := range dirs {
-		if err := syncDir(path(d)); err != nil {
+		if err := syncDir(path(d.Name)); err != nil {
 			return err
 		}
-		if err := setMeta(path(d), byName[d], false); err != nil {
+		if err := setMeta(path(d.Name), d, false); err != nil {
 			return err
 		}
 	}
