@@ -21,12 +21,13 @@ const (
 	PackFile     FileType = "data"
 	IndexFile    FileType = "index"
 	SnapshotFile FileType = "snapshots"
+	TailFile     FileType = "tails" // a followed log's tail (Redis AOF), named <prefix>-<hash>: SplitNamed
 	LockFile     FileType = "locks"
 )
 
 // AllFileTypes lists every type, in the order a reader of a repository should
 // consider them.
-var AllFileTypes = []FileType{ConfigFile, KeyFile, SnapshotFile, IndexFile, PackFile, LockFile}
+var AllFileTypes = []FileType{ConfigFile, KeyFile, SnapshotFile, TailFile, IndexFile, PackFile, LockFile}
 
 // Handle names one object. Name is empty for ConfigFile and a lower-case hex
 // string (or another name without '/') for every other type.
@@ -57,7 +58,7 @@ func (h Handle) Validate() error {
 			return fmt.Errorf("invalid name %q: config has no name", h.Name)
 		}
 		return nil
-	case KeyFile, PackFile, IndexFile, SnapshotFile, LockFile:
+	case KeyFile, PackFile, IndexFile, SnapshotFile, TailFile, LockFile:
 	default:
 		return fmt.Errorf("invalid file type %q", h.Type)
 	}
@@ -120,6 +121,9 @@ var (
 //     object saved before List began is listed. List(ConfigFile) lists the
 //     config, if there is one, as one entry with an empty name. If fn
 //     returns an error, List stops and returns that error unwrapped.
+//     A type nothing was ever saved under lists nothing, also where a
+//     repository made before the type existed lacks its place (a local
+//     repository without tails/); Save makes that place.
 //   - Remove deletes one object; removing an absent object returns an error
 //     wrapping ErrNotFound.
 //   - Save, Load, Stat and Remove reject a handle whose Validate fails.

@@ -214,6 +214,30 @@ func TestObjectBounds(t *testing.T) {
 			t.Errorf("read %d bytes of a snapshot", n)
 		}
 	})
+	t.Run("tail", func(t *testing.T) {
+		be := newBloated()
+		r := initRepo(t, be, smallOptions())
+		h := repo.Handle{Type: repo.TailFile, Name: "ab-1-" + strings.Repeat("45", 32)}
+		be.add(t, h, bloat{listed: giB, streamed: giB})
+		var listed []int64
+		if err := r.ListNamed(t.Context(), repo.TailFile, func(_ string, size int64) error {
+			listed = append(listed, size)
+			return nil
+		}); err != nil || len(listed) != 1 {
+			t.Fatalf("list tails: %v, %v", listed, err)
+		}
+		_, err := r.LoadNamed(t.Context(), repo.TailFile, h.Name, listed[0])
+		wantBounded(t, err, h, "16777216")
+		if n, loads := be.readOf(h); n != 0 || loads != 0 {
+			t.Errorf("read %d bytes of a tail listed at 1 GiB, in %d loads", n, loads)
+		}
+		// Without a listing it is read up to the bound.
+		_, err = r.LoadNamed(t.Context(), repo.TailFile, h.Name, -1)
+		wantBounded(t, err, h, "16777216")
+		if n, _ := be.readOf(h); n > 16<<20+1 {
+			t.Errorf("read %d bytes of a tail", n)
+		}
+	})
 	t.Run("lock", func(t *testing.T) {
 		be := newBloated()
 		r := initRepo(t, be, smallOptions())

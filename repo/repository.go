@@ -329,6 +329,10 @@ const (
 	// maxSnapshotObject bounds a snapshot: about a kilobyte of JSON; the
 	// file list is in its tree blob.
 	maxSnapshotObject = 4 << 20
+	// maxTailObject bounds a tail object: what a follower copies of a
+	// log in one tick, or a compactor's merge of such tails. Larger
+	// stretches of log go into packs.
+	maxTailObject = 16 << 20
 	// maxIndexObject bounds an index file: at 44 to 49 bytes an entry,
 	// some 23 million blobs (23 TiB at the default 1 MiB chunk), far more
 	// than the in-memory index (60 bytes a blob) of a host snap runs on
@@ -350,6 +354,8 @@ func maxObjectSize(t FileType) int64 {
 		return maxSmallObject
 	case SnapshotFile:
 		return maxSnapshotObject
+	case TailFile:
+		return maxTailObject
 	case IndexFile:
 		return maxIndexObject
 	}
@@ -423,6 +429,8 @@ func objectNoun(t FileType) string {
 		return "an index file"
 	case SnapshotFile:
 		return "a snapshot"
+	case TailFile:
+		return "a tail object"
 	case LockFile:
 		return "a lock object"
 	case PackFile:
@@ -455,7 +463,12 @@ func (r *Repository) LoadUnpacked(ctx context.Context, t FileType, id ID) ([]byt
 // loadUnpacked is LoadUnpacked of an object a listing says is size bytes
 // long (-1: not known).
 func (r *Repository) loadUnpacked(ctx context.Context, t FileType, id ID, size int64) ([]byte, error) {
-	h := Handle{Type: t, Name: id.String()}
+	return r.loadHashed(ctx, Handle{Type: t, Name: id.String()}, id, size)
+}
+
+// loadHashed loads, verifies and decrypts h, whose name ends in id, the
+// hash of its stored bytes; size is as for loadSized.
+func (r *Repository) loadHashed(ctx context.Context, h Handle, id ID, size int64) ([]byte, error) {
 	sealed, err := loadSized(ctx, r.be, h, size)
 	if err != nil {
 		return nil, fmt.Errorf("load %s: %w", h, err)

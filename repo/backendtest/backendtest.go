@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -46,6 +47,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) repo.Backend) {
 		{"SpoolExisting", testSpoolExisting},
 		{"SpoolAbort", testSpoolAbort},
 		{"SaveFrom", testSaveFrom},
+		{"TailNames", testTailNames},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -82,6 +84,15 @@ func randBytes(r *rand.Rand, n int) []byte {
 // randName returns a 64-digit hex name, like an object ID.
 func randName(r *rand.Rand) string {
 	return fmt.Sprintf("%016x%016x%016x%016x", r.Uint64(), r.Uint64(), r.Uint64(), r.Uint64())
+}
+
+// randNameFor returns a name of the form objects of typ have: an ID, or
+// for a tail a prefix, '-' and an ID.
+func randNameFor(r *rand.Rand, typ repo.FileType) string {
+	if typ == repo.TailFile {
+		return fmt.Sprintf("%08x-%d-%d-n-%s", r.Uint32(), r.IntN(10), r.Uint64(), randName(r))
+	}
+	return randName(r)
 }
 
 // LoadAll returns the whole object h of be and fails t on an error: for
@@ -157,7 +168,7 @@ func testSaveLoad(t *testing.T, be repo.Backend) {
 	r := rng(t)
 	for _, typ := range repo.AllFileTypes {
 		for _, size := range []int{1, 100, 1<<20 + 7} {
-			h := repo.Handle{Type: typ, Name: randName(r)}
+			h := repo.Handle{Type: typ, Name: randNameFor(r, typ)}
 			if typ == repo.ConfigFile {
 				if size != 100 {
 					continue // only one config
@@ -273,7 +284,7 @@ func testMissing(t *testing.T, be repo.Backend) {
 func testSaveExisting(t *testing.T, be repo.Backend) {
 	r := rng(t)
 	for _, typ := range repo.AllFileTypes {
-		h := repo.Handle{Type: typ, Name: randName(r)}
+		h := repo.Handle{Type: typ, Name: randNameFor(r, typ)}
 		if typ == repo.ConfigFile {
 			h.Name = ""
 		}
@@ -303,9 +314,9 @@ func testList(t *testing.T, be repo.Backend) {
 		}
 		want[repo.PackFile][name] = int64(r.IntN(300))
 	}
-	for _, typ := range []repo.FileType{repo.KeyFile, repo.IndexFile, repo.SnapshotFile} {
+	for _, typ := range []repo.FileType{repo.KeyFile, repo.IndexFile, repo.SnapshotFile, repo.TailFile} {
 		for range 5 {
-			want[typ][randName(r)] = int64(r.IntN(300))
+			want[typ][randNameFor(r, typ)] = int64(r.IntN(300))
 		}
 	}
 	want[repo.ConfigFile][""] = 42
@@ -349,7 +360,7 @@ func testRemove(t *testing.T, be repo.Backend) {
 	keep := repo.Handle{Type: repo.PackFile, Name: randName(r)}
 	mustSave(t, be, keep, randBytes(r, 10))
 	for _, typ := range repo.AllFileTypes {
-		h := repo.Handle{Type: typ, Name: randName(r)}
+		h := repo.Handle{Type: typ, Name: randNameFor(r, typ)}
 		if typ == repo.ConfigFile {
 			h.Name = ""
 		}
@@ -494,8 +505,8 @@ func testConcurrentDifferentNames(t *testing.T, be repo.Backend) {
 	objs := make([][]object, workers)
 	for w := range objs {
 		for range perWorker {
-			typ := []repo.FileType{repo.PackFile, repo.IndexFile, repo.SnapshotFile}[r.IntN(3)]
-			objs[w] = append(objs[w], object{repo.Handle{Type: typ, Name: randName(r)}, randBytes(r, r.IntN(20000))})
+			typ := []repo.FileType{repo.PackFile, repo.IndexFile, repo.SnapshotFile, repo.TailFile}[r.IntN(4)]
+			objs[w] = append(objs[w], object{repo.Handle{Type: typ, Name: randNameFor(r, typ)}, randBytes(r, r.IntN(20000))})
 		}
 	}
 	var wg sync.WaitGroup
@@ -530,7 +541,7 @@ func testConcurrentDifferentNames(t *testing.T, be repo.Backend) {
 		return
 	}
 	total := 0
-	for _, typ := range []repo.FileType{repo.PackFile, repo.IndexFile, repo.SnapshotFile} {
+	for _, typ := range []repo.FileType{repo.PackFile, repo.IndexFile, repo.SnapshotFile, repo.TailFile} {
 		total += len(listNames(t, be, typ))
 	}
 	if total != workers*perWorker {
@@ -608,6 +619,9 @@ func testInvalidHandle(t *testing.T, be repo.Backend) {
 		{Type: repo.IndexFile, Name: "a/b"},
 		{Type: repo.IndexFile, Name: ".."},
 		{Type: repo.SnapshotFile, Name: "../config"},
+		{Type: repo.TailFile, Name: "../config"},
+		{Type: repo.TailFile, Name: "ab/cd-" + strings.Repeat("0", 64)},
+		{Type: repo.TailFile, Name: ".tmp-" + strings.Repeat("0", 64)},
 		{Type: repo.KeyFile, Name: "/etc"},
 		{Type: repo.ConfigFile, Name: "x"},
 		{Type: "bogus", Name: "abcd"},
@@ -634,5 +648,51 @@ func testInvalidHandle(t *testing.T, be repo.Backend) {
 		if got := listNames(t, be, typ); len(got) != 0 {
 			t.Errorf("list %s after invalid saves: %v", typ, got)
 		}
+	}
+}
+
+// testTailNames stores tails under the names a follower gives them: a
+// prefix of digits, letters, '-' and '.', then '-' and a hash. Each is
+// stored, listed and removed under exactly that name, and is no other
+// type's object.
+func testTailNames(t *testing.T, be repo.Backend) {
+	r := rng(t)
+	hash := randName(r)
+	names := []string{
+		"0123abcd-3-100-200-1700000000000-n-" + hash,
+		"0123abcd-3-100-200-1700000000000-n-" + randName(r), // same prefix
+		"redis.host-7.example-" + randName(r),
+		strings.Repeat("z", 160) + "-" + randName(r), // the longest prefix
+		hash, // a tail named like any other object
+	}
+	want := make(map[string]int64)
+	for i, name := range names {
+		h := repo.Handle{Type: repo.TailFile, Name: name}
+		data := randBytes(r, 100+i)
+		mustSave(t, be, h, data)
+		checkContent(t, be, h, data)
+		want[name] = int64(len(data))
+	}
+	if err := be.Save(t.Context(), repo.Handle{Type: repo.TailFile, Name: names[0]}, []byte("again")); !errors.Is(err, repo.ErrExists) {
+		t.Errorf("save existing tail: got %v, want ErrExists", err)
+	}
+	if got := listNames(t, be, repo.TailFile); !mapsEqual(got, want) {
+		t.Errorf("list tails:\n got %v\nwant %v", got, want)
+	}
+	for _, typ := range []repo.FileType{repo.SnapshotFile, repo.LockFile, repo.IndexFile} {
+		if got := listNames(t, be, typ); len(got) != 0 {
+			t.Errorf("list %s after saving tails: %v", typ, got)
+		}
+	}
+	h := repo.Handle{Type: repo.TailFile, Name: names[0]}
+	if err := be.Remove(t.Context(), h); err != nil {
+		t.Fatalf("remove %v: %v", h, err)
+	}
+	if err := be.Remove(t.Context(), h); !errors.Is(err, repo.ErrNotFound) {
+		t.Errorf("remove %v twice: got %v, want ErrNotFound", h, err)
+	}
+	delete(want, names[0])
+	if got := listNames(t, be, repo.TailFile); !mapsEqual(got, want) {
+		t.Errorf("list tails after a remove:\n got %v\nwant %v", got, want)
 	}
 }

@@ -7,6 +7,7 @@
 //	gs://BUCKET/PREFIX/data/<first two characters of name>/<name>
 //	gs://BUCKET/PREFIX/index/<name>
 //	gs://BUCKET/PREFIX/snapshots/<name>
+//	gs://BUCKET/PREFIX/tails/<prefix>-<hash>
 //	gs://BUCKET/PREFIX/locks/<name>
 //
 // Every write is create-only (ifGenerationMatch=0) and carries a CRC32C of
@@ -367,7 +368,7 @@ func (b *Backend) List(ctx context.Context, t repo.FileType, fn func(repo.FileIn
 			return err
 		}
 		return fn(fi)
-	case repo.KeyFile, repo.PackFile, repo.IndexFile, repo.SnapshotFile, repo.LockFile:
+	case repo.KeyFile, repo.PackFile, repo.IndexFile, repo.SnapshotFile, repo.TailFile, repo.LockFile:
 	default:
 		return fmt.Errorf("list %s in %s: invalid file type %q", t, b.Location(), t)
 	}

@@ -7,6 +7,7 @@
 //	DIR/data/<first two characters of name>/<name>
 //	DIR/index/<name>
 //	DIR/snapshots/<name>
+//	DIR/tails/<prefix>-<hash>
 //	DIR/locks/<name>
 //
 // Writes go to a temp file named ".tmp-*" in the final directory and are
@@ -139,7 +140,7 @@ func (b *Backend) save(ctx context.Context, h repo.Handle, data []byte) error {
 		return err
 	}
 	dir := filepath.Dir(final)
-	f, tmp, err := directio.CreateTemp(dir, tempPrefix)
+	f, tmp, err := b.createTemp(h.Type, dir)
 	if err != nil {
 		return err
 	}
@@ -159,6 +160,28 @@ func (b *Backend) save(ctx context.Context, h repo.Handle, data []byte) error {
 		return err
 	}
 	return syncDir(dir)
+}
+
+// addedLater reports whether t came after the first repositories were
+// made, so that a repository may have no directory for it: List takes the
+// missing directory for an empty one and Save makes it.
+func addedLater(t repo.FileType) bool { return t == repo.TailFile }
+
+// createTemp creates a temp file in dir, the directory of objects of type
+// t, making dir first where t was added later and it is missing. Only dir
+// itself is made: a repository directory that vanished stays an error.
+func (b *Backend) createTemp(t repo.FileType, dir string) (*directio.File, string, error) {
+	f, tmp, err := directio.CreateTemp(dir, tempPrefix)
+	if err == nil || !addedLater(t) || !errors.Is(err, fs.ErrNotExist) {
+		return f, tmp, err
+	}
+	if err := os.Mkdir(dir, dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, "", err
+	}
+	if err := syncDir(filepath.Dir(dir)); err != nil {
+		return nil, "", err
+	}
+	return directio.CreateTemp(dir, tempPrefix)
 }
 
 // writeSync writes data to f, syncs and closes it. Data in an aligned
@@ -300,8 +323,16 @@ func (b *Backend) list(ctx context.Context, t repo.FileType, fn func(repo.FileIn
 			}
 		}
 		return nil
-	case repo.KeyFile, repo.IndexFile, repo.SnapshotFile, repo.LockFile:
-		return listDir(filepath.Join(b.dir, string(t)), fn)
+	case repo.KeyFile, repo.IndexFile, repo.SnapshotFile, repo.TailFile, repo.LockFile:
+		dir := filepath.Join(b.dir, string(t))
+		if addedLater(t) {
+			if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+				// Nothing of t saved yet, unless the repository is gone.
+				_, err = os.Stat(b.dir)
+				return err
+			}
+		}
+		return listDir(dir, fn)
 	default:
 		return fmt.Errorf("invalid file type %q", t)
 	}

@@ -35,7 +35,7 @@ func create(t *testing.T, dir string) *local.Backend {
 func TestLayout(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "repo")
 	be := create(t, dir)
-	for _, d := range []string{"keys", "data/00", "data/7f", "data/ff", "index", "snapshots", "locks"} {
+	for _, d := range []string{"keys", "data/00", "data/7f", "data/ff", "index", "snapshots", "tails", "locks"} {
 		fi, err := os.Stat(filepath.Join(dir, d))
 		if err != nil {
 			t.Fatalf("layout: %v", err)
@@ -49,6 +49,7 @@ func TestLayout(t *testing.T) {
 		{Type: repo.PackFile, Name: "ab01"}:            "data/ab/ab01",
 		{Type: repo.IndexFile, Name: "ab01"}:           "index/ab01",
 		{Type: repo.SnapshotFile, Name: "0123456789"}:  "snapshots/0123456789",
+		{Type: repo.TailFile, Name: "ab-0123456789"}:   "tails/ab-0123456789",
 		{Type: repo.PackFile, Name: "zz01"}:            "",
 		{Type: repo.PackFile, Name: "a"}:               "",
 		{Type: repo.IndexFile, Name: "../config"}:      "",
@@ -60,6 +61,70 @@ func TestLayout(t *testing.T) {
 		if got := be.Path(h); got != want {
 			t.Errorf("Path(%v) = %q, want %q", h, got, want)
 		}
+	}
+}
+
+// A repository made before tails existed has no tails/ directory: it
+// opens, lists no tails, and the first Save of one makes the directory.
+func TestNoTailsDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	create(t, dir)
+	if err := os.WriteFile(filepath.Join(dir, "config"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, "tails")); err != nil {
+		t.Fatal(err)
+	}
+	be, err := local.Open(dir)
+	if err != nil {
+		t.Fatalf("open without tails/: %v", err)
+	}
+	ctx := t.Context()
+	list := func() []string {
+		t.Helper()
+		var names []string
+		if err := be.List(ctx, repo.TailFile, func(fi repo.FileInfo) error {
+			names = append(names, fi.Name)
+			return nil
+		}); err != nil {
+			t.Fatalf("list tails: %v", err)
+		}
+		return names
+	}
+	if got := list(); len(got) != 0 {
+		t.Fatalf("list tails without tails/: %q", got)
+	}
+	h := repo.Handle{Type: repo.TailFile, Name: "0123abcd-3-" + strings.Repeat("ab", 32)}
+	if _, err := be.Stat(ctx, h); !errors.Is(err, repo.ErrNotFound) {
+		t.Errorf("stat without tails/: %v, want ErrNotFound", err)
+	}
+	if err := be.Remove(ctx, h); !errors.Is(err, repo.ErrNotFound) {
+		t.Errorf("remove without tails/: %v, want ErrNotFound", err)
+	}
+	if err := be.Save(ctx, h, []byte("tail")); err != nil {
+		t.Fatalf("save without tails/: %v", err)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "tails")); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("tails/ after save: %v, %v", fi, err)
+	}
+	if got := list(); len(got) != 1 || got[0] != h.Name {
+		t.Fatalf("list tails after save: %q", got)
+	}
+	if got := backendtest.LoadAll(t, be, h); string(got) != "tail" {
+		t.Errorf("load %v = %q", h, got)
+	}
+	// Only tails/ is made on demand: a vanished repository stays an error.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.List(ctx, repo.TailFile, func(repo.FileInfo) error { return nil }); err == nil {
+		t.Error("list tails of a removed repository: no error")
+	}
+	if err := be.Save(ctx, repo.Handle{Type: repo.TailFile, Name: "ab-" + strings.Repeat("cd", 32)}, nil); err == nil {
+		t.Error("save a tail in a removed repository: no error")
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the removed repository came back: %v", err)
 	}
 }
 

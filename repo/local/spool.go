@@ -27,7 +27,7 @@ func (b *Backend) Spool(ctx context.Context, t repo.FileType) (repo.Spool, error
 	// The type's top directory: for packs, data/ itself, which List does
 	// not read (packs live in data/xx/), and on the same file system as
 	// the final name, so Commit can link.
-	f, name, err := directio.CreateTemp(filepath.Join(b.dir, string(t)), tempPrefix)
+	f, name, err := b.createTemp(t, filepath.Join(b.dir, string(t)))
 	if err != nil {
 		return nil, fmt.Errorf("spool in %s: %w", b.dir, err)
 	}

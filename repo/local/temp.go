@@ -13,16 +13,19 @@ import (
 	"github.com/snapbackup/snap/repo"
 )
 
-// RemoveTemp removes the ".tmp-" files a killed writer left where backups
-// and prunes write (packs, index files, snapshots), when they were last
-// written before cutoff. Lock and key files are left alone: they are
-// written without holding a lock (a lock's own file, while another process
-// may hold the exclusive one), so their temp files may be live at any time.
+// RemoveTemp removes the ".tmp-" files a killed writer left where backups,
+// prunes and followers write (packs, index files, snapshots, tails), when
+// they were last written before cutoff. Lock and key files are left alone:
+// they are written without holding a lock (a lock's own file, while another
+// process may hold the exclusive one), so their temp files may be live at
+// any time. A follower's tail is small and its temp file lives for one
+// Save, far shorter than any margin.
 func (b *Backend) RemoveTemp(ctx context.Context, cutoff time.Time) (int, int64, error) {
 	dirs := []string{
 		filepath.Join(b.dir, string(repo.PackFile)),
 		filepath.Join(b.dir, string(repo.IndexFile)),
 		filepath.Join(b.dir, string(repo.SnapshotFile)),
+		filepath.Join(b.dir, string(repo.TailFile)),
 	}
 	for i := range 256 {
 		dirs = append(dirs, filepath.Join(b.dir, string(repo.PackFile), fmt.Sprintf("%02x", i)))

@@ -30,6 +30,7 @@ func TestRemoveTemp(t *testing.T) {
 		"data/.tmp-spooled":  old,
 		"data/ab/.tmp-saved": old,
 		"index/.tmp-idx":     old,
+		"tails/.tmp-tail":    old,
 		"data/.tmp-live":     now,
 		"snapshots/.tmp-new": now.Add(-time.Hour),
 		"locks/.tmp-lock":    old,
@@ -45,8 +46,8 @@ func TestRemoveTemp(t *testing.T) {
 		}
 	}
 	n, size, err := be.RemoveTemp(ctx, now.Add(-24*time.Hour))
-	if err != nil || n != 3 || size != 3000 {
-		t.Fatalf("RemoveTemp: %d files, %d bytes, %v; want 3, 3000", n, size, err)
+	if err != nil || n != 4 || size != 4000 {
+		t.Fatalf("RemoveTemp: %d files, %d bytes, %v; want 4, 4000", n, size, err)
 	}
 	for name, mtime := range files {
 		_, err := os.Stat(filepath.Join(dir, name))
