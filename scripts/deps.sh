@@ -2,12 +2,15 @@
 # deps.sh installs the Debian packages snap's test server, tests and demo
 # need on a Debian machine that has only Go: RocksDB headers and library (the
 # test server links them through cgo), RocksDB's tools (ldb checks restored
-# databases), redis-cli (the demo writes through the server), and gcc, g++
-# and make where they are missing.
+# databases), a real Redis 7 (redis-server: the Redis source's tests run it,
+# through internal/testredis; Debian 12 ships 7.0), Redis's tools
+# (redis-cli, with which the demo writes through the server;
+# redis-check-aof, which checks restored AOFs), and gcc, g++ and make where
+# they are missing.
 # Idempotent: when everything is present it only checks and returns.
 set -euo pipefail
 
-packages=(librocksdb-dev rocksdb-tools redis-tools)
+packages=(librocksdb-dev rocksdb-tools redis-server redis-tools)
 
 missing=()
 for p in "${packages[@]}"; do
