@@ -157,6 +157,11 @@ func Backup(ctx context.Context, r *repo.Repository, src source.Source, o Backup
 		return nil, err
 	}
 
+	if frozen.Check != nil {
+		if err := frozen.Check(ctx); err != nil {
+			return nil, err
+		}
+	}
 	tree := &Tree{Files: make([]File, 0, len(jobs))}
 	var total int64
 	partial := false
@@ -178,6 +183,7 @@ func Backup(ctx context.Context, r *repo.Repository, src source.Source, o Backup
 	after := r.Stats()
 	sn := &Snapshot{
 		Time: frozenAt, Host: o.Host, Tags: o.Tags, Source: srcMeta, Tree: treeID, Program: o.Program, Partial: partial,
+		Redis: frozen.AOF,
 		Summary: Summary{
 			Files: len(jobs), Bytes: total, BytesRead: o.Progress.BytesDone.Load(),
 			BytesNew:    after.BytesNew - before.BytesNew,

@@ -67,6 +67,10 @@ type CheckOptions struct {
 	Rand               *rand.Rand // picks the Fraction subset; nil: random
 	Log                *slog.Logger
 	MaxProblems        int // problems listed in full; zero: 1000
+	// Extra checks the objects other than snapshots (the tail objects of
+	// redis chains), given every snapshot that loaded and whether a blob
+	// is indexed in a stored pack, and returns what it found wrong.
+	Extra func(ctx context.Context, snaps []*Snapshot, have func(repo.ID) bool) ([]Problem, error)
 }
 
 // Problem is one thing check found. Errors make the repository fail the
@@ -276,6 +280,19 @@ func Check(ctx context.Context, r *repo.Repository, o CheckOptions) (*CheckResul
 	o.Log.Info("checking snapshots", "snapshots", len(snaps))
 	if err := checkTrees(ctx, r, snaps, missingPacks, nil, res); err != nil {
 		return nil, err
+	}
+	if o.Extra != nil {
+		have := func(id repo.ID) bool {
+			loc, ok := r.Index().Lookup(id)
+			return ok && !missingPacks[loc.Pack]
+		}
+		probs, err := o.Extra(ctx, snaps, have)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range probs {
+			res.fail(p)
+		}
 	}
 
 	if o.ReadData {

@@ -37,8 +37,15 @@ type PruneOptions struct {
 	UnreferencedMargin time.Duration
 	DryRun             bool
 	RetryLock          time.Duration // wait this long for other locks to go
-	Now                func() time.Time
-	Log                *slog.Logger
+	// Extra covers the objects other than snapshots that use blobs (the
+	// tail objects of redis chains). Called under the lock with every
+	// snapshot and those kept, it returns the blobs the kept ones need
+	// beyond their trees, and what removes the objects they no longer
+	// need, which prune calls after the forgotten snapshots are removed
+	// and before any pack is. It changes nothing when dry.
+	Extra func(ctx context.Context, snaps, kept []*Snapshot, dry bool) (used []repo.ID, remove func(context.Context) error, err error)
+	Now   func() time.Time
+	Log   *slog.Logger
 }
 
 // PruneStats says what a prune did (or, dry, would do). Sizes are stored
@@ -158,7 +165,14 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResul
 	st := &res.Stats
 	st.SnapshotsKept, st.SnapshotsRemoved = len(kept), len(forgotten)
 
-	p, err := planPrune(ctx, r, kept, o)
+	var extraUsed []repo.ID
+	var extraRemove func(context.Context) error
+	if o.Extra != nil {
+		if extraUsed, extraRemove, err = o.Extra(ctx, snaps, kept, o.DryRun); err != nil {
+			return nil, err
+		}
+	}
+	p, err := planPrune(ctx, r, kept, extraUsed, o)
 	if err != nil {
 		return nil, err
 	}
@@ -190,6 +204,11 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResul
 		return nil
 	}); err != nil {
 		return nil, err
+	}
+	if extraRemove != nil {
+		if err := extraRemove(ctx); err != nil {
+			return nil, err
+		}
 	}
 
 	// 3. Repack.
@@ -275,7 +294,7 @@ type prunePlan struct {
 	st            PruneStats // counts filled while planning
 }
 
-func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, o PruneOptions) (*prunePlan, error) {
+func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraUsed []repo.ID, o PruneOptions) (*prunePlan, error) {
 	p := &prunePlan{packs: map[repo.ID]*repo.PackBlobs{}, stored: map[repo.ID]repo.FileInfo{}, copyBlobs: map[repo.ID][]repo.BlobEntry{}}
 	var err error
 	// Every index file must load: one left out would make its packs look
@@ -311,6 +330,13 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, o Prun
 
 	if p.used, err = markUsed(ctx, r, kept); err != nil {
 		return nil, err
+	}
+	idx := r.Index()
+	for _, id := range extraUsed {
+		if !idx.Has(id) {
+			return nil, fmt.Errorf("chunk %s of a tail object is not in the index; run snap check (prune changes nothing while a kept chain is damaged)", id)
+		}
+		p.used[id] = blobUsed
 	}
 
 	ids := make([]repo.ID, 0, len(p.packs))

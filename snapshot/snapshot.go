@@ -27,7 +27,7 @@ const (
 
 // Source says where a snapshot's files came from.
 type Source struct {
-	Kind    string `json:"kind"`              // source.KindFreeze or source.KindDir
+	Kind    string `json:"kind"`              // source.KindFreeze, source.KindDir or source.KindRedis
 	Address string `json:"address,omitempty"` // server address (freeze)
 	DataDir string `json:"data_dir"`          // the directory read
 }
@@ -59,6 +59,9 @@ type Snapshot struct {
 	// while they were read (backup --allow-changes): each file is whole,
 	// but they may not be of one moment.
 	Partial bool `json:"partial,omitempty"`
+	// Redis is the AOF point of a redis snapshot (docs/design.md, "Redis
+	// chains").
+	Redis *source.AOFPoint `json:"redis,omitempty"`
 
 	ID repo.ID `json:"-"` // the name it is stored under; set by Save, Load and List
 }
@@ -127,6 +130,14 @@ func Decode(data []byte) (*Snapshot, error) {
 		return nil, fmt.Errorf("%w: snapshot has no time", repo.ErrCorrupt)
 	}
 	sn.Source.Kind = source.CanonicalKind(sn.Source.Kind)
+	if (sn.Source.Kind == source.KindRedis) != (sn.Redis != nil) {
+		return nil, fmt.Errorf("%w: snapshot of kind %q with%s a redis point", repo.ErrCorrupt, sn.Source.Kind, map[bool]string{true: "", false: "out"}[sn.Redis != nil])
+	}
+	if sn.Redis != nil {
+		if err := sn.Redis.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: %v", repo.ErrCorrupt, err)
+		}
+	}
 	return &sn, nil
 }
 

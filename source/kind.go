@@ -17,6 +17,9 @@ const (
 	// KindDir is a directory no one writes while it is read: a closed
 	// database or a checkpoint, every file under it.
 	KindDir = "dir"
+	// KindRedis is a redis-server 7's multi-part AOF directory: one point
+	// of a chain (docs/design.md, "Redis chains").
+	KindRedis = "redis"
 )
 
 // legacyFreeze is what snapshots written before kinds had names say.
@@ -63,6 +66,8 @@ func KindOf(k string) (Kind, error) {
 		return freezeKind{}, nil
 	case KindDir:
 		return dirKind{}, nil
+	case KindRedis:
+		return redisKind{}, nil
 	}
 	return nil, fmt.Errorf("snapshot of source kind %q, which this snap does not know; upgrade snap", k)
 }
@@ -115,3 +120,10 @@ func (dirKind) CheckTarget(dir string, _ []string, leftover func(string) bool) e
 	}
 	return nil
 }
+
+// redisKind writes the files of a redis snapshot into the staging
+// directory a chain restore renames into place once whole: like the dir
+// kind, an empty directory and temporary names.
+type redisKind struct{ dirKind }
+
+func (redisKind) Name() string { return KindRedis }

@@ -22,6 +22,8 @@ const (
 	RoleOptions  Role = "options"  // OPTIONS-*, whole
 	RoleOther    Role = "other"    // anything else listed, whole
 	RoleFile     Role = "file"     // a file of a directory backup (dir kind), whole
+	RoleAOFBase  Role = "aof-base" // a Redis AOF base file (redis kind), whole
+	RoleAOFIncr  Role = "aof-incr" // a Redis AOF incr file (redis kind), append-only, exact Length
 )
 
 // Classify returns the role of a RocksDB file from its name. Names that do
@@ -50,12 +52,12 @@ func Classify(name string) Role {
 // Only a prefix of such a file belongs to a snapshot, so its listed length is
 // exact and required.
 func (r Role) AppendOnly() bool {
-	return r == RoleWAL || r == RoleManifest
+	return r == RoleWAL || r == RoleManifest || r == RoleAOFIncr
 }
 
 func (r Role) known() bool {
 	switch r {
-	case RoleTable, RoleWAL, RoleManifest, RoleCurrent, RoleOptions, RoleOther, RoleFile:
+	case RoleTable, RoleWAL, RoleManifest, RoleCurrent, RoleOptions, RoleOther, RoleFile, RoleAOFBase, RoleAOFIncr:
 		return true
 	}
 	return false

@@ -20,7 +20,7 @@ const ReleaseTimeout = 30 * time.Second
 
 // Info describes a source for snapshot metadata.
 type Info struct {
-	Kind    string // KindFreeze, KindDir
+	Kind    string // KindFreeze, KindDir, KindRedis
 	Address string // server address, empty for sources without a server
 	DataDir string // directory the listed names are relative to
 }
@@ -36,6 +36,12 @@ type Source interface {
 type Frozen struct {
 	Listing Listing
 	Dir     string // directory the names are relative to
+	// AOF is what a redis snapshot records of the AOF (redis kind only).
+	AOF *AOFPoint
+	// Check, when set, is called once every file was read and before the
+	// snapshot is saved; its error fails the backup (the redis kind makes
+	// sure no rewrite switched the files it read).
+	Check func(context.Context) error
 
 	mu       sync.Mutex
 	release  func(context.Context) error
