@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -74,6 +75,9 @@ func backupCommand() *cli.Command {
 			if err := o.setSource(c); err != nil {
 				return err
 			}
+			if o.kind == source.KindRedis && !c.IsSet("server") {
+				o.server = defaultRedisServer
+			}
 			return runBackup(c.Context, o)
 		},
 	}
@@ -130,7 +134,7 @@ func runBackup(ctx context.Context, o backupOptions) error {
 // them.
 func sourceFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "source", Value: source.KindFreeze, EnvVars: []string{"SNAP_SOURCE"}, Usage: "what to back up: freeze (a server that answers FREEZE) or dir (a closed database directory or a checkpoint, --path)"},
+		&cli.StringFlag{Name: "source", Value: source.KindFreeze, EnvVars: []string{"SNAP_SOURCE"}, Usage: "what to back up: freeze (a server that answers FREEZE), dir (a closed database directory or a checkpoint, --path) or redis (a redis-server 7's AOF: --server is its address, --data its dir)"},
 		&cli.StringFlag{Name: "path", EnvVars: []string{"SNAP_SOURCE_PATH"}, Usage: "with --source dir: the directory to back up, every file under it"},
 		&cli.StringFlag{Name: "lock-file", Value: source.DefaultLockFile, Usage: "with --source dir: the file the store locks while it runs (RocksDB, Pebble: LOCK); a held lock refuses the backup. Empty: none"},
 		&cli.BoolFlag{Name: "allow-changes", Usage: "with --source dir: save a snapshot marked partial when files change while they are read, instead of failing"},
@@ -155,18 +159,28 @@ func (o *sourceOptions) setSource(c *cli.Context) error {
 		if o.path == "" {
 			return cli.Exit("--source dir needs --path DIR: the directory to back up", exitUsage)
 		}
+	case source.KindRedis:
+		for _, f := range []string{"path", "allow-changes", "before", "after", "lock-file"} {
+			if c.IsSet(f) {
+				return cli.Exit(fmt.Sprintf("--%s goes with --source dir", f), exitUsage)
+			}
+		}
 	default:
-		return cli.Exit(fmt.Sprintf("--source %q: want freeze or dir", o.kind), exitUsage)
+		return cli.Exit(fmt.Sprintf("--source %q: want freeze, dir or redis", o.kind), exitUsage)
 	}
 	return nil
 }
 
-// newSource returns the source o names.
-func (o *backupOptions) newSource() source.Source {
-	if o.kind == source.KindDir {
-		return source.NewDir(o.path, source.DirOptions{LockFile: o.lockFile, Before: o.before, After: o.after, Log: o.log})
+// newSource returns the source o names, and what closes it.
+func (o *backupOptions) newSource() (source.Source, func()) {
+	switch o.kind {
+	case source.KindDir:
+		return source.NewDir(o.path, source.DirOptions{LockFile: o.lockFile, Before: o.before, After: o.after, Log: o.log}), func() {}
+	case source.KindRedis:
+		src := source.NewRedisAOF(o.server, o.data, source.RedisAOFOptions{Log: o.log})
+		return src, func() { src.Close() }
 	}
-	return source.NewRedis(o.server, o.data, o.log)
+	return source.NewRedis(o.server, o.data, o.log), func() {}
 }
 
 // sourceDir is the directory the snapshots of o's source record.
@@ -180,13 +194,27 @@ func (o *sourceOptions) sourceDir(data string) string {
 // backupInto backs up the source o names into r, whose index is loaded.
 // snap backup and snap run share it, so their snapshots are alike.
 func backupInto(ctx context.Context, r *repo.Repository, o backupOptions, pr *snapshot.Progress) (*snapshot.Snapshot, error) {
-	src := o.newSource()
+	src, closeSrc := o.newSource()
+	defer closeSrc()
 	// One worker per core compresses; the extra Ps are for the readers and
 	// pack writers while they wait on the disk (see ioProcs).
 	procs, restoreProcs := ioProcs()
 	defer restoreProcs()
-	return snapshot.Backup(ctx, r, src, snapshot.BackupOptions{
+	bo := o.backupOpts(pr)
+	bo.Workers = procs
+	sn, err := snapshot.Backup(ctx, r, src, bo)
+	if errors.Is(err, source.ErrAOFSwitched) {
+		// A rewrite switched the AOF's files while they were read: once more.
+		o.log.Warn("an AOF rewrite switched files during the backup; starting over once", "err", err)
+		sn, err = snapshot.Backup(ctx, r, src, bo)
+	}
+	return sn, err
+}
+
+// backupOpts are the snapshot options of o's backups.
+func (o *backupOptions) backupOpts(pr *snapshot.Progress) snapshot.BackupOptions {
+	return snapshot.BackupOptions{
 		Host: o.host, Tags: o.tags, Force: o.force, Progress: pr, Log: o.log, Program: "snap " + version,
-		ReadLimit: o.storage.readLimiter(), Workers: procs, RetryLock: o.retryLock, AllowChanges: o.allowChanges,
-	})
+		ReadLimit: o.storage.readLimiter(), RetryLock: o.retryLock, AllowChanges: o.allowChanges,
+	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/snapbackup/snap/chain"
 	"github.com/snapbackup/snap/snapshot"
 )
 
@@ -59,6 +60,7 @@ func runCheck(ctx context.Context, o checkOptions) error {
 	}
 	defer r.Close()
 	o.Log = o.log
+	o.Extra = chain.CheckExtra(r)
 	res, err := snapshot.Check(ctx, r, o.CheckOptions)
 	if err != nil {
 		return err

@@ -10,12 +10,16 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/snapbackup/snap/chain"
+	"github.com/snapbackup/snap/repo"
 	"github.com/snapbackup/snap/snapshot"
+	"github.com/snapbackup/snap/source"
 )
 
 type lsOptions struct {
 	*globalOptions
-	id string
+	id     string
+	chains bool
 }
 
 func lsCommand() *cli.Command {
@@ -23,6 +27,9 @@ func lsCommand() *cli.Command {
 		Name:      "ls",
 		Usage:     "list snapshots, or the files of one",
 		ArgsUsage: "[SNAPSHOT-ID]",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "chains", Usage: "list the redis chains only: for each, the interval restore --at can bring back, and its gaps"},
+		},
 		Action: func(c *cli.Context) error {
 			g, err := globals(c)
 			if err != nil {
@@ -31,7 +38,10 @@ func lsCommand() *cli.Command {
 			if c.NArg() > 1 {
 				return cli.Exit("ls takes at most one snapshot id", exitUsage)
 			}
-			return runLs(c.Context, lsOptions{globalOptions: g, id: c.Args().First()})
+			if c.NArg() == 1 && c.Bool("chains") {
+				return cli.Exit("give a snapshot id or --chains, not both", exitUsage)
+			}
+			return runLs(c.Context, lsOptions{globalOptions: g, id: c.Args().First(), chains: c.Bool("chains")})
 		},
 	}
 }
@@ -69,6 +79,9 @@ func runLs(ctx context.Context, o lsOptions) error {
 	if err != nil {
 		return err
 	}
+	if o.chains {
+		return lsChains(ctx, r, o, snaps)
+	}
 	if o.id == "" {
 		if o.json {
 			out := make([]snapshotJSON, 0, len(snaps))
@@ -91,6 +104,12 @@ func runLs(ctx context.Context, o lsOptions) error {
 			return err
 		}
 		fmt.Fprintf(o.stdout, "%d snapshots\n", len(snaps))
+		for _, sn := range snaps {
+			if chain.IsRedis(sn) {
+				fmt.Fprintln(o.stdout)
+				return lsChains(ctx, r, o, snaps)
+			}
+		}
 		return nil
 	}
 	sn, err := snapshot.Find(snaps, o.id)
@@ -142,4 +161,64 @@ func sourceStr(s snapshot.Source) string {
 		return s.Kind + " " + s.DataDir
 	}
 	return s.Kind + " " + s.Address + " " + s.DataDir
+}
+
+type chainJSON struct {
+	Host   string      `json:"host"`
+	Source string      `json:"source"`
+	Chain  string      `json:"chain"`
+	From   time.Time   `json:"from"`
+	To     time.Time   `json:"to"`
+	Gaps   []chain.Gap `json:"gaps"`
+	Bases  int         `json:"bases"`
+	Tails  int         `json:"tail_objects"`
+}
+
+// lsChains lists the redis chains: the seconds restore --at can bring
+// back, and the gaps inside.
+func lsChains(ctx context.Context, r *repo.Repository, o lsOptions, snaps []*snapshot.Snapshot) error {
+	chains, err := chain.LoadChains(ctx, r, snaps)
+	if err != nil {
+		return err
+	}
+	var out []chainJSON
+	for _, c := range chains {
+		from, ok := c.From()
+		if !ok {
+			continue // tail objects of forgotten bases, for prune to remove
+		}
+		gaps, err := c.Gaps(ctx, r)
+		if err != nil {
+			return err
+		}
+		if gaps == nil {
+			gaps = []chain.Gap{}
+		}
+		out = append(out, chainJSON{Host: c.Host, Source: source.KindRedis, Chain: c.ID, From: from, To: c.To(), Gaps: gaps, Bases: len(c.Bases), Tails: len(c.Tails)})
+	}
+	if o.json {
+		if out == nil {
+			out = []chainJSON{}
+		}
+		return json.NewEncoder(o.stdout).Encode(out)
+	}
+	tw := tabwriter.NewWriter(o.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CHAIN\tHOST\tFROM\tTO\tBASES\tTAIL OBJECTS\tGAPS")
+	for _, c := range out {
+		var gs []string
+		for _, g := range c.Gaps {
+			gs = append(gs, g.From.Local().Format("15:04:05")+"-"+g.To.Local().Format("15:04:05"))
+		}
+		gap := "none"
+		if len(gs) > 0 {
+			gap = strings.Join(gs, ",")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", c.Chain[:8], c.Host, c.From.Local().Format("2006-01-02 15:04:05"),
+			c.To.Local().Format("2006-01-02 15:04:05"), c.Bases, c.Tails, gap)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.stdout, "%d redis chains (restore --at TIME brings back any second from FROM to TO outside the gaps)\n", len(out))
+	return nil
 }

@@ -112,7 +112,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Flags: globalFlags(),
 		Commands: []*cli.Command{
 			command(initCommand()), command(backupCommand()), command(restoreCommand()), command(lsCommand()),
-			command(runCommand()),
+			command(runCommand()), command(followCommand()),
 			command(pruneCommand()), command(checkCommand()), command(unlockCommand()),
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits

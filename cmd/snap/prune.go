@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/snapbackup/snap/chain"
 	"github.com/snapbackup/snap/snapshot"
 )
 
@@ -127,6 +128,7 @@ func runPrune(ctx context.Context, o pruneOptions) error {
 	}
 	defer r.Close()
 	o.Log = o.log
+	o.Extra = chain.PruneExtra(r, time.Now(), o.log)
 	res, err := snapshot.Prune(ctx, r, o.PruneOptions)
 	if err != nil {
 		return err

@@ -5,12 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/snapbackup/snap/chain"
 	"github.com/snapbackup/snap/repo"
 	"github.com/snapbackup/snap/snapshot"
+	"github.com/snapbackup/snap/source"
 )
 
 type restoreOptions struct {
@@ -21,6 +26,8 @@ type restoreOptions struct {
 	host         string
 	tags         []string
 	skipExisting bool
+	at           time.Time
+	kind         string
 }
 
 func restoreCommand() *cli.Command {
@@ -29,10 +36,12 @@ func restoreCommand() *cli.Command {
 		Usage:     "write a snapshot's files into an empty data directory",
 		ArgsUsage: "[SNAPSHOT-ID]",
 		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "latest", Usage: "restore the newest snapshot (filtered by --host and --tag)"},
+			&cli.BoolFlag{Name: "latest", Usage: "restore the newest snapshot (filtered by --host and --tag); of a redis host, the end of its newest chain"},
+			&cli.StringFlag{Name: "at", Usage: "restore as of `TIME` (RFC 3339, or unix seconds): a redis host's AOF rolled forward to that second, else the newest snapshot taken at or before it"},
+			&cli.StringFlag{Name: "source", Usage: "with --latest or --at: only snapshots of this source kind (freeze, dir or redis); needed when the host has several"},
 			&cli.StringFlag{Name: "target", EnvVars: []string{"SNAP_DATA"}, Value: "/data", Usage: "directory to restore into (default: the data directory)"},
-			&cli.StringFlag{Name: "host", Usage: "with --latest: only snapshots of this host"},
-			&cli.StringSliceFlag{Name: "tag", Usage: "with --latest: only snapshots with this tag"},
+			&cli.StringFlag{Name: "host", Usage: "with --latest or --at: only snapshots of this host"},
+			&cli.StringSliceFlag{Name: "tag", Usage: "with --latest or --at: only snapshots with this tag"},
 			&cli.BoolFlag{Name: "skip-existing", Usage: "if the target already holds a database, do nothing and exit 0 (for start-up scripts)"},
 			// Restore takes no lock at all; the flag stays for scripts that pass it.
 			&cli.BoolFlag{Name: "no-lock", Usage: "accepted and ignored: restore never takes a lock"},
@@ -43,14 +52,23 @@ func restoreCommand() *cli.Command {
 				return err
 			}
 			o := restoreOptions{globalOptions: g, latest: c.Bool("latest"), target: c.String("target"),
-				host: c.String("host"), tags: c.StringSlice("tag"), skipExisting: c.Bool("skip-existing")}
+				host: c.String("host"), tags: c.StringSlice("tag"), skipExisting: c.Bool("skip-existing"), kind: c.String("source")}
+			if c.IsSet("at") {
+				if o.at, err = parseTime(c.String("at")); err != nil {
+					return cli.Exit(fmt.Sprintf("--at %q: %v", c.String("at"), err), exitUsage)
+				}
+			}
 			switch {
 			case c.NArg() > 1:
 				return cli.Exit("restore takes one snapshot id", exitUsage)
-			case c.NArg() == 1 && o.latest:
-				return cli.Exit("give a snapshot id or --latest, not both", exitUsage)
-			case c.NArg() == 0 && !o.latest:
-				return cli.Exit("give a snapshot id or --latest", exitUsage)
+			case c.NArg() == 1 && (o.latest || c.IsSet("at")):
+				return cli.Exit("give a snapshot id, --latest or --at, only one", exitUsage)
+			case o.latest && c.IsSet("at"):
+				return cli.Exit("give --latest or --at, not both", exitUsage)
+			case c.NArg() == 0 && !o.latest && !c.IsSet("at"):
+				return cli.Exit("give a snapshot id, --latest or --at TIME", exitUsage)
+			case o.kind != "" && o.kind != source.KindFreeze && o.kind != source.KindDir && o.kind != source.KindRedis:
+				return cli.Exit(fmt.Sprintf("--source %q: want freeze, dir or redis", o.kind), exitUsage)
 			}
 			o.id = c.Args().First()
 			return runRestore(c.Context, o)
@@ -69,11 +87,27 @@ func runRestore(ctx context.Context, o restoreOptions) error {
 		return err
 	}
 	var sn *snapshot.Snapshot
-	if o.latest {
+	if o.id == "" {
+		match := func(s *snapshot.Snapshot) bool {
+			return (o.host == "" || s.Host == o.host) && hasTags(s.Tags, o.tags) && (o.kind == "" || s.Source.Kind == o.kind)
+		}
+		kind, err := onlyKind(snaps, match)
+		if err != nil {
+			return err
+		}
+		if kind == source.KindRedis {
+			if err := r.LoadIndex(ctx); err != nil {
+				return err
+			}
+			return restoreChain(ctx, r, o, snaps, match, nil)
+		}
 		sn = snapshot.Latest(snaps, func(s *snapshot.Snapshot) bool {
-			return (o.host == "" || s.Host == o.host) && hasTags(s.Tags, o.tags)
+			return match(s) && (o.at.IsZero() || !s.Time.After(o.at))
 		})
 		if sn == nil {
+			if !o.at.IsZero() {
+				return fmt.Errorf("%w in %s matching the filters taken at or before %s", snapshot.ErrNoSnapshot, o.repo, o.at.UTC().Format(time.RFC3339))
+			}
 			return fmt.Errorf("%w in %s matching the filters", snapshot.ErrNoSnapshot, o.repo)
 		}
 	} else if sn, err = snapshot.Find(snaps, o.id); err != nil {
@@ -81,6 +115,9 @@ func runRestore(ctx context.Context, o restoreOptions) error {
 	}
 	if err := r.LoadIndex(ctx); err != nil {
 		return err
+	}
+	if chain.IsRedis(sn) {
+		return restoreChain(ctx, r, o, snaps, nil, sn)
 	}
 	var pr snapshot.Progress
 	start := time.Now()
@@ -125,4 +162,97 @@ func hasTags(have, want []string) bool {
 		}
 	}
 	return true
+}
+
+// parseTime parses --at: RFC 3339 (with or without fractions), or unix
+// seconds.
+func parseTime(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil && n > 0 {
+		return time.Unix(n, 0), nil
+	}
+	return time.Time{}, errors.New("want RFC 3339 (2026-12-02T15:12:01Z, or with an offset) or unix seconds")
+}
+
+// onlyKind returns the source kind of the snapshots match accepts, and an
+// error when there are none or several kinds.
+func onlyKind(snaps []*snapshot.Snapshot, match func(*snapshot.Snapshot) bool) (string, error) {
+	kinds := map[string]bool{}
+	var names []string
+	for _, s := range snaps {
+		if match(s) && !kinds[s.Source.Kind] {
+			kinds[s.Source.Kind] = true
+			names = append(names, s.Source.Kind)
+		}
+	}
+	switch len(names) {
+	case 0:
+		return "", fmt.Errorf("%w matching the filters", snapshot.ErrNoSnapshot)
+	case 1:
+		return names[0], nil
+	}
+	slices.Sort(names)
+	return "", cli.Exit(fmt.Sprintf("the snapshots matching the filters are of kinds %s: choose one with --source", strings.Join(names, ", ")), exitUsage)
+}
+
+// restoreChain restores a redis host's AOF: to o.at, or to the end of its
+// newest chain, or (sn) as the snapshot sn was taken.
+func restoreChain(ctx context.Context, r *repo.Repository, o restoreOptions, snaps []*snapshot.Snapshot, match func(*snapshot.Snapshot) bool, sn *snapshot.Snapshot) error {
+	start := time.Now()
+	var res *chain.Result
+	var plan *chain.Plan
+	// A compaction may remove a tail object between the listing and the
+	// read; the listing after it names the merged one.
+	for attempt := 0; ; attempt++ {
+		chains, err := chain.LoadChains(ctx, r, snaps)
+		if err != nil {
+			return err
+		}
+		if sn != nil {
+			plan, err = chain.PlanSnapshot(chains, sn)
+		} else {
+			var mine []*chain.Chain
+			for _, c := range chains {
+				if len(c.Bases) > 0 && match(c.Bases[len(c.Bases)-1]) {
+					mine = append(mine, c)
+				}
+			}
+			plan, err = chain.PlanAt(ctx, r, mine, o.host, o.at)
+		}
+		if err != nil {
+			return err
+		}
+		procs, restoreProcs := ioProcs()
+		res, err = chain.Restore(ctx, r, plan, chain.RestoreOptions{Target: o.target, Log: o.log,
+			Snapshots: snapshot.RestoreOptions{Cores: procs}})
+		restoreProcs()
+		if errors.Is(err, snapshot.ErrTargetHasDatabase) && o.skipExisting {
+			return report(o.globalOptions, plan.Base.ID, "skipped", o.target, 0, 0, 0, fmt.Sprintf("%v; nothing restored", err))
+		}
+		if err != nil && errors.Is(err, repo.ErrNotFound) && attempt == 0 {
+			o.log.Info("a tail object was merged away while it was read; listing them again", "err", err)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		break
+	}
+	dur := time.Since(start)
+	if o.json {
+		return json.NewEncoder(o.stdout).Encode(map[string]any{
+			"snapshot_id": plan.Base.ID.String(), "result": "restored", "target": o.target, "source": source.KindRedis,
+			"chain": plan.Chain.ID, "host": plan.Chain.Host, "at": res.At, "aof_dir": res.Dir,
+			"files": res.Files, "tail_bytes": res.Bytes, "tail_objects": len(plan.Tails),
+			"dropped_commands": res.Dropped, "duration_seconds": dur.Seconds(),
+		})
+	}
+	fmt.Fprintf(o.stdout, "restored %s as of %s into %s: base snapshot %s and %d tail objects (%s), %d files, in %s, every chunk verified\n",
+		plan.Chain.Describe(), res.At.UTC().Format(time.RFC3339Nano), res.Dir, plan.Base.ID.Str(), len(plan.Tails), bytesStr(res.Bytes), res.Files, dur.Round(time.Millisecond))
+	if res.Dropped > 0 {
+		fmt.Fprintf(o.stdout, "left out %d commands of a transaction (MULTI ... EXEC) that was not complete by then\n", res.Dropped)
+	}
+	return nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9/maintnotifications"
 	"github.com/urfave/cli/v2"
 
+	"github.com/snapbackup/snap/chain"
 	"github.com/snapbackup/snap/repo"
 	"github.com/snapbackup/snap/snapshot"
 	"github.com/snapbackup/snap/source"
@@ -58,6 +59,11 @@ type runOptions struct {
 	pruneEvery time.Duration
 	retryLock  time.Duration // for the scheduled backups and prunes
 	sourceOptions
+	// follow: instead of scheduled backups, snap follow beside the server
+	// (a redis-server: --source redis).
+	follow     bool
+	followOpts followOptions
+	aofDirName string // the child's --appenddirname
 }
 
 func runCommand() *cli.Command {
@@ -84,7 +90,8 @@ func runCommand() *cli.Command {
 			&cli.BoolFlag{Name: "init-if-missing", EnvVars: []string{"SNAP_INIT_IF_MISSING"}, Usage: "create the repository if it does not exist yet"},
 			&cli.DurationFlag{Name: "prune-every", Value: 24 * time.Hour, EnvVars: []string{"SNAP_PRUNE_EVERY"}, Usage: "with a --keep-* policy: prune after a scheduled backup when this long has passed since the last successful prune"},
 			&cli.DurationFlag{Name: "retry-lock", Value: defaultRunRetryLock, EnvVars: []string{"SNAP_RETRY_LOCK"}, Usage: "scheduled backups and prunes wait up to `DURATION` for other processes' locks (another host's prune, say) before failing"},
-		), append(retentionFlags(), sourceFlags()...)...),
+			&cli.BoolFlag{Name: "follow", EnvVars: []string{"SNAP_FOLLOW"}, Usage: "the server is a redis-server: restore its AOF into an empty --data (its dir), then follow it (snap follow) instead of backing up on a schedule; on SIGTERM the server stops first and the rest of its AOF is shipped"},
+		), append(append(retentionFlags(), sourceFlags()...), followFlags()...)...),
 		Action: func(c *cli.Context) error {
 			g, err := globals(c)
 			if err != nil {
@@ -118,6 +125,21 @@ func newRunOptions(c *cli.Context, g *globalOptions) (runOptions, error) {
 	if err := o.setSource(c); err != nil {
 		return runOptions{}, err
 	}
+	if c.Bool("follow") {
+		if c.IsSet("source") && o.kind != source.KindRedis {
+			return usage("--follow follows a redis-server: --source redis, not %s", o.kind)
+		}
+		o.kind, o.follow = source.KindRedis, true
+		if dir, ok := childFlag(o.argv, "dir"); ok && !c.IsSet("data") {
+			o.data = dir
+		}
+		o.aofDirName = "appendonlydir"
+		if n, ok := childFlag(o.argv, "appenddirname"); ok {
+			o.aofDirName = n
+		}
+	} else if o.kind == source.KindRedis {
+		return usage("snap run backs up a redis-server by following it: add --follow")
+	}
 	// The server's own flags name its port and data directory; use them
 	// unless --server or --data say otherwise.
 	if port, ok := childFlag(o.argv, "port"); ok {
@@ -136,6 +158,14 @@ func newRunOptions(c *cli.Context, g *globalOptions) (runOptions, error) {
 	}
 	if o.fromHost == "" {
 		o.fromHost = o.host
+	}
+	if o.follow {
+		fo, err := parseFollow(c, g)
+		if err != nil {
+			return runOptions{}, err
+		}
+		fo.server, fo.data, fo.host, fo.tags, fo.retryLock = o.server, o.data, o.host, o.tags, c.Duration("retry-lock")
+		o.followOpts = fo
 	}
 	var err error
 	if o.prune.Policy, o.prune.GroupBy, o.prune.Location, err = parseRetentionFlags(c); err != nil {
@@ -282,6 +312,7 @@ func runRun(ctx context.Context, o runOptions) error {
 		// never overlaps this process's backups; locks keep it apart from
 		// other hosts'.
 		prune:        o.pruneHook(),
+		follow:       o.followHook(),
 		sched:        schedule{every: o.every, jitter: o.jitter, rand: rand.Float64},
 		now:          time.Now,
 		readyTimeout: o.readyTimeout, finalTimeout: o.finalTimeout,
@@ -341,6 +372,12 @@ func (o *runOptions) prepare(ctx context.Context, st *runState) (time.Time, erro
 	st.setPhase("restoring")
 	o.log.Info("restoring", "snapshot", sn.ID.Str(), "snapshot_time", sn.Time, "host", sn.Host, "data", o.data)
 	start := time.Now()
+	if o.kind == source.KindRedis {
+		if err := o.restoreChain(ctx, r, snaps); err != nil {
+			return time.Time{}, fmt.Errorf("restore the AOF of %s into %s: %w; the server was not started", o.fromHost, o.data, err)
+		}
+		return last, nil
+	}
 	var pr snapshot.Progress
 	err = r.LoadIndex(ctx)
 	if err == nil {
@@ -356,9 +393,54 @@ func (o *runOptions) prepare(ctx context.Context, st *runState) (time.Time, erro
 	return last, nil
 }
 
+// restoreChain restores the end of the newest chain of --from-host into
+// the data directory.
+func (o *runOptions) restoreChain(ctx context.Context, r *repo.Repository, snaps []*snapshot.Snapshot) error {
+	if err := r.LoadIndex(ctx); err != nil {
+		return err
+	}
+	start := time.Now()
+	match := o.matches(o.fromHost, o.tags)
+	for attempt := 0; ; attempt++ {
+		chains, err := chain.LoadChains(ctx, r, snaps)
+		if err != nil {
+			return err
+		}
+		var mine []*chain.Chain
+		for _, c := range chains {
+			if len(c.Bases) > 0 && match(c.Bases[len(c.Bases)-1]) {
+				mine = append(mine, c)
+			}
+		}
+		plan, err := chain.PlanAt(ctx, r, mine, o.fromHost, chain.Latest)
+		if err != nil {
+			return err
+		}
+		procs, restoreProcs := ioProcs()
+		res, err := chain.Restore(ctx, r, plan, chain.RestoreOptions{Target: o.data, Log: o.log, Snapshots: snapshot.RestoreOptions{Cores: procs}})
+		restoreProcs()
+		if err != nil && errors.Is(err, repo.ErrNotFound) && attempt == 0 {
+			continue // a compaction merged a tail object away meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		o.log.Info("restored", "chain", plan.Chain.ID, "at", res.At, "aof_dir", res.Dir, "tail_objects", len(plan.Tails),
+			"dropped_commands", res.Dropped, "duration", time.Since(start).Round(time.Millisecond))
+		return nil
+	}
+}
+
 // hasData reports whether the data directory holds a database already:
 // RocksDB's CURRENT (freeze), or anything at all (dir).
 func (o *runOptions) hasData() (bool, error) {
+	if o.kind == source.KindRedis {
+		_, err := os.Stat(filepath.Join(o.data, o.aofDirName))
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
+		return err == nil, err
+	}
 	if o.kind == source.KindDir {
 		entries, err := os.ReadDir(o.data)
 		return len(entries) > 0, err
@@ -444,6 +526,26 @@ func (o *runOptions) backupOnce(ctx context.Context) (*snapshot.Snapshot, error)
 	return backupInto(ctx, r, backupOptions{globalOptions: o.globalOptions, server: o.server, data: o.data, host: o.host, tags: o.tags, retryLock: o.retryLock, sourceOptions: o.sourceOptions}, nil)
 }
 
+// followHook returns follow for --follow, or nil.
+func (o *runOptions) followHook() func(context.Context) error {
+	if !o.follow {
+		return nil
+	}
+	return func(ctx context.Context) error {
+		r, err := o.openRepo(ctx, "")
+		if err != nil {
+			return err
+		}
+		defer closeRepo(r)
+		if err := r.LoadIndex(ctx); err != nil {
+			return err
+		}
+		fo := o.followOpts
+		fo.globalOptions = o.globalOptions
+		return followInto(ctx, r, fo)
+	}
+}
+
 // pruneHook returns the retention step, or nil without a --keep-* policy.
 func (o *runOptions) pruneHook() func(context.Context) error {
 	if o.prune.Policy.Empty() {
@@ -459,6 +561,7 @@ func (o *runOptions) pruneHook() func(context.Context) error {
 			defer closeRepo(r)
 			po := o.prune
 			po.Log = o.log
+			po.Extra = chain.PruneExtra(r, time.Now(), o.log)
 			res, err := snapshot.Prune(ctx, r, po)
 			if err != nil {
 				return err
@@ -543,12 +646,16 @@ type supervisor struct {
 	ping           func(context.Context) error
 	backup         func(context.Context) (*snapshot.Snapshot, error)
 	prune          func(context.Context) error // retention hook, may be nil
-	sched          schedule
-	now            func() time.Time
-	readyTimeout   time.Duration
-	finalTimeout   time.Duration
-	readyInterval  time.Duration
-	stopGrace      time.Duration
+	// follow, when set, runs beside the server instead of the scheduled
+	// backups, until its context is done (the server exited); a stop
+	// signal goes to the server at once.
+	follow        func(context.Context) error
+	sched         schedule
+	now           func() time.Time
+	readyTimeout  time.Duration
+	finalTimeout  time.Duration
+	readyInterval time.Duration
+	stopGrace     time.Duration
 }
 
 // run starts the server and supervises it until it exits. It returns the
@@ -632,12 +739,24 @@ func (s *supervisor) run(ctx context.Context, sigs <-chan os.Signal, last time.T
 			workerDone = make(chan struct{})
 			go func() {
 				defer close(workerDone)
+				if s.follow != nil {
+					s.followLoop(backupCtx)
+					return
+				}
 				s.loop(backupCtx, last, final)
 			}()
 
 		case sig := <-sigs:
 			switch {
 			case sig == syscall.SIGHUP:
+				forward(sig)
+			case s.follow != nil && !stopping:
+				// The server stops first: follow ships its AOF's last
+				// bytes once it exited.
+				stopping = true
+				s.state.setPhase("stopping")
+				cancelReady()
+				s.log.Info("stopping: the signal goes to the server; follow ships the rest of its AOF when it exited", "signal", sig.String())
 				forward(sig)
 			case !stopping && workerDone != nil && s.finalTimeout > 0:
 				stopping, pending = true, sig
@@ -665,6 +784,28 @@ func (s *supervisor) run(ctx context.Context, sigs <-chan os.Signal, last time.T
 				pending = nil
 			}
 		}
+	}
+}
+
+// followLoop runs follow until ctx is done, starting it again after a
+// failure.
+func (s *supervisor) followLoop(ctx context.Context) {
+	backoff := time.Second
+	for {
+		err := s.follow(ctx)
+		if ctx.Err() != nil {
+			if err != nil {
+				s.log.Error("follow did not ship everything before it stopped", "err", err)
+			}
+			return
+		}
+		s.log.Error("follow failed; starting it again", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Minute)
 	}
 }
 

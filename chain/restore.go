@@ -1,0 +1,549 @@
+package chain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/snapbackup/snap/repo"
+	"github.com/snapbackup/snap/snapshot"
+	"github.com/snapbackup/snap/source"
+)
+
+// ErrNotCovered is wrapped by the error for a TIME no chain can restore.
+var ErrNotCovered = errors.New("no chain covers that second")
+
+// Latest asks a Plan for the end of the chain.
+var Latest = time.Time{}
+
+// Plan is what a restore of a chain to a second reads.
+type Plan struct {
+	Chain *Chain
+	Base  *snapshot.Snapshot
+	// Tails are the tail objects after the base's position that the
+	// restore reads, in stream order.
+	Tails []Ref
+	// Cutoff is the end of the second restored (exclusive); zero: the end
+	// of the chain. Limit is that second, in unix seconds, for #TS:
+	// annotations.
+	Cutoff time.Time
+	Limit  int64
+}
+
+// At is the moment a plan restores: the end of its second, or the
+// chain's end.
+func (p *Plan) At() time.Time {
+	if p.Cutoff.IsZero() {
+		return p.Chain.To()
+	}
+	return p.Cutoff.Add(-time.Second)
+}
+
+// second returns the end (exclusive) of the second at names.
+func second(at time.Time) (time.Time, int64) {
+	s := at.Unix()
+	return time.Unix(s+1, 0), s
+}
+
+// PlanAt plans the restore of host's AOF as of the second at (Latest: the
+// end of its newest chain), from chains.
+func PlanAt(ctx context.Context, r *repo.Repository, chains []*Chain, host string, at time.Time) (*Plan, error) {
+	var mine []*Chain
+	for _, c := range chains {
+		if len(c.Bases) > 0 && (host == "" || c.Host == host) {
+			mine = append(mine, c)
+		}
+	}
+	if len(mine) == 0 {
+		if host == "" {
+			return nil, fmt.Errorf("%w: the repository has no redis snapshot", ErrNotCovered)
+		}
+		return nil, fmt.Errorf("%w: the repository has no redis snapshot of host %q", ErrNotCovered, host)
+	}
+	if host == "" {
+		hosts := map[string]bool{}
+		for _, c := range mine {
+			hosts[c.Host] = true
+		}
+		if len(hosts) > 1 {
+			return nil, fmt.Errorf("the repository has redis chains of %d hosts: choose one with --host", len(hosts))
+		}
+	}
+	if at.IsZero() {
+		var best *Chain
+		for _, c := range mine {
+			if best == nil || c.To().After(best.To()) {
+				best = c
+			}
+		}
+		return planChain(best, time.Time{}, 0)
+	}
+	cutoff, limit := second(at)
+	// A chain covers the second if it has a base before the second's end
+	// and follow saw the server at least up to that second.
+	var best *Chain
+	for _, c := range mine {
+		from, _ := c.From()
+		if !from.Before(cutoff) || c.To().Unix() < limit {
+			continue
+		}
+		if best == nil || from.After(mustFrom(best)) {
+			best = c
+		}
+	}
+	if best == nil {
+		return nil, notCovered(mine, at)
+	}
+	gaps, err := best.Gaps(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	for _, g := range gaps {
+		// Any moment of the second inside the window is unknown.
+		if g.From.Before(cutoff) && g.To.After(time.Unix(limit, 0)) {
+			return nil, fmt.Errorf("%w: %s is in a gap of %s from %s to %s, when snap follow did not watch the server", ErrNotCovered,
+				at.UTC().Format(time.RFC3339), best.Describe(), g.From.UTC().Format(time.RFC3339), g.To.UTC().Format(time.RFC3339))
+		}
+	}
+	return planChain(best, cutoff, limit)
+}
+
+func mustFrom(c *Chain) time.Time { t, _ := c.From(); return t }
+
+// notCovered says where the chains of a host are, for a time none covers.
+func notCovered(chains []*Chain, at time.Time) error {
+	first, _ := chains[0].From()
+	last := chains[0].To()
+	var spans []string
+	for _, c := range chains {
+		from, _ := c.From()
+		if from.Before(first) {
+			first = from
+		}
+		if c.To().After(last) {
+			last = c.To()
+		}
+		spans = append(spans, fmt.Sprintf("%s to %s", from.UTC().Format(time.RFC3339), c.To().UTC().Format(time.RFC3339)))
+	}
+	ts := at.UTC().Format(time.RFC3339)
+	switch {
+	case at.Unix() < first.Unix():
+		return fmt.Errorf("%w: %s is before the first restorable second, %s", ErrNotCovered, ts, first.UTC().Format(time.RFC3339))
+	case at.Unix() > last.Unix():
+		return fmt.Errorf("%w: %s is after the last restorable second, %s", ErrNotCovered, ts, last.UTC().Format(time.RFC3339))
+	}
+	return fmt.Errorf("%w: %s is in a gap between chains (they cover %s)", ErrNotCovered, ts, strings.Join(spans, "; "))
+}
+
+// planChain picks c's newest base before cutoff and the tail objects
+// after it.
+func planChain(c *Chain, cutoff time.Time, limit int64) (*Plan, error) {
+	p := &Plan{Chain: c, Cutoff: cutoff, Limit: limit}
+	for _, b := range c.Bases {
+		if cutoff.IsZero() || b.Time.Before(cutoff) {
+			p.Base = b
+		}
+	}
+	if p.Base == nil {
+		return nil, fmt.Errorf("%w: %s has no base before %s", ErrNotCovered, c.Describe(), cutoff.Add(-time.Second).UTC().Format(time.RFC3339))
+	}
+	pos := basePosition(p.Base)
+	for _, t := range c.Tails {
+		if !pos.holds(t) {
+			continue
+		}
+		p.Tails = append(p.Tails, t)
+		// The first object past the cutoff is the last one needed: the
+		// #TS: annotations of its first mark may still be in the second.
+		if !cutoff.IsZero() && !t.Time().Before(cutoff) {
+			break
+		}
+	}
+	return p, nil
+}
+
+// RestoreOptions configure Restore.
+type RestoreOptions struct {
+	Target    string // Redis's dir
+	Snapshots snapshot.RestoreOptions
+	Log       *slog.Logger
+}
+
+// Result is what a restore wrote.
+type Result struct {
+	Dir      string    // the AOF directory written
+	At       time.Time // the last mark included (or the base's time)
+	Files    int
+	Bytes    int64 // tail bytes added to the base's
+	Dropped  int64 // commands of a transaction open at the cut, left out
+	Manifest string
+}
+
+// Restore writes the AOF directory plan describes into o.Target: the
+// base snapshot's files, the tail bytes up to the plan's second, cut at
+// the last command outside a transaction, and a manifest naming exactly
+// those files, in a staging directory renamed to the AOF directory's
+// name once everything is durable.
+func Restore(ctx context.Context, r *repo.Repository, p *Plan, o RestoreOptions) (*Result, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	pt := p.Base.Redis
+	if err := os.MkdirAll(o.Target, 0o755); err != nil {
+		return nil, fmt.Errorf("create target %s: %w", o.Target, err)
+	}
+	final := filepath.Join(o.Target, pt.DirName)
+	if _, err := os.Lstat(final); err == nil {
+		return nil, fmt.Errorf("%w: %s exists; restore into a Redis dir without an AOF directory", source.ErrTargetHasDatabase, final)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	staging := filepath.Join(o.Target, stagingPrefix+pt.DirName)
+	// What an interrupted restore left there is ours.
+	if err := os.RemoveAll(staging); err != nil {
+		return nil, fmt.Errorf("remove what an interrupted restore left: %w", err)
+	}
+	so := o.Snapshots
+	so.Target = staging
+	so.Log = o.Log
+	if err := snapshot.Restore(ctx, r, p.Base, so); err != nil {
+		return nil, err
+	}
+	res, err := roll(ctx, r, p, staging, o.Log)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Rename(staging, final); err != nil {
+		return nil, err
+	}
+	if err := syncDir(o.Target); err != nil {
+		return nil, err
+	}
+	res.Dir = final
+	return res, nil
+}
+
+// stagingPrefix starts the staging directory's name, so a rerun knows it
+// as its own.
+const stagingPrefix = ".snap-tmp-"
+
+// incrFile is an incr file being written in the staging directory.
+type incrFile struct {
+	name string
+	seq  int64
+	f    *os.File
+	n    int64 // bytes written
+}
+
+// roll appends the plan's tail bytes to the base's incr files in dir,
+// cuts the last one and writes the manifest.
+func roll(ctx context.Context, r *repo.Repository, p *Plan, dir string, log *slog.Logger) (*Result, error) {
+	pt := p.Base.Redis
+	res := &Result{At: p.Base.Time}
+	man := &source.AOFManifest{}
+	if pt.Base != nil {
+		man.Base = &source.AOFFile{Name: pt.Base.Name, Seq: pt.Base.Seq, Type: 'b'}
+		res.Files++
+	}
+	var files []*incrFile
+	defer func() {
+		for _, f := range files {
+			if f.f != nil {
+				f.f.Close()
+			}
+		}
+	}()
+	open := func(name string, seq int64, length int64) (*incrFile, error) {
+		path := filepath.Join(dir, name)
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		if fi.Size() != length {
+			f.Close()
+			return nil, fmt.Errorf("snapshot %s: %w: incr file %s is %d bytes, the snapshot says %d", p.Base.ID.Str(), repo.ErrCorrupt, name, fi.Size(), length)
+		}
+		inf := &incrFile{name: name, seq: seq, f: f, n: length}
+		files = append(files, inf)
+		return inf, nil
+	}
+	for _, in := range pt.Incrs {
+		if _, err := open(in.Name, in.Seq, in.Length); err != nil {
+			return nil, err
+		}
+	}
+	cur := files[len(files)-1]
+	var written, dropped int64
+	sc := newCutter(cur.n)
+	stopped := false
+	for _, ref := range p.Tails {
+		if stopped {
+			break
+		}
+		if ref.Seq != cur.seq {
+			if ref.Seq < cur.seq || ref.Offset != 0 {
+				return nil, fmt.Errorf("%s: tail objects do not continue the stream: %s follows seq %d at %d", p.Chain.Describe(), ref.Name, cur.seq, cur.n)
+			}
+			if err := sc.finish(cur, true); err != nil {
+				return nil, err
+			}
+			written, dropped = written+sc.written, dropped+sc.dropped
+			cur = nil
+			// A new incr file may start without a #TS: annotation.
+			lastTS := sc.lastTS
+			sc = newCutter(0)
+			sc.lastTS = lastTS
+		}
+		t, err := Load(ctx, r, ref)
+		if err != nil {
+			return nil, err
+		}
+		if cur == nil {
+			if cur, err = open(t.File, t.Seq, 0); err != nil {
+				return nil, err
+			}
+		}
+		if ref.Offset != cur.n {
+			return nil, fmt.Errorf("%s: tail object %s starts at byte %d of %s, but the bytes before end at %d", p.Chain.Describe(), ref.Name, ref.Offset, cur.name, cur.n)
+		}
+		if t.File != cur.name {
+			return nil, fmt.Errorf("tails/%s: %w: of file %s, but seq %d is %s", ref.Name, repo.ErrCorrupt, t.File, t.Seq, cur.name)
+		}
+		done, err := sc.feed(ctx, r, t, cur, p)
+		if err != nil {
+			return nil, fmt.Errorf("tails/%s: %w", ref.Name, err)
+		}
+		if done {
+			stopped = true
+		} else {
+			res.At = ref.Time()
+		}
+	}
+	if stopped && sc.lastIn > 0 {
+		res.At = time.UnixMilli(sc.lastIn)
+	}
+	if err := sc.finish(cur, false); err != nil {
+		return nil, err
+	}
+	res.Dropped, res.Bytes = dropped+sc.dropped, written+sc.written
+	for _, f := range files {
+		if err := f.f.Sync(); err != nil {
+			return nil, err
+		}
+		if err := f.f.Close(); err != nil {
+			f.f = nil
+			return nil, err
+		}
+		f.f = nil
+		man.Incrs = append(man.Incrs, source.AOFFile{Name: f.name, Seq: f.seq, Type: 'i'})
+		res.Files++
+	}
+	manName := pt.FileName + ".manifest"
+	if err := writeSync(dir, manName, man.Encode()); err != nil {
+		return nil, err
+	}
+	res.Manifest = manName
+	return res, syncDir(dir)
+}
+
+// cutter writes a plan's tail bytes to an incr file, scanning them, and
+// knows where the file may be cut: after the last command outside a
+// transaction.
+type cutter struct {
+	sc      *source.AOFScanner
+	carry   []byte // bytes of an item that spans two pieces
+	safe    int64  // offset after the last item outside a transaction
+	inMulti bool
+	pending int64 // commands since the open MULTI
+	dropped int64
+	lastIn  int64 // time of the last mark included
+	lastTS  int64 // the last #TS: annotation's second, -1 for none yet
+	written int64
+}
+
+func newCutter(off int64) *cutter {
+	return &cutter{sc: source.NewAOFScanner(off), safe: off, lastTS: -1}
+}
+
+var errStop = errors.New("stop")
+
+// feed writes the part of t the plan includes to f and reports whether
+// the restore stops in it.
+func (c *cutter) feed(ctx context.Context, r *repo.Repository, t *Tail, f *incrFile, p *Plan) (bool, error) {
+	// Which bytes: every mark before the cutoff (up to upTo); then, with
+	// #TS: annotations, the items of the next mark (up to window) before
+	// the first annotation later than the second.
+	upTo, window := t.End, t.End
+	stop := false
+	if !p.Cutoff.IsZero() {
+		cut := p.Cutoff.UnixMilli()
+		upTo = t.Offset
+		for i, tm := range t.Times {
+			if tm >= cut {
+				stop = true
+				window = upTo
+				if t.Timestamps {
+					window = t.Ends[i]
+				}
+				break
+			}
+			upTo = t.Ends[i]
+			c.lastIn = tm
+		}
+		if !stop {
+			window = upTo
+		}
+	}
+	off := t.Offset
+	err := t.Bytes(ctx, r, func(b []byte) error {
+		if off >= window {
+			return errStop
+		}
+		err := c.write(b, f, upTo, window, p.Limit)
+		off += int64(len(b))
+		return err
+	})
+	if errors.Is(err, errStop) {
+		err = nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if !stop && len(c.carry) > 0 {
+		return false, fmt.Errorf("%w: the object ends inside a command (%d bytes of it)", repo.ErrCorrupt, len(c.carry))
+	}
+	return stop, nil
+}
+
+// write scans piece, the stream's next bytes, and writes the whole items
+// that belong to the restore: those ending at or before upTo, and after
+// it those ending at or before window that come before the first #TS:
+// annotation later than limit (once an annotation at or before limit was
+// seen: an item before any has no known second).
+func (c *cutter) write(piece []byte, f *incrFile, upTo, window, limit int64) error {
+	buf := piece
+	if len(c.carry) > 0 {
+		buf = append(c.carry, piece...)
+	}
+	base := c.sc.Offset()
+	stopAt := int64(-1)
+	_, err := c.sc.Scan(buf, func(it source.AOFItem) error {
+		if it.End > upTo && (it.End > window || it.TS > limit || it.TS < 0 && c.lastTS < 0) {
+			stopAt = it.Off
+			return errStop
+		}
+		if it.TS >= 0 {
+			c.lastTS = it.TS
+		}
+		switch {
+		case it.Cmd == "MULTI":
+			c.inMulti, c.pending = true, 1
+		case it.Cmd == "EXEC" || it.Cmd == "DISCARD":
+			c.inMulti, c.pending = false, 0
+			c.safe = it.End
+		case c.inMulti:
+			if it.Args > 0 {
+				c.pending++
+			}
+		default:
+			c.safe = it.End
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return fmt.Errorf("%w: %v", repo.ErrCorrupt, err)
+	}
+	end := c.sc.Offset()
+	if stopAt >= 0 {
+		end = stopAt
+	}
+	// Write the whole items taken; keep the rest for the next piece.
+	if n := end - base; n > 0 {
+		if _, err := f.f.WriteAt(buf[:n], f.n); err != nil {
+			return err
+		}
+		f.n += n
+		c.written += n
+	}
+	if stopAt >= 0 {
+		c.carry = nil
+		return errStop
+	}
+	c.carry = append(c.carry[:0:0], buf[end-base:]...)
+	return nil
+}
+
+// finish cuts f at the last command outside a transaction. An incr file
+// followed by another (complete) must end there already.
+func (c *cutter) finish(f *incrFile, complete bool) error {
+	if f == nil {
+		return nil
+	}
+	if complete && len(c.carry) > 0 {
+		return fmt.Errorf("%w: incr file %s ends inside a command", repo.ErrCorrupt, f.name)
+	}
+	if c.inMulti {
+		c.dropped += c.pending
+	}
+	if c.safe < f.n {
+		if err := f.f.Truncate(c.safe); err != nil {
+			return err
+		}
+		f.n = c.safe
+	}
+	return nil
+}
+
+// writeSync writes name in dir through a temporary name, fsynced, and
+// renames it.
+func writeSync(dir, name string, data []byte) error {
+	tmp := filepath.Join(dir, stagingPrefix+name)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, name))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// PlanSnapshot plans the restore of the redis snapshot sn as it was taken,
+// with no tail bytes.
+func PlanSnapshot(chains []*Chain, sn *snapshot.Snapshot) (*Plan, error) {
+	for _, c := range chains {
+		if c.ID == sn.Redis.Chain {
+			return &Plan{Chain: c, Base: sn, Cutoff: sn.Time.Add(time.Nanosecond), Limit: math.MinInt64}, nil
+		}
+	}
+	return nil, fmt.Errorf("snapshot %s: its chain %s is not in the repository", sn.ID.Str(), sn.Redis.Chain)
+}
