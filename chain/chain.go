@@ -63,12 +63,16 @@ func Chains(snaps []*snapshot.Snapshot, refs []Ref) []*Chain {
 		out = append(out, c)
 	}
 	slices.SortFunc(out, func(a, b *Chain) int {
-		if len(a.Bases) == 0 || len(b.Bases) == 0 {
-			return cmp.Compare(len(a.Bases), len(b.Bases))
-		}
-		if c := a.Bases[0].Time.Compare(b.Bases[0].Time); c != 0 {
+		if c := cmp.Compare(min(len(a.Bases), 1), min(len(b.Bases), 1)); c != 0 {
 			return c
 		}
+		if len(a.Bases) > 0 {
+			if c := a.Bases[0].Time.Compare(b.Bases[0].Time); c != 0 {
+				return c
+			}
+		}
+		// Chains without bases (or with bases of one time) by id, so the
+		// order does not depend on the map's.
 		return cmp.Compare(a.ID, b.ID)
 	})
 	return out
@@ -122,9 +126,18 @@ func basePosition(sn *snapshot.Snapshot) position {
 	return position{s, o}
 }
 
-// holds reports whether a ref lies at or after p in the stream.
-func (p position) holds(r Ref) bool {
-	return r.Seq > p.seq || r.Seq == p.seq && r.Offset >= p.off
+// needs reports whether the base sn needs the tail object r: it
+// continues one of the base's incr files past the base's length for it
+// (a mark with no bytes at that length too), or holds a later one.
+func needs(sn *snapshot.Snapshot, r Ref) bool {
+	pt := sn.Redis
+	if r.Seq < pt.Incrs[0].Seq {
+		return false
+	}
+	if in, ok := pt.Incr(r.Seq); ok {
+		return r.End > in.Length || r.Offset == r.End && r.Offset == in.Length
+	}
+	return true
 }
 
 // From is the chain's first restorable moment: its oldest base's time.

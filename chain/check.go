@@ -40,12 +40,12 @@ func CheckExtra(r *repo.Repository) func(ctx context.Context, snaps []*snapshot.
 				// removes them.
 				continue
 			}
-			pos := basePosition(c.Bases[0])
+			first := c.Bases[0]
 			var prev *Ref
 			var sc *source.AOFScanner
 			for i := range c.Tails {
 				ref := c.Tails[i]
-				if !pos.holds(ref) {
+				if !needs(first, ref) {
 					continue
 				}
 				t, err := Load(ctx, r, ref)
@@ -57,13 +57,19 @@ func CheckExtra(r *repo.Repository) func(ctx context.Context, snaps []*snapshot.
 					prev, sc = nil, nil
 					continue
 				}
-				switch {
-				case prev == nil && ref.Seq == pos.seq && ref.Offset != pos.off:
-					fail(c, ref, "starts at byte %d of seq %d, but the base's position is %d", ref.Offset, ref.Seq, pos.off)
-				case prev != nil && ref.Seq == prev.Seq && ref.Offset != prev.End:
-					fail(c, ref, "starts at byte %d of seq %d, but the object before ends at %d", ref.Offset, ref.Seq, prev.End)
-				case prev != nil && ref.Seq != prev.Seq && ref.Offset != 0:
-					fail(c, ref, "is the first of seq %d but starts at byte %d", ref.Seq, ref.Offset)
+				want := int64(-1)
+				switch in, inPoint := first.Redis.Incr(ref.Seq); {
+				case prev != nil && ref.Seq == prev.Seq:
+					want = prev.End
+				case inPoint:
+					want = in.Length
+				case prev == nil || ref.Seq == prev.Seq+1:
+					want = 0
+				default:
+					fail(c, ref, "is of seq %d, but the object before is of seq %d: an incr file is missing", ref.Seq, prev.Seq)
+				}
+				if want >= 0 && ref.Offset != want {
+					fail(c, ref, "starts at byte %d of seq %d, but the bytes before end at %d", ref.Offset, ref.Seq, want)
 				}
 				for _, id := range t.Chunks {
 					if !have(id) {
@@ -72,7 +78,7 @@ func CheckExtra(r *repo.Repository) func(ctx context.Context, snaps []*snapshot.
 				}
 				if prev == nil || ref.Seq != prev.Seq || sc == nil {
 					sc = nil
-					if len(t.Chunks) == 0 && (ref.Offset == 0 || prev == nil && ref.Seq == pos.seq) {
+					if len(t.Chunks) == 0 {
 						sc = source.NewAOFScanner(ref.Offset)
 					}
 				}

@@ -120,6 +120,15 @@ func Compact(ctx context.Context, r *repo.Repository, c *Chain, o CompactOptions
 			return st, err
 		}
 		if err := merge(ctx, r, g); err != nil {
+			if errors.Is(err, errTooManyMarks) {
+				continue
+			}
+			if errors.Is(err, repo.ErrNotFound) {
+				// A source is gone since c was listed: another
+				// compaction merged it (and stored its object first).
+				o.Log.Debug("tail objects merged meanwhile", "chain", c.ID, "err", err)
+				continue
+			}
 			return st, fmt.Errorf("compact %s: %w", c.Describe(), err)
 		}
 		st.Written++
@@ -130,6 +139,8 @@ func Compact(ctx context.Context, r *repo.Repository, c *Chain, o CompactOptions
 	}
 	return st, nil
 }
+
+var errTooManyMarks = errors.New("too many marks and chunks to merge")
 
 // merge stores the object of g and removes its sources.
 func merge(ctx context.Context, r *repo.Repository, g group) error {
@@ -146,9 +157,22 @@ func merge(ctx context.Context, r *repo.Repository, g group) error {
 			inline = false
 		}
 	}
+	// A header is about 45 bytes a mark and 80 a chunk: one that would
+	// near the bound a reader takes is not made, and the sources stay as
+	// they are (a day of a busy incr file at sub-second ticks).
+	est := 1024
+	for _, t := range parts {
+		est += 45*len(t.Ends) + 80*len(t.Chunks)
+		if len(t.Chunks) == 0 && len(t.Data) > 0 {
+			est += 80
+		}
+	}
+	if est > maxHeader*7/8 {
+		return errTooManyMarks
+	}
 	first := parts[0]
 	m = &Tail{Chain: first.Chain, Host: first.Host, File: first.File, Seq: first.Seq, Offset: first.Offset,
-		End: parts[len(parts)-1].End, Level: g.level, Timestamps: true}
+		End: parts[len(parts)-1].End, Level: g.level, Timestamps: true, PrevEnd: first.PrevEnd}
 	level := 0
 	for _, t := range parts {
 		level = max(level, t.Level)
@@ -163,6 +187,9 @@ func merge(ctx context.Context, r *repo.Repository, g group) error {
 			return fmt.Errorf("%w: tail objects of seq %d name files %s and %s", repo.ErrCorrupt, m.Seq, m.File, t.File)
 		}
 		m.Timestamps = m.Timestamps && t.Timestamps
+		if m.PrevEnd == 0 && t.Offset == 0 {
+			m.PrevEnd = t.PrevEnd
+		}
 		for _, gi := range t.Gaps {
 			m.Gaps = append(m.Gaps, len(m.Ends)+gi)
 		}
@@ -209,6 +236,17 @@ func removeTail(ctx context.Context, r *repo.Repository, ref Ref) error {
 	return nil
 }
 
+// laterBaseNeeds reports whether a base of c newer than oldest needs r
+// (one listing an incr file at length 0 that oldest has not).
+func laterBaseNeeds(c *Chain, oldest *snapshot.Snapshot, r Ref) bool {
+	for _, b := range c.Bases {
+		if b.Time.After(oldest.Time) && needs(b, r) {
+			return true
+		}
+	}
+	return false
+}
+
 // PruneExtra is snapshot.PruneOptions.Extra for redis chains: it compacts
 // every chain, keeps the tail objects at or after each chain's oldest kept
 // base, returns the blobs they use, and removes the others (all of a
@@ -251,9 +289,8 @@ func PruneExtra(r *repo.Repository, now time.Time, log *slog.Logger) func(ctx co
 				drop = append(drop, all...)
 				continue
 			}
-			pos := basePosition(oldest)
 			for _, ref := range all {
-				if ref.Seq < pos.seq || ref.Seq == pos.seq && ref.End <= pos.off && !(ref.Offset == ref.End && ref.End == pos.off && ref.T1 >= oldest.Time.UnixMilli()) {
+				if !needs(oldest, ref) && !laterBaseNeeds(c, oldest, ref) {
 					drop = append(drop, ref)
 					continue
 				}

@@ -186,7 +186,11 @@ type follower struct {
 	since   int64 // ms: when follow last saw the file end at off
 	posAt   int64 // ms: when the position was taken
 	lastObj int64 // ms: when the last object was stored
+	prevEnd int64 // bytes stored of the incr file before, for the first object of this one
 	lastBuf []byte
+	// rebaseAfter: a base snapshot that failed (a prune holds the lock,
+	// say) is tried again no sooner than this.
+	rebaseAfter time.Time
 }
 
 func (f *follower) restoreSetting() {
@@ -195,6 +199,11 @@ func (f *follower) restoreSetting() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if err := f.src.Ping(ctx); err != nil {
+		// A server that stopped reads its config file when it starts.
+		f.log.Info("redis-server is gone; aof-disable-auto-gc is its config file's again when it starts")
+		return
+	}
 	if err := f.src.SetAutoGCOff(ctx, false); err != nil {
 		f.log.Warn("could not set aof-disable-auto-gc back to no; Redis keeps its AOF history files until it is", "err", err)
 	}
@@ -342,9 +351,15 @@ func (f *follower) resume(ctx context.Context, c *Chain) (string, error) {
 			return fmt.Sprintf("incr file %s does not hold the chain's bytes before offset %d", name, off), nil
 		}
 	}
+	// The scanner must know whether the position is inside a transaction
+	// (a tick may have cut one): scan the file up to it.
+	sc, err := scanTo(filepath.Join(f.aofDir, name), off)
+	if err != nil {
+		return fmt.Sprintf("incr file %s up to the chain's position: %v", name, err), nil
+	}
 	base := c.Bases[len(c.Bases)-1]
 	f.chain, f.seq, f.name, f.off = c.ID, seq, name, off
-	f.scan = source.NewAOFScanner(off)
+	f.scan = sc
 	f.baseSeq = 0
 	if base.Redis.Base != nil {
 		f.baseSeq = base.Redis.Base.Seq
@@ -353,6 +368,36 @@ func (f *follower) resume(ctx context.Context, c *Chain) (string, error) {
 	f.posAt, f.lastObj = f.since, f.since
 	f.log.Info("continuing chain", "chain", c.ID, "seq", seq, "offset", off, "since", c.To().UTC().Format(time.RFC3339))
 	return "", nil
+}
+
+// scanTo returns a scanner that has scanned the first off bytes of the
+// file at path, which must end there between two commands.
+func scanTo(path string, off int64) (*source.AOFScanner, error) {
+	sc := source.NewAOFScanner(0)
+	fd, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer fd.Close()
+	buf := make([]byte, 1<<20)
+	var carry []byte
+	for pos := int64(0); pos < off; {
+		n, err := fd.ReadAt(buf[:min(int64(len(buf)), off-pos)], pos)
+		if n == 0 {
+			return nil, fmt.Errorf("read at %d: %w", pos, err)
+		}
+		pos += int64(n)
+		b := append(carry, buf[:n]...)
+		used, err := sc.Scan(b, nil)
+		if err != nil {
+			return nil, err
+		}
+		carry = append(carry[:0:0], b[used:]...)
+	}
+	if len(carry) > 0 {
+		return nil, fmt.Errorf("offset %d is inside a command", off)
+	}
+	return sc, nil
 }
 
 // fileOf finds the name of incr file seq in man, as incr or history.
@@ -450,7 +495,7 @@ func (f *follower) process(ctx context.Context, t tick) error {
 		if f.off != size {
 			f.log.Warn("incr file ends inside a command; the rest is not stored", "file", name, "stored", f.off, "size", size)
 		}
-		f.seq, f.name, f.off = next.Seq, next.Name, 0
+		f.seq, f.name, f.off, f.prevEnd = next.Seq, next.Name, 0, f.off
 		f.scan = source.NewAOFScanner(0)
 	}
 	// The file still ended where it does now at the tick's last sighting.
@@ -533,6 +578,9 @@ func (f *follower) ship(ctx context.Context, size int64, at int64) (int64, error
 		}
 		t := &Tail{Chain: f.chain, Host: f.o.Host, File: f.name, Seq: f.seq, Offset: f.off, End: f.off + int64(n),
 			Timestamps: f.cfg.Timestamps, Ends: []int64{f.off + int64(n)}, Times: []int64{at}, Sinces: []int64{since}}
+		if f.off == 0 {
+			t.PrevEnd = f.prevEnd
+		}
 		if at-since > 2*f.o.Interval.Milliseconds()+1000 && !f.cfg.Timestamps {
 			t.Gaps = []int{0}
 		}
@@ -641,12 +689,16 @@ func (f *follower) gap(ctx context.Context, why string) error {
 // once every older incr file is stored, and then deletes the history
 // files that are stored.
 func (f *follower) rebase(ctx context.Context, baseSeq int64) {
+	if f.o.Now().Before(f.rebaseAfter) {
+		return
+	}
 	src := source.NewRedisAOF(f.src.Info().Address, f.dataDir, source.RedisAOFOptions{Chain: f.chain, BaseOnly: true, WantBase: baseSeq, Log: f.log})
 	defer src.Close()
 	sn, err := snapshot.Backup(ctx, f.r, src, f.o.Backup)
 	if err != nil {
 		if !errors.Is(err, source.ErrAOFSwitched) {
-			f.log.Warn("base snapshot after a rewrite not stored; trying again at the next tick", "err", err)
+			f.rebaseAfter = f.o.Now().Add(30 * time.Second)
+			f.log.Warn("base snapshot after a rewrite not stored; trying again in 30s (the tail objects go on meanwhile)", "err", err)
 		}
 		return
 	}

@@ -154,9 +154,8 @@ func planChain(c *Chain, cutoff time.Time, limit int64) (*Plan, error) {
 	if p.Base == nil {
 		return nil, fmt.Errorf("%w: %s has no base before %s", ErrNotCovered, c.Describe(), cutoff.Add(-time.Second).UTC().Format(time.RFC3339))
 	}
-	pos := basePosition(p.Base)
 	for _, t := range c.Tails {
-		if !pos.holds(t) {
+		if !needs(p.Base, t) {
 			continue
 		}
 		p.Tails = append(p.Tails, t)
@@ -284,27 +283,60 @@ func roll(ctx context.Context, r *repo.Repository, p *Plan, dir string, log *slo
 			return nil, err
 		}
 	}
-	cur := files[len(files)-1]
-	var written, dropped int64
-	sc := newCutter(cur.n)
-	stopped := false
+	bySeq := map[int64]*incrFile{}
+	for _, f := range files {
+		bySeq[f.seq] = f
+	}
+	var (
+		cur              *incrFile
+		sc               *cutter
+		written, dropped int64
+		stopped          bool
+		lastTS           = int64(-1)
+	)
+	// switchTo makes f the file written, its cutter knowing the state at
+	// its end (a point's prefix is scanned: it may end inside a
+	// transaction if an older snap took it).
+	switchTo := func(f *incrFile, complete bool) error {
+		if cur != nil {
+			if err := sc.finish(cur, complete); err != nil {
+				return err
+			}
+			written, dropped = written+sc.written, dropped+sc.dropped
+			// A new incr file may start without a #TS: annotation.
+			lastTS = sc.lastTS
+		}
+		cur, sc = f, newCutter(0)
+		sc.lastTS = lastTS
+		if f != nil && f.n > 0 {
+			if err := sc.prefix(f); err != nil {
+				return fmt.Errorf("snapshot %s: incr file %s: %w", p.Base.ID.Str(), f.name, err)
+			}
+		}
+		return nil
+	}
 	for _, ref := range p.Tails {
 		if stopped {
 			break
 		}
-		if ref.Seq != cur.seq {
-			if ref.Seq < cur.seq || ref.Offset != 0 {
-				return nil, fmt.Errorf("%s: tail objects do not continue the stream: %s follows seq %d at %d", p.Chain.Describe(), ref.Name, cur.seq, cur.n)
+		if cur == nil || ref.Seq != cur.seq {
+			next, inPoint := bySeq[ref.Seq]
+			switch {
+			case cur != nil && ref.Seq < cur.seq:
+				return nil, fmt.Errorf("%s: tail objects do not continue the stream: %s (seq %d) after seq %d", p.Chain.Describe(), ref.Name, ref.Seq, cur.seq)
+			case !inPoint && (ref.Offset != 0 || cur != nil && ref.Seq != cur.seq+1 || cur == nil && ref.Seq != pt.Incrs[len(pt.Incrs)-1].Seq+1):
+				prev := pt.Incrs[len(pt.Incrs)-1].Seq
+				if cur != nil {
+					prev = cur.seq
+				}
+				return nil, fmt.Errorf("%s: tail objects do not continue the stream: %s starts at byte %d of seq %d after seq %d; an incr file or its start is missing", p.Chain.Describe(), ref.Name, ref.Offset, ref.Seq, prev)
 			}
-			if err := sc.finish(cur, true); err != nil {
+			if !inPoint {
+				next = nil
+			}
+			if err := switchTo(next, true); err != nil {
 				return nil, err
 			}
-			written, dropped = written+sc.written, dropped+sc.dropped
-			cur = nil
-			// A new incr file may start without a #TS: annotation.
-			lastTS := sc.lastTS
-			sc = newCutter(0)
-			sc.lastTS = lastTS
 		}
 		t, err := Load(ctx, r, ref)
 		if err != nil {
@@ -314,12 +346,18 @@ func roll(ctx context.Context, r *repo.Repository, p *Plan, dir string, log *slo
 			if cur, err = open(t.File, t.Seq, 0); err != nil {
 				return nil, err
 			}
+			bySeq[t.Seq] = cur
 		}
 		if ref.Offset != cur.n {
 			return nil, fmt.Errorf("%s: tail object %s starts at byte %d of %s, but the bytes before end at %d", p.Chain.Describe(), ref.Name, ref.Offset, cur.name, cur.n)
 		}
 		if t.File != cur.name {
 			return nil, fmt.Errorf("tails/%s: %w: of file %s, but seq %d is %s", ref.Name, repo.ErrCorrupt, t.File, t.Seq, cur.name)
+		}
+		if t.PrevEnd > 0 && t.Offset == 0 {
+			if pf := bySeq[t.Seq-1]; pf != nil && pf.n != t.PrevEnd {
+				return nil, fmt.Errorf("%s: incr file %s ends at byte %d, but follow stored %d of it: tail objects of it are missing", p.Chain.Describe(), pf.name, pf.n, t.PrevEnd)
+			}
 		}
 		done, err := sc.feed(ctx, r, t, cur, p)
 		if err != nil {
@@ -329,6 +367,12 @@ func roll(ctx context.Context, r *repo.Repository, p *Plan, dir string, log *slo
 			stopped = true
 		} else {
 			res.At = ref.Time()
+		}
+	}
+	if cur == nil {
+		// No tail object: the point as it was taken, cut like any end.
+		if err := switchTo(files[len(files)-1], true); err != nil {
+			return nil, err
 		}
 	}
 	if stopped && sc.lastIn > 0 {
@@ -378,6 +422,28 @@ func newCutter(off int64) *cutter {
 }
 
 var errStop = errors.New("stop")
+
+// prefix scans the bytes f already holds (a point's), so that the cutter
+// knows where it may cut and whether a transaction is open at their end.
+func (c *cutter) prefix(f *incrFile) error {
+	buf := make([]byte, 1<<20)
+	var off int64
+	for off < f.n {
+		n, err := f.f.ReadAt(buf[:min(int64(len(buf)), f.n-off)], off)
+		if n == 0 && err != nil {
+			return err
+		}
+		if err := c.write(buf[:n], nil, math.MaxInt64, math.MaxInt64, math.MaxInt64); err != nil {
+			return err
+		}
+		off += int64(n)
+	}
+	if len(c.carry) > 0 {
+		return fmt.Errorf("%w: ends inside a command", repo.ErrCorrupt)
+	}
+	c.written = 0
+	return nil
+}
 
 // feed writes the part of t the plan includes to f and reports whether
 // the restore stops in it.
@@ -440,7 +506,7 @@ func (c *cutter) write(piece []byte, f *incrFile, upTo, window, limit int64) err
 	base := c.sc.Offset()
 	stopAt := int64(-1)
 	_, err := c.sc.Scan(buf, func(it source.AOFItem) error {
-		if it.End > upTo && (it.End > window || it.TS > limit || it.TS < 0 && c.lastTS < 0) {
+		if it.End > upTo && (it.End > window || it.TS > limit || it.TS < 0 && (c.lastTS < 0 || c.lastTS > limit)) {
 			stopAt = it.Off
 			return errStop
 		}
@@ -470,7 +536,7 @@ func (c *cutter) write(piece []byte, f *incrFile, upTo, window, limit int64) err
 		end = stopAt
 	}
 	// Write the whole items taken; keep the rest for the next piece.
-	if n := end - base; n > 0 {
+	if n := end - base; n > 0 && f != nil {
 		if _, err := f.f.WriteAt(buf[:n], f.n); err != nil {
 			return err
 		}
@@ -501,6 +567,8 @@ func (c *cutter) finish(f *incrFile, complete bool) error {
 		if err := f.f.Truncate(c.safe); err != nil {
 			return err
 		}
+		// safe is never before the cutter's start: what is cut off, it wrote.
+		c.written -= f.n - c.safe
 		f.n = c.safe
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -49,6 +50,10 @@ type Tail struct {
 	End        int64  `json:"end"`
 	Level      int    `json:"level"`
 	Timestamps bool   `json:"timestamps,omitempty"`
+	// PrevEnd, on an object from byte 0, is how many bytes of the incr
+	// file before follow stored (zero: not known), so a restore tells a
+	// missing end of that file.
+	PrevEnd int64 `json:"prev_end,omitempty"`
 	// Marks: the bytes up to Ends[i] were in the file at Times[i] (unix
 	// milliseconds); those after the mark before were appended after
 	// Sinces[i]. Gaps lists the marks whose window follow did not watch.
@@ -139,6 +144,8 @@ func (t *Tail) Validate() error {
 		return fmt.Errorf("tail object: seq %d", t.Seq)
 	case t.Offset < 0 || t.End < t.Offset:
 		return fmt.Errorf("tail object: bytes [%d, %d)", t.Offset, t.End)
+	case t.PrevEnd < 0 || t.PrevEnd > 0 && t.Offset != 0:
+		return fmt.Errorf("tail object: prev_end %d at offset %d", t.PrevEnd, t.Offset)
 	case t.Level < 0 || t.Level > maxLevel:
 		return fmt.Errorf("tail object: level %d", t.Level)
 	case len(t.Ends) == 0 || len(t.Ends) != len(t.Times) || len(t.Ends) != len(t.Sinces):
@@ -222,6 +229,10 @@ func (t *Tail) Encode() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(h) > maxHeader {
+		// Decode would refuse it: never store what cannot be read.
+		return nil, fmt.Errorf("tail object of %d marks: header of %d bytes, over the %d a reader takes", len(t.Ends), len(h), maxHeader)
+	}
 	b := binary.AppendUvarint(make([]byte, 0, len(h)+len(t.Data)+10), uint64(len(h)))
 	b = append(append(b, h...), t.Data...)
 	e, _ := coders()
@@ -244,6 +255,9 @@ func Decode(plain []byte) (*Tail, error) {
 	dj.DisallowUnknownFields()
 	if err := dj.Decode(&t); err != nil {
 		return nil, fmt.Errorf("%w: tail object header: %v", repo.ErrCorrupt, err)
+	}
+	if _, err := dj.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%w: tail object header: bytes after its JSON", repo.ErrCorrupt)
 	}
 	if rest := b[n+int(hl):]; len(rest) > 0 {
 		t.Data = rest

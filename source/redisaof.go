@@ -159,7 +159,7 @@ type RedisAOF struct {
 type RedisAOFOptions struct {
 	// Chain is the chain the point joins; empty: a new chain.
 	Chain string
-	// BaseOnly lists the base file whole and the incr files at length 0:
+	// BaseOnly lists the base file whole and the first incr file at length 0:
 	// the base snapshot follow stores after a rewrite, whose incr bytes
 	// are in tail objects. The manifest's base must be of sequence number
 	// WantBase, else Freeze fails with ErrAOFSwitched.
@@ -413,7 +413,14 @@ func (r *RedisAOF) list(cfg AOFConfig) (*aofListing, error) {
 		pt.Base = &AOFBase{Name: m.Base.Name, Seq: m.Base.Seq}
 		l.Files = append(l.Files, File{Name: m.Base.Name, Role: RoleAOFBase, Length: -1})
 	}
-	for _, in := range m.Incrs {
+	incrs := m.Incrs
+	if r.o.BaseOnly {
+		// The base is the state at the start of the first incr file after
+		// it; a later one is a rewrite that started since, and its bytes,
+		// like the first's, come from tail objects.
+		incrs = incrs[:1]
+	}
+	for _, in := range incrs {
 		p := filepath.Join(aofDir, in.Name)
 		fi, err := os.Stat(p)
 		if err != nil {
