@@ -38,6 +38,9 @@ type FollowOptions struct {
 	Now    func() time.Time
 	// Shipped, when set, is called after each tail object is stored.
 	Shipped func(Shipped)
+	// Started, when set, is called once the chain is there (continued, or
+	// its first base stored): from then on every byte is shipped.
+	Started func()
 }
 
 // Shipped describes one stored tail object.
@@ -125,6 +128,9 @@ func Follow(ctx context.Context, r *repo.Repository, src *source.RedisAOF, dataD
 		return err
 	}
 	f.removeHistory()
+	if o.Started != nil {
+		o.Started()
+	}
 	lastCompact := o.Now()
 	for {
 		t, ok := f.queue.pop(work)
@@ -263,8 +269,11 @@ func (f *follower) ticker(ctx context.Context, stop <-chan struct{}) {
 }
 
 // observe reads the manifest and the sizes of the incr files it names.
-func (f *follower) observe() tick {
-	t := tick{at: f.o.Now(), sizes: map[int64]int64{}}
+func (f *follower) observe() (t tick) {
+	t = tick{sizes: map[int64]int64{}}
+	// The time is taken after the sizes: every byte up to them was
+	// written before it.
+	defer func() { t.at = f.o.Now() }()
 	man, _, err := source.ReadAOFManifest(f.aofDir, f.cfg.ManifestName())
 	if err != nil {
 		t.err = err

@@ -154,15 +154,20 @@ func planChain(c *Chain, cutoff time.Time, limit int64) (*Plan, error) {
 	if p.Base == nil {
 		return nil, fmt.Errorf("%w: %s has no base before %s", ErrNotCovered, c.Describe(), cutoff.Add(-time.Second).UTC().Format(time.RFC3339))
 	}
+	// The objects up to the first past the cutoff, and those of the same
+	// tick after it (the pieces of one read): #TS: annotations in them
+	// may still put commands in the second.
+	window := int64(-1)
 	for _, t := range c.Tails {
 		if !needs(p.Base, t) {
 			continue
 		}
-		p.Tails = append(p.Tails, t)
-		// The first object past the cutoff is the last one needed: the
-		// #TS: annotations of its first mark may still be in the second.
-		if !cutoff.IsZero() && !t.Time().Before(cutoff) {
+		if window >= 0 && t.T0 > window {
 			break
+		}
+		p.Tails = append(p.Tails, t)
+		if !cutoff.IsZero() && window < 0 && !t.Time().Before(cutoff) {
+			window = t.T1
 		}
 	}
 	return p, nil
@@ -378,6 +383,11 @@ func roll(ctx context.Context, r *repo.Repository, p *Plan, dir string, log *slo
 	if stopped && sc.lastIn > 0 {
 		res.At = time.UnixMilli(sc.lastIn)
 	}
+	if !p.Cutoff.IsZero() && !res.At.Before(p.Cutoff) {
+		// Objects of the tick past the second, read for their #TS:
+		// annotations: the state is as of the second's end.
+		res.At = p.Cutoff.Add(-time.Millisecond)
+	}
 	if err := sc.finish(cur, false); err != nil {
 		return nil, err
 	}
@@ -415,6 +425,11 @@ type cutter struct {
 	lastIn  int64 // time of the last mark included
 	lastTS  int64 // the last #TS: annotation's second, -1 for none yet
 	written int64
+	// windowTime is the tick of the first mark past the cutoff, whose
+	// items #TS: annotations may still put in the second; stopped: an
+	// item past the second was met.
+	windowTime int64
+	stopped    bool
 }
 
 func newCutter(off int64) *cutter {
@@ -449,27 +464,28 @@ func (c *cutter) prefix(f *incrFile) error {
 // the restore stops in it.
 func (c *cutter) feed(ctx context.Context, r *repo.Repository, t *Tail, f *incrFile, p *Plan) (bool, error) {
 	// Which bytes: every mark before the cutoff (up to upTo); then, with
-	// #TS: annotations, the items of the next mark (up to window) before
-	// the first annotation later than the second.
+	// #TS: annotations, the items of the first mark past it (up to
+	// window), and of the marks of the same tick after it (the pieces of
+	// one read, here or in the objects after), before the first
+	// annotation later than the second.
 	upTo, window := t.End, t.End
 	stop := false
 	if !p.Cutoff.IsZero() {
 		cut := p.Cutoff.UnixMilli()
-		upTo = t.Offset
+		upTo, window = t.Offset, t.Offset
 		for i, tm := range t.Times {
-			if tm >= cut {
-				stop = true
-				window = upTo
-				if t.Timestamps {
-					window = t.Ends[i]
-				}
-				break
+			switch {
+			case tm < cut && c.windowTime == 0:
+				upTo, window = t.Ends[i], t.Ends[i]
+				c.lastIn = tm
+				continue
+			case t.Timestamps && (c.windowTime == 0 || tm == c.windowTime):
+				c.windowTime = tm
+				window = t.Ends[i]
+				continue
 			}
-			upTo = t.Ends[i]
-			c.lastIn = tm
-		}
-		if !stop {
-			window = upTo
+			stop = true
+			break
 		}
 	}
 	off := t.Offset
@@ -486,6 +502,9 @@ func (c *cutter) feed(ctx context.Context, r *repo.Repository, t *Tail, f *incrF
 	}
 	if err != nil {
 		return false, err
+	}
+	if c.stopped {
+		return true, nil
 	}
 	if !stop && len(c.carry) > 0 {
 		return false, fmt.Errorf("%w: the object ends inside a command (%d bytes of it)", repo.ErrCorrupt, len(c.carry))
@@ -545,6 +564,7 @@ func (c *cutter) write(piece []byte, f *incrFile, upTo, window, limit int64) err
 	}
 	if stopAt >= 0 {
 		c.carry = nil
+		c.stopped = true
 		return errStop
 	}
 	c.carry = append(c.carry[:0:0], buf[end-base:]...)

@@ -95,16 +95,17 @@ func runFollow(ctx context.Context, o followOptions) error {
 	if err := r.LoadIndex(ctx); err != nil {
 		return err
 	}
-	return followInto(ctx, r, o)
+	return followInto(ctx, r, o, nil)
 }
 
-// followInto follows o's server into r until ctx is done.
-func followInto(ctx context.Context, r *repo.Repository, o followOptions) error {
+// followInto follows o's server into r until ctx is done; started (may be
+// nil) is called once the chain is there.
+func followInto(ctx context.Context, r *repo.Repository, o followOptions, started func()) error {
 	src := source.NewRedisAOF(o.server, o.data, source.RedisAOFOptions{Log: o.log})
 	defer src.Close()
 	o.log.Info("following redis-server", "server", o.server, "data", o.data, "interval", o.interval, "host", o.host)
 	return chain.Follow(ctx, r, src, o.data, chain.FollowOptions{
 		Host: o.host, Interval: o.interval, ChunkSize: o.chunkSize, Pause: o.pause,
-		Backup: o.backupOpts(nil), Log: o.log,
+		Backup: o.backupOpts(nil), Log: o.log, Started: started,
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -304,6 +305,7 @@ func runRun(ctx context.Context, o runOptions) error {
 		return fmt.Errorf("interrupted before the server started: %w", err)
 	}
 
+	followHook, followStarted := o.followHook()
 	sv := &supervisor{
 		argv: o.argv, addr: o.server, stdin: o.stdin, stdout: o.stdout, stderr: o.stderr,
 		log: o.log, state: st, ping: ping,
@@ -311,11 +313,12 @@ func runRun(ctx context.Context, o runOptions) error {
 		// prune runs after scheduled backups, in the same worker, so it
 		// never overlaps this process's backups; locks keep it apart from
 		// other hosts'.
-		prune:        o.pruneHook(),
-		follow:       o.followHook(),
-		sched:        schedule{every: o.every, jitter: o.jitter, rand: rand.Float64},
-		now:          time.Now,
-		readyTimeout: o.readyTimeout, finalTimeout: o.finalTimeout,
+		prune:         o.pruneHook(),
+		follow:        followHook,
+		followStarted: followStarted,
+		sched:         schedule{every: o.every, jitter: o.jitter, rand: rand.Float64},
+		now:           time.Now,
+		readyTimeout:  o.readyTimeout, finalTimeout: o.finalTimeout,
 		readyInterval: readyInterval, stopGrace: stopGrace,
 	}
 	code, err := sv.run(ctx, sigs, last)
@@ -526,11 +529,15 @@ func (o *runOptions) backupOnce(ctx context.Context) (*snapshot.Snapshot, error)
 	return backupInto(ctx, r, backupOptions{globalOptions: o.globalOptions, server: o.server, data: o.data, host: o.host, tags: o.tags, retryLock: o.retryLock, sourceOptions: o.sourceOptions}, nil)
 }
 
-// followHook returns follow for --follow, or nil.
-func (o *runOptions) followHook() func(context.Context) error {
+// followHook returns follow for --follow, or nil, and a channel closed
+// once follow has its chain.
+func (o *runOptions) followHook() (func(context.Context) error, <-chan struct{}) {
+	started := make(chan struct{})
 	if !o.follow {
-		return nil
+		return nil, started
 	}
+	var once sync.Once
+	markStarted := func() { once.Do(func() { close(started) }) }
 	return func(ctx context.Context) error {
 		r, err := o.openRepo(ctx, "")
 		if err != nil {
@@ -542,8 +549,8 @@ func (o *runOptions) followHook() func(context.Context) error {
 		}
 		fo := o.followOpts
 		fo.globalOptions = o.globalOptions
-		return followInto(ctx, r, fo)
-	}
+		return followInto(ctx, r, fo, markStarted)
+	}, started
 }
 
 // pruneHook returns the retention step, or nil without a --keep-* policy.
@@ -648,8 +655,11 @@ type supervisor struct {
 	prune          func(context.Context) error // retention hook, may be nil
 	// follow, when set, runs beside the server instead of the scheduled
 	// backups, until its context is done (the server exited); a stop
-	// signal goes to the server at once.
+	// signal goes to the server once follow has its chain
+	// (followStarted closed), or after finalTimeout: before, the
+	// server's last writes would go unshipped.
 	follow        func(context.Context) error
+	followStarted <-chan struct{}
 	sched         schedule
 	now           func() time.Time
 	readyTimeout  time.Duration
@@ -703,7 +713,8 @@ func (s *supervisor) run(ctx context.Context, sigs <-chan os.Signal, last time.T
 		final      = make(chan struct{}) // closed to ask the worker for the final backup
 		workerDone chan struct{}         // nil until the server is ready
 		stopping   bool
-		pending    os.Signal // the stop signal waiting for the final backup
+		pending    os.Signal                // the stop signal waiting for the final backup
+		release    = make(chan struct{}, 1) // follow has its chain (or timed out): pass pending on
 	)
 	for {
 		select {
@@ -740,7 +751,15 @@ func (s *supervisor) run(ctx context.Context, sigs <-chan os.Signal, last time.T
 			go func() {
 				defer close(workerDone)
 				if s.follow != nil {
+					// Retention beside follow: every --every, gated by
+					// --prune-every like after scheduled backups.
+					var wg sync.WaitGroup
+					if s.prune != nil {
+						wg.Add(1)
+						go func() { defer wg.Done(); s.pruneTicks(backupCtx) }()
+					}
 					s.followLoop(backupCtx)
+					wg.Wait()
 					return
 				}
 				s.loop(backupCtx, last, final)
@@ -752,9 +771,26 @@ func (s *supervisor) run(ctx context.Context, sigs <-chan os.Signal, last time.T
 				forward(sig)
 			case s.follow != nil && !stopping:
 				// The server stops first: follow ships its AOF's last
-				// bytes once it exited.
+				// bytes once it exited. Until follow has its chain, the
+				// signal waits (at most finalTimeout).
 				stopping = true
 				s.state.setPhase("stopping")
+				select {
+				case <-s.followStarted:
+				default:
+					if workerDone != nil && s.finalTimeout > 0 {
+						s.log.Info("stopping once follow has its chain, then the signal goes to the server", "signal", sig.String(), "timeout", s.finalTimeout)
+						pending = sig
+						go func() {
+							select {
+							case <-s.followStarted:
+							case <-time.After(s.finalTimeout):
+							}
+							release <- struct{}{}
+						}()
+						continue
+					}
+				}
 				cancelReady()
 				s.log.Info("stopping: the signal goes to the server; follow ships the rest of its AOF when it exited", "signal", sig.String())
 				forward(sig)
@@ -777,12 +813,36 @@ func (s *supervisor) run(ctx context.Context, sigs <-chan os.Signal, last time.T
 				forward(sig)
 			}
 
+		case <-release:
+			if pending != nil {
+				s.log.Info("follow has its chain; the signal goes to the server", "signal", pending.String())
+				forward(pending)
+				pending = nil
+			}
+
 		case <-workerDone:
 			workerDone = nil
 			if pending != nil {
 				forward(pending)
 				pending = nil
 			}
+		}
+	}
+}
+
+// pruneTicks runs the retention step every sched.every until ctx is done
+// (the prune hook's gate decides whether one is due).
+func (s *supervisor) pruneTicks(ctx context.Context) {
+	t := time.NewTicker(s.sched.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := s.prune(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("prune failed; trying again later", "err", err)
 		}
 	}
 }
