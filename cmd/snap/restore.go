@@ -37,7 +37,7 @@ func restoreCommand() *cli.Command {
 		ArgsUsage: "[SNAPSHOT-ID]",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "latest", Usage: "restore the newest snapshot (filtered by --host and --tag); of a redis host, the end of its newest chain"},
-			&cli.StringFlag{Name: "at", Usage: "restore as of `TIME` (RFC 3339, or unix seconds): a redis host's AOF rolled forward to that second, else the newest snapshot taken at or before it"},
+			&cli.StringFlag{Name: "at", Usage: "restore as of `TIME` (RFC 3339, or unix seconds): a redis host's AOF rolled forward to that second (every write made in it or before), else the newest snapshot taken in that second or before"},
 			&cli.StringFlag{Name: "source", Usage: "with --latest or --at: only snapshots of this source kind (freeze, dir or redis); needed when the host has several"},
 			&cli.StringFlag{Name: "target", EnvVars: []string{"SNAP_DATA"}, Value: "/data", Usage: "directory to restore into (default: the data directory)"},
 			&cli.StringFlag{Name: "host", Usage: "with --latest or --at: only snapshots of this host"},
@@ -101,12 +101,15 @@ func runRestore(ctx context.Context, o restoreOptions) error {
 			}
 			return restoreChain(ctx, r, o, snaps, match, nil)
 		}
+		// TIME names a second, as for a chain: the newest snapshot taken
+		// in it or before.
+		end := time.Unix(o.at.Unix()+1, 0)
 		sn = snapshot.Latest(snaps, func(s *snapshot.Snapshot) bool {
-			return match(s) && (o.at.IsZero() || !s.Time.After(o.at))
+			return match(s) && (o.at.IsZero() || s.Time.Before(end))
 		})
 		if sn == nil {
 			if !o.at.IsZero() {
-				return fmt.Errorf("%w in %s matching the filters taken at or before %s", snapshot.ErrNoSnapshot, o.repo, o.at.UTC().Format(time.RFC3339))
+				return fmt.Errorf("%w in %s matching the filters taken in or before the second %s", snapshot.ErrNoSnapshot, o.repo, o.at.UTC().Format(time.RFC3339))
 			}
 			return fmt.Errorf("%w in %s matching the filters", snapshot.ErrNoSnapshot, o.repo)
 		}
