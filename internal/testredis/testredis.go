@@ -27,6 +27,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/snapbackup/snap/internal/testproc"
 )
 
 // ErrNoRedis means redis-server 7 or later, or redis-check-aof, is not on
@@ -150,9 +152,9 @@ type Server struct {
 // process is one run of redis-server.
 type process struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer   // stdout and stderr: what Redis says before its log is open
-	done chan struct{} // closed when the process has exited
-	err  error         // its exit status, set before done closes
+	out  *testproc.Buffer // stdout and stderr: what Redis says before its log is open
+	done chan struct{}    // closed when the process has exited
+	err  error            // its exit status, set before done closes
 
 	stopOnce sync.Once
 	stopErr  error
@@ -181,7 +183,7 @@ func Start(t testing.TB, o Options) *Server {
 	for attempt := 0; ; attempt++ {
 		port := o.Port
 		if port == 0 {
-			if port, err = freePort(); err != nil {
+			if port, err = testproc.FreePort(); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -191,7 +193,7 @@ func Start(t testing.TB, o Options) *Server {
 		}
 		// Another process took the port between our probe and the
 		// server's bind: try another one. Anything else is final.
-		if o.Port != 0 || !errors.Is(err, errPortTaken) || attempt == 4 {
+		if o.Port != 0 || !errors.Is(err, testproc.ErrPortTaken) || attempt == 4 {
 			t.Fatal(err)
 		}
 	}
@@ -212,17 +214,6 @@ func Start(t testing.TB, o Options) *Server {
 	return s
 }
 
-var errPortTaken = errors.New("port taken")
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pick a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // start runs the server on port and waits until it answers as itself.
 func (s *Server) start(port int) error {
 	args, err := Command(s.o, port, s.logFile)
@@ -230,7 +221,7 @@ func (s *Server) start(port int) error {
 		return err
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	p := &process{cmd: exec.Command(args[0], args[1:]...), out: &syncBuffer{}, done: make(chan struct{})}
+	p := &process{cmd: exec.Command(args[0], args[1:]...), out: &testproc.Buffer{}, done: make(chan struct{})}
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out
 	p.cmd.SysProcAttr = sysProcAttr()
@@ -261,7 +252,7 @@ func (s *Server) start(port int) error {
 		case <-p.done:
 			tail := s.LogTail()
 			if strings.Contains(strings.ToLower(tail), "address already in use") {
-				return fmt.Errorf("start redis-server on %s: %w", addr, errPortTaken)
+				return fmt.Errorf("start redis-server on %s: %w", addr, testproc.ErrPortTaken)
 			}
 			return fmt.Errorf("start redis-server on %s: %v\n%s", addr, p.err, tail)
 		case <-ctx.Done():
@@ -287,7 +278,7 @@ func (s *Server) Stop() error {
 		select {
 		case <-p.done:
 			// Already gone: killed, or crashed (reported).
-			if p.err != nil && !killed(p.err) {
+			if p.err != nil && !testproc.Killed(p.err) {
 				p.stopErr = fmt.Errorf("redis-server on %s exited early: %v\n%s", addr, p.err, s.LogTail())
 			}
 			return
@@ -329,15 +320,6 @@ func (p *process) kill() {
 		p.cmd.Process.Kill()
 	}
 	<-p.done
-}
-
-func killed(err error) bool {
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		return false
-	}
-	ws, ok := ee.Sys().(syscall.WaitStatus)
-	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
 }
 
 // Restart stops the server and starts it again on the same port and dir
@@ -547,21 +529,4 @@ func command(addr string, args ...string) (string, error) {
 		return string(buf[:n]), nil
 	}
 	return "", fmt.Errorf("%s on %s: unexpected reply %q", args[0], addr, line)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

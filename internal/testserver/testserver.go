@@ -6,7 +6,6 @@
 package testserver
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -23,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/snapbackup/snap/internal/testproc"
 )
 
 // ErrNoRocksDB means librocksdb-dev is not installed.
@@ -184,7 +185,7 @@ type Server struct {
 
 	cmd   *exec.Cmd
 	stdin io.WriteCloser // closing it makes the server exit (--exit_on_stdin_eof)
-	log   *syncBuffer
+	log   *testproc.Buffer
 	done  chan struct{} // closed when the process has exited
 	err   error         // the process's exit status, set before done closes
 
@@ -226,7 +227,7 @@ func Start(t testing.TB, bin, dataDir string, extraArgs ...string) *Server {
 func Run(ctx context.Context, bin, dataDir string, extraArgs ...string) (*Server, error) {
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		port, err := freePort()
+		port, err := testproc.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -237,22 +238,11 @@ func Run(ctx context.Context, bin, dataDir string, extraArgs ...string) (*Server
 		lastErr = err
 		// Another process took the port between our probe and the
 		// server's bind: try another one. Anything else is final.
-		if !errors.Is(err, errPortTaken) {
+		if !errors.Is(err, testproc.ErrPortTaken) {
 			return nil, err
 		}
 	}
 	return nil, lastErr
-}
-
-var errPortTaken = errors.New("port taken")
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pick a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func run(ctx context.Context, bin, dataDir string, port int, extraArgs []string) (*Server, error) {
@@ -268,7 +258,7 @@ func run(ctx context.Context, bin, dataDir string, port int, extraArgs []string)
 		Port:    port,
 		DataDir: dataDir,
 		cmd:     exec.Command(bin, args...),
-		log:     &syncBuffer{},
+		log:     &testproc.Buffer{},
 		done:    make(chan struct{}),
 	}
 	s.cmd.Stdout = s.log
@@ -296,7 +286,7 @@ func run(ctx context.Context, bin, dataDir string, port int, extraArgs []string)
 		case <-s.done:
 			out := s.Log()
 			if strings.Contains(out, "address already in use") {
-				return nil, fmt.Errorf("start rocksdb-server on %s: %w", s.Addr, errPortTaken)
+				return nil, fmt.Errorf("start rocksdb-server on %s: %w", s.Addr, testproc.ErrPortTaken)
 			}
 			return nil, fmt.Errorf("start rocksdb-server on %s: %v\n%s", s.Addr, s.err, out)
 		case <-ctx.Done():
@@ -339,7 +329,7 @@ func (s *Server) Stop() error {
 		select {
 		case <-s.done:
 			// Already gone (killed, or crashed: report the latter).
-			if s.err != nil && !killed(s.err) {
+			if s.err != nil && !testproc.Killed(s.err) {
 				s.stopErr = fmt.Errorf("rocksdb-server on %s exited early: %v\n%s", s.Addr, s.err, s.Log())
 			}
 			return
@@ -373,30 +363,4 @@ func (s *Server) Kill() error {
 		return fmt.Errorf("kill rocksdb-server on %s: %w", s.Addr, err)
 	}
 	return nil
-}
-
-func killed(err error) bool {
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) {
-		return false
-	}
-	ws, ok := ee.Sys().(syscall.WaitStatus)
-	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
