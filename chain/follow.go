@@ -140,6 +140,13 @@ func Follow(ctx context.Context, r *repo.Repository, src *source.RedisAOF, dataD
 		if err := f.process(work, t); err != nil {
 			return err
 		}
+		// Store after every tick while follow keeps up; behind, gather the
+		// ticks queued meanwhile into fuller objects.
+		if t.last || f.queue.empty() {
+			if err := f.flush(work); err != nil {
+				return err
+			}
+		}
 		if t.last {
 			f.idle(work, t.at, true)
 			f.log.Info("follow stopped; everything up to its last tick is stored", "chain", f.chain, "seq", f.seq, "offset", f.off)
@@ -194,6 +201,7 @@ type follower struct {
 	lastObj int64 // ms: when the last object was stored
 	prevEnd int64 // bytes stored of the incr file before, for the first object of this one
 	lastBuf []byte
+	pending *Tail // marks not yet stored, of the incr file shipped into
 	// rebaseAfter: a base snapshot that failed (a prune holds the lock,
 	// say) is tried again no sooner than this.
 	rebaseAfter time.Time
@@ -501,6 +509,9 @@ func (f *follower) process(ctx context.Context, t tick) error {
 			break
 		}
 		// Redis appends only to the newest incr file: this one is whole.
+		if err := f.flush(ctx); err != nil {
+			return err
+		}
 		if f.off != size {
 			f.log.Warn("incr file ends inside a command; the rest is not stored", "file", name, "stored", f.off, "size", size)
 		}
@@ -513,6 +524,11 @@ func (f *follower) process(ctx context.Context, t tick) error {
 		f.idle(ctx, time.UnixMilli(until), false)
 	}
 	if t.man.Base != nil && t.man.Base.Seq > f.baseSeq && len(t.man.Incrs) > 0 && f.seq >= t.man.Incrs[0].Seq {
+		// The old incr files' bytes are stored before the base that
+		// replaces them.
+		if err := f.flush(ctx); err != nil {
+			return err
+		}
 		f.rebase(ctx, t.man.Base.Seq)
 	}
 	return nil
@@ -539,9 +555,10 @@ func nextIncr(man *source.AOFManifest, seq int64) (source.AOFFile, bool) {
 	return best, found
 }
 
-// ship stores the bytes of the current incr file from f.off to size, cut
-// at the last whole command, as tail objects of the tick at, in pieces of
-// at most ChunkSize; it returns the bytes stored.
+// ship adds the bytes of the current incr file from f.off to size, cut
+// at the last whole command, to the pending tail object as marks of the
+// tick at, in pieces of at most ChunkSize (a full object is stored); it
+// returns the bytes added.
 func (f *follower) ship(ctx context.Context, size int64, at int64) (int64, error) {
 	if size == f.off {
 		return 0, nil
@@ -557,7 +574,14 @@ func (f *follower) ship(ctx context.Context, size int64, at int64) (int64, error
 	var stored int64
 	first := true
 	for f.off < size {
-		want := min(int64(f.o.ChunkSize), size-f.off)
+		room := int64(f.o.ChunkSize) - f.pendingLen()
+		if room <= 0 {
+			if err := f.flush(ctx); err != nil {
+				return stored, err
+			}
+			room = int64(f.o.ChunkSize)
+		}
+		want := min(room, size-f.off)
 		buf := f.lastBuf[:0]
 		if int64(cap(buf)) < want {
 			buf = make([]byte, want)
@@ -566,11 +590,20 @@ func (f *follower) ship(ctx context.Context, size int64, at int64) (int64, error
 		if _, err := fd.ReadAt(buf, f.off); err != nil && !errors.Is(err, io.EOF) {
 			return stored, err
 		}
+		f.lastBuf = buf
 		n, err := f.scan.Scan(buf, nil)
 		if err != nil {
 			return stored, f.gap(ctx, fmt.Sprintf("incr file %s is not an AOF at offset %d: %v", f.name, f.off, err))
 		}
 		if n == 0 {
+			if want < size-f.off && f.pendingLen() > 0 {
+				// The piece was short for the room left: store the
+				// pending object and read a whole piece.
+				if err := f.flush(ctx); err != nil {
+					return stored, err
+				}
+				continue
+			}
 			if want < int64(f.o.ChunkSize) {
 				break // a command not yet whole: the next tick
 			}
@@ -579,32 +612,19 @@ func (f *follower) ship(ctx context.Context, size int64, at int64) (int64, error
 			if err != nil || n == 0 {
 				return stored, err
 			}
+			if n > MaxInline {
+				return stored, fmt.Errorf("one command of %d bytes in %s is larger than a tail object holds (%d)", n, f.name, MaxInline)
+			}
 			buf = f.lastBuf[:n]
 		}
 		since := f.since
 		if !first {
 			since = at
 		}
-		t := &Tail{Chain: f.chain, Host: f.o.Host, File: f.name, Seq: f.seq, Offset: f.off, End: f.off + int64(n),
-			Timestamps: f.cfg.Timestamps, Ends: []int64{f.off + int64(n)}, Times: []int64{at}, Sinces: []int64{since}}
-		if f.off == 0 {
-			t.PrevEnd = f.prevEnd
-		}
-		if at-since > 2*f.o.Interval.Milliseconds()+1000 && !f.cfg.Timestamps {
-			t.Gaps = []int{0}
-		}
-		data := buf[:n]
-		if n > MaxInline {
-			return stored, fmt.Errorf("one command of %d bytes in %s is larger than a tail object holds (%d)", n, f.name, MaxInline)
-		}
-		t.Data = data
-		if err := f.save(ctx, t, since); err != nil {
-			return stored, err
-		}
-		f.lastBuf = buf[:0]
+		f.addMark(buf[:n], at, since)
 		f.off += int64(n)
 		stored += int64(n)
-		f.since, f.lastObj = at, at
+		f.since = at
 		first = false
 		if f.off < size && f.o.Pause > 0 {
 			select {
@@ -614,6 +634,50 @@ func (f *follower) ship(ctx context.Context, size int64, at int64) (int64, error
 		}
 	}
 	return stored, nil
+}
+
+// pendingLen is how many bytes the pending tail object holds.
+func (f *follower) pendingLen() int64 {
+	if f.pending == nil {
+		return 0
+	}
+	return int64(len(f.pending.Data))
+}
+
+// addMark appends data, the bytes from f.off, to the pending tail object
+// (made if there is none) as a mark of the tick at. While follow keeps up
+// that object is stored after each tick; catching up, one object holds
+// the marks of many ticks, so an outage costs as many objects as bytes
+// need, not one per tick.
+func (f *follower) addMark(data []byte, at, since int64) {
+	t := f.pending
+	if t == nil {
+		t = &Tail{Chain: f.chain, Host: f.o.Host, File: f.name, Seq: f.seq, Offset: f.off, End: f.off, Timestamps: f.cfg.Timestamps}
+		if f.off == 0 {
+			t.PrevEnd = f.prevEnd
+		}
+		f.pending = t
+	}
+	t.Data = append(t.Data, data...)
+	t.End += int64(len(data))
+	if at-since > 2*f.o.Interval.Milliseconds()+1000 && !f.cfg.Timestamps {
+		t.Gaps = append(t.Gaps, len(t.Ends))
+	}
+	t.Ends, t.Times, t.Sinces = append(t.Ends, t.End), append(t.Times, at), append(t.Sinces, since)
+}
+
+// flush stores the pending tail object, if any.
+func (f *follower) flush(ctx context.Context) error {
+	t := f.pending
+	if t == nil {
+		return nil
+	}
+	if err := f.save(ctx, t, t.Sinces[0]); err != nil {
+		return err
+	}
+	f.pending = nil
+	f.lastObj = t.Times[len(t.Times)-1]
+	return nil
 }
 
 // bigItem reads the one item at f.off that is larger than a piece.
@@ -668,13 +732,16 @@ func (f *follower) save(ctx context.Context, t *Tail, since int64) error {
 		case <-ctx.Done():
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 30*time.Second)
+		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 
 // idle stores a mark with no bytes when the file has not grown for
 // IdleMark, or always when last.
 func (f *follower) idle(ctx context.Context, at time.Time, last bool) {
+	if f.pending != nil {
+		return // marks wait to be stored: the chain's end moves with them
+	}
 	ms := at.UnixMilli()
 	if ms <= f.lastObj || !last && ms-f.lastObj < f.o.IdleMark.Milliseconds() {
 		return
@@ -690,6 +757,9 @@ func (f *follower) idle(ctx context.Context, at time.Time, last bool) {
 
 // gap reports bytes follow cannot store and starts a new chain.
 func (f *follower) gap(ctx context.Context, why string) error {
+	if err := f.flush(ctx); err != nil {
+		return err
+	}
 	f.log.Warn("gap in the chain: starting a new chain with a fresh base snapshot", "chain", f.chain, "why", why)
 	return f.newChain(ctx)
 }
@@ -801,6 +871,13 @@ func sameTick(a, b tick) bool {
 		}
 	}
 	return true
+}
+
+// empty reports whether no tick waits.
+func (q *tickQueue) empty() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.ticks) == 0
 }
 
 func (q *tickQueue) pop(ctx context.Context) (tick, bool) {
