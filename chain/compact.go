@@ -115,11 +115,39 @@ func Compact(ctx context.Context, r *repo.Repository, c *Chain, o CompactOptions
 	// Levels are in the headers; a source of a merge is loaded anyway,
 	// and a lone object's level does not matter, so assume 0.
 	groups := planCompaction(c.Tails, make([]int, len(c.Tails)), o.Now, o.Grace)
+	// The merged objects of a run share packs: their new blobs are
+	// flushed once (every batchInline bytes of inline objects held at
+	// most), and then the objects stored and their sources removed.
+	var batch []merged
+	held, saved := 0, false
+	store := func() error {
+		if saved {
+			// Packs and index before the objects that name their blobs.
+			if err := r.Flush(ctx); err != nil {
+				return err
+			}
+		}
+		for _, m := range batch {
+			if _, err := Save(ctx, r, m.t); err != nil {
+				return err
+			}
+			for _, ref := range m.g.sources {
+				if err := removeTail(ctx, r, ref); err != nil {
+					return err
+				}
+			}
+			st.Written++
+			st.Merged += len(m.g.sources)
+		}
+		batch, held, saved = batch[:0], 0, false
+		return nil
+	}
 	for _, g := range groups {
 		if err := ctx.Err(); err != nil {
 			return st, err
 		}
-		if err := merge(ctx, r, g); err != nil {
+		t, newBlobs, err := merge(ctx, r, g)
+		if err != nil {
 			if errors.Is(err, errTooManyMarks) {
 				continue
 			}
@@ -131,8 +159,17 @@ func Compact(ctx context.Context, r *repo.Repository, c *Chain, o CompactOptions
 			}
 			return st, fmt.Errorf("compact %s: %w", c.Describe(), err)
 		}
-		st.Written++
-		st.Merged += len(g.sources)
+		batch = append(batch, merged{t, g})
+		held += len(t.Data)
+		saved = saved || newBlobs
+		if held >= batchInline {
+			if err := store(); err != nil {
+				return st, fmt.Errorf("compact %s: %w", c.Describe(), err)
+			}
+		}
+	}
+	if err := store(); err != nil {
+		return st, fmt.Errorf("compact %s: %w", c.Describe(), err)
 	}
 	if st.Written+st.Removed > 0 {
 		o.Log.Debug("compacted tail objects", "chain", c.ID, "written", st.Written, "merged", st.Merged, "removed", st.Removed)
@@ -142,15 +179,26 @@ func Compact(ctx context.Context, r *repo.Repository, c *Chain, o CompactOptions
 
 var errTooManyMarks = errors.New("too many marks and chunks to merge")
 
-// merge stores the object of g and removes its sources.
-func merge(ctx context.Context, r *repo.Repository, g group) error {
+// batchInline bounds the inline bytes of merged objects a compaction
+// holds before it stores them.
+const batchInline = 32 << 20
+
+// merged is a merged object not yet stored, and its group.
+type merged struct {
+	t *Tail
+	g group
+}
+
+// merge builds the object of g, saving the data blobs it needs (not yet
+// flushed: newBlobs says whether there were any).
+func merge(ctx context.Context, r *repo.Repository, g group) (_ *Tail, newBlobs bool, _ error) {
 	var m *Tail
 	inline := true
 	var parts []*Tail
 	for _, ref := range g.sources {
 		t, err := Load(ctx, r, ref)
 		if err != nil {
-			return err
+			return nil, false, err
 		}
 		parts = append(parts, t)
 		if len(t.Chunks) > 0 {
@@ -168,7 +216,7 @@ func merge(ctx context.Context, r *repo.Repository, g group) error {
 		}
 	}
 	if est > maxHeader*7/8 {
-		return errTooManyMarks
+		return nil, false, errTooManyMarks
 	}
 	first := parts[0]
 	m = &Tail{Chain: first.Chain, Host: first.Host, File: first.File, Seq: first.Seq, Offset: first.Offset,
@@ -184,7 +232,7 @@ func merge(ctx context.Context, r *repo.Repository, g group) error {
 	saved := false
 	for _, t := range parts {
 		if t.File != m.File {
-			return fmt.Errorf("%w: tail objects of seq %d name files %s and %s", repo.ErrCorrupt, m.Seq, m.File, t.File)
+			return nil, false, fmt.Errorf("%w: tail objects of seq %d name files %s and %s", repo.ErrCorrupt, m.Seq, m.File, t.File)
 		}
 		m.Timestamps = m.Timestamps && t.Timestamps
 		if m.PrevEnd == 0 && t.Offset == 0 {
@@ -205,28 +253,14 @@ func merge(ctx context.Context, r *repo.Repository, g group) error {
 		case len(t.Data) > 0:
 			id := r.BlobID(t.Data)
 			if _, err := r.SaveBlob(ctx, repo.DataBlob, id, t.Data); err != nil {
-				return err
+				return nil, false, err
 			}
 			saved = true
 			m.Chunks = append(m.Chunks, id)
 			m.Sizes = append(m.Sizes, uint32(len(t.Data)))
 		}
 	}
-	if saved {
-		// Packs and index before the object that names their blobs.
-		if err := r.Flush(ctx); err != nil {
-			return err
-		}
-	}
-	if _, err := Save(ctx, r, m); err != nil {
-		return err
-	}
-	for _, ref := range g.sources {
-		if err := removeTail(ctx, r, ref); err != nil {
-			return err
-		}
-	}
-	return nil
+	return m, saved, nil
 }
 
 func removeTail(ctx context.Context, r *repo.Repository, ref Ref) error {

@@ -91,6 +91,14 @@ func Follow(ctx context.Context, r *repo.Repository, src *source.RedisAOF, dataD
 	if o.Backup.Log == nil {
 		o.Backup.Log = o.Log
 	}
+	// A base snapshot is no race: one reader and one worker keep follow's
+	// memory small beside the server.
+	if o.Backup.Workers == 0 {
+		o.Backup.Workers = 1
+	}
+	if o.Backup.Readers == 0 {
+		o.Backup.Readers = 1
+	}
 	cfg, err := src.Config(ctx)
 	if err != nil {
 		return err

@@ -207,7 +207,10 @@ var (
 func coders() (*zstd.Encoder, *zstd.Decoder) {
 	encOnce.Do(func() {
 		var err error
-		enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+		// A small window: follow encodes one object a second beside a
+		// busy server, and its memory matters more than a few percent.
+		enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1),
+			zstd.WithWindowSize(1<<20), zstd.WithLowerEncoderMem(true))
 		if err != nil {
 			panic(err)
 		}
