@@ -194,6 +194,11 @@ func orDefault(v, d int) int {
 	return v
 }
 
+// ErrNoRepository is returned when the location holds no repository: no
+// config object. Backends that can tell without a read (repo/local's
+// Open) return it too.
+var ErrNoRepository = errors.New("no snap repository")
+
 // Open opens the repository in be with password. It does not load the
 // index; call LoadIndex before saving or loading blobs.
 func Open(ctx context.Context, be Backend, password string, ro Options) (*Repository, error) {
@@ -202,7 +207,7 @@ func Open(ctx context.Context, be Backend, password string, ro Options) (*Reposi
 	}
 	sealed, err := loadAll(ctx, be, Handle{Type: ConfigFile})
 	if errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("no snap repository at %s (run snap init)", be.Location())
+		return nil, fmt.Errorf("%w at %s (run snap init)", ErrNoRepository, be.Location())
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load config: %w", err)

@@ -157,8 +157,8 @@ func TestInitTwice(t *testing.T) {
 
 func TestOpenEmpty(t *testing.T) {
 	r, err := repo.Open(t.Context(), mem.New(), password, repo.Options{})
-	if err == nil || r != nil || !strings.Contains(err.Error(), "run snap init") {
-		t.Fatalf("open empty: %v, %v; want \"run snap init\"", r, err)
+	if err == nil || r != nil || !strings.Contains(err.Error(), "run snap init") || !errors.Is(err, repo.ErrNoRepository) {
+		t.Fatalf("open empty: %v, %v; want ErrNoRepository and \"run snap init\"", r, err)
 	}
 }
 

@@ -138,7 +138,7 @@ func openStorage(ctx context.Context, so storageOptions, create bool) (repo.Back
 			// (init: repo.Init refuses an existing repository itself.)
 			_, err := be.Stat(ctx, repo.Handle{Type: repo.ConfigFile})
 			if errors.Is(err, repo.ErrNotFound) {
-				err = fmt.Errorf("no snap repository at %s (run snap init, or check the bucket and prefix)", be.Location())
+				err = fmt.Errorf("%w at %s (run snap init, or check the bucket and prefix)", repo.ErrNoRepository, be.Location())
 			}
 			if err != nil {
 				be.Close()

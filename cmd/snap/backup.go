@@ -25,6 +25,7 @@ type backupOptions struct {
 	compression string
 	retryLock   time.Duration
 	sourceOptions
+	metrics *metrics // may be nil
 }
 
 // sourceOptions are the source kind's flags (sourceFlags).
@@ -60,10 +61,14 @@ func backupCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "tag", Usage: "tag the snapshot (repeatable)"},
 			&cli.BoolFlag{Name: "force", Usage: "read every file, even those unchanged since the last snapshot"},
 			&cli.StringFlag{Name: "compression", Usage: "override the repository's default: off, fastest, default or better"},
-			lockRetryFlag(),
+			lockRetryFlag(), metricsPushFlag(),
 		), sourceFlags()...),
 		Action: func(c *cli.Context) error {
 			g, err := globals(c)
+			if err != nil {
+				return err
+			}
+			gateway, err := parseMetricsPush(c)
 			if err != nil {
 				return err
 			}
@@ -78,7 +83,10 @@ func backupCommand() *cli.Command {
 			if o.kind == source.KindRedis && !c.IsSet("server") {
 				o.server = defaultRedisServer
 			}
-			return runBackup(c.Context, o)
+			o.metrics = newMetrics()
+			err = runBackup(c.Context, o)
+			o.metrics.push(c.Context, gateway, o.log, "host", o.host, "command", "backup", "source", o.kind)
+			return err
 		},
 	}
 }
@@ -98,6 +106,9 @@ func runBackup(ctx context.Context, o backupOptions) error {
 	pl.Stop()
 	if sn == nil {
 		return err
+	}
+	if err == nil && sn.Partial {
+		err = fmt.Errorf("%w: snapshot %s is marked partial: files changed while they were read", errIncomplete, sn.ID.Str()) // exit 3
 	}
 	// A snapshot that was saved is reported even if ending the freeze failed.
 	s := sn.Summary
@@ -202,12 +213,15 @@ func backupInto(ctx context.Context, r *repo.Repository, o backupOptions, pr *sn
 	defer restoreProcs()
 	bo := o.backupOpts(pr)
 	bo.Workers = procs
+	start := time.Now()
 	sn, err := snapshot.Backup(ctx, r, src, bo)
 	if errors.Is(err, source.ErrAOFSwitched) {
 		// A rewrite switched the AOF's files while they were read: once more.
 		o.log.Warn("an AOF rewrite switched files during the backup; starting over once", "err", err)
 		sn, err = snapshot.Backup(ctx, r, src, bo)
 	}
+	end := time.Now()
+	o.metrics.backupDone(o.kind, end.Sub(start), end, sn, err)
 	return sn, err
 }
 

@@ -163,7 +163,7 @@ func TestWrongPasswordAndUsage(t *testing.T) {
 		t.Fatalf("second init: exit %d, %q", r.code, r.stderr)
 	}
 	e.vars = append(e.vars, "SNAP_PASSWORD=wrong")
-	if r := e.run("ls"); r.code != 1 || !strings.Contains(r.stderr, "wrong password") {
+	if r := e.run("ls"); r.code != 12 || !strings.Contains(r.stderr, "wrong password") {
 		t.Fatalf("wrong password: exit %d, %q", r.code, r.stderr)
 	}
 	pwFile := filepath.Join(t.TempDir(), "pw")
@@ -175,7 +175,7 @@ func TestWrongPasswordAndUsage(t *testing.T) {
 	if r := e.run("restore"); r.code != 2 {
 		t.Fatalf("restore without an id: exit %d, want 2", r.code)
 	}
-	if r := e.run("ls", "--repo", filepath.Join(t.TempDir(), "none")); r.code != 1 || !strings.Contains(r.stderr, "snap init") {
+	if r := e.run("ls", "--repo", filepath.Join(t.TempDir(), "none")); r.code != 10 || !strings.Contains(r.stderr, "snap init") {
 		t.Fatalf("missing repository: exit %d, %q", r.code, r.stderr)
 	}
 }

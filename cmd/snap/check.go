@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -15,6 +16,7 @@ import (
 type checkOptions struct {
 	*globalOptions
 	snapshot.CheckOptions
+	metrics *metrics // may be nil
 }
 
 func checkCommand() *cli.Command {
@@ -30,10 +32,14 @@ func checkCommand() *cli.Command {
 			&cli.StringFlag{Name: "read-data-subset", Usage: "verify only `SUBSET` of the packs: a percentage (10%) or part N of M (1/5, 2/5, ...); implies --read-data"},
 			&cli.DurationFlag{Name: "unreferenced-margin", Value: snapshot.DefaultUnreferencedMargin, Usage: "report packs no index names as prune's to remove once older than `DURATION`"},
 			&cli.BoolFlag{Name: "no-lock", Usage: "do not take a shared lock (a concurrent prune may then make check report problems)"},
-			lockRetryFlag(),
+			lockRetryFlag(), metricsPushFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			g, err := globals(c)
+			if err != nil {
+				return err
+			}
+			gateway, err := parseMetricsPush(c)
 			if err != nil {
 				return err
 			}
@@ -48,7 +54,10 @@ func checkCommand() *cli.Command {
 				}
 				co.ReadData, co.Subset = true, &sub
 			}
-			return runCheck(c.Context, checkOptions{globalOptions: g, CheckOptions: co})
+			m := newMetrics()
+			err = runCheck(c.Context, checkOptions{globalOptions: g, CheckOptions: co, metrics: m})
+			m.push(c.Context, gateway, g.log, "host", hostname(), "command", "check")
+			return err
 		},
 	}
 }
@@ -65,6 +74,7 @@ func runCheck(ctx context.Context, o checkOptions) error {
 	if err != nil {
 		return err
 	}
+	o.metrics.checkDone(res, time.Now())
 	if o.json {
 		if err := json.NewEncoder(o.stdout).Encode(res); err != nil {
 			return err

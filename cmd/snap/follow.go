@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -18,6 +20,9 @@ type followOptions struct {
 	chunkSize int
 	pause     time.Duration
 }
+
+// followMemoryLimit is follow's soft memory limit (debug.SetMemoryLimit).
+const followMemoryLimit = 40 << 20
 
 // defaultRedisServer is where --source redis looks for redis-server.
 const defaultRedisServer = "127.0.0.1:6379"
@@ -45,6 +50,7 @@ func followCommand() *cli.Command {
 			&cli.StringFlag{Name: "data", Value: "/data", EnvVars: []string{"SNAP_DATA"}, Usage: "the redis-server's dir (its AOF directory is in it), read directly"},
 			&cli.StringFlag{Name: "host", Value: hostname(), EnvVars: []string{"SNAP_HOST"}, Usage: "host name recorded in the chain"},
 			&cli.StringSliceFlag{Name: "tag", Usage: "tag the chain's base snapshots (repeatable)"},
+			&cli.StringFlag{Name: "listen", EnvVars: []string{"SNAP_LISTEN"}, Usage: "serve /healthz and /metrics on `ADDR` (like 127.0.0.1:9100); off by default"},
 			lockRetryFlag(),
 		}, followFlags()...),
 		Action: func(c *cli.Context) error {
@@ -59,7 +65,13 @@ func followCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return runFollow(c.Context, o)
+			listen := c.String("listen")
+			if listen != "" {
+				if err := checkListen(listen); err != nil {
+					return err
+				}
+			}
+			return runFollow(c.Context, o, listen)
 		},
 	}
 }
@@ -86,7 +98,26 @@ func parseFollow(c *cli.Context, g *globalOptions) (followOptions, error) {
 	return o, nil
 }
 
-func runFollow(ctx context.Context, o followOptions) error {
+// runFollow follows until ctx is done, serving /healthz and /metrics on
+// listen if it is set.
+func runFollow(ctx context.Context, o followOptions, listen string) error {
+	o.metrics = newMetrics()
+	st := newRunState() // only its phase: follow takes no scheduled backups
+	if listen != "" {
+		pc := newPingClient(o.server)
+		defer pc.Close()
+		ping := func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, pingTimeout)
+			defer cancel()
+			return pc.Ping(ctx).Err()
+		}
+		_, stop, err := serveStatus(listen, st, o.metrics.reg, o.server, ping, o.log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	defer context.AfterFunc(ctx, func() { st.setPhase("stopping") })()
 	r, err := o.openRepo(ctx, "")
 	if err != nil {
 		return err
@@ -95,17 +126,24 @@ func runFollow(ctx context.Context, o followOptions) error {
 	if err := r.LoadIndex(ctx); err != nil {
 		return err
 	}
-	return followInto(ctx, r, o, nil)
+	return followInto(ctx, r, o, func() { st.setPhase("running") })
 }
 
 // followInto follows o's server into r until ctx is done; started (may be
 // nil) is called once the chain is there.
 func followInto(ctx context.Context, r *repo.Repository, o followOptions, started func()) error {
+	// follow runs beside the server for months: a soft memory limit keeps
+	// its heap near what it holds (a few pieces of --chunk-size) rather
+	// than twice that. GOMEMLIMIT overrides it.
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
+		debug.SetMemoryLimit(followMemoryLimit)
+	}
 	src := source.NewRedisAOF(o.server, o.data, source.RedisAOFOptions{Log: o.log})
 	defer src.Close()
 	o.log.Info("following redis-server", "server", o.server, "data", o.data, "interval", o.interval, "host", o.host)
+	o.metrics.followStarting()
 	return chain.Follow(ctx, r, src, o.data, chain.FollowOptions{
 		Host: o.host, Interval: o.interval, ChunkSize: o.chunkSize, Pause: o.pause,
-		Backup: o.backupOpts(nil), Log: o.log, Started: started,
+		Backup: o.backupOpts(nil), Log: o.log, Started: started, Shipped: o.metrics.shipped,
 	})
 }

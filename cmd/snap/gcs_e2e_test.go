@@ -270,11 +270,11 @@ func TestGCSEndToEnd(t *testing.T) {
 
 	// Wrong bucket, wrong prefix: clear errors.
 	bad := gcsEnv(t, gcs, "gs://no-such-bucket/prod")
-	if r := bad.run("ls"); r.code == 0 || !strings.Contains(r.stderr, `bucket "no-such-bucket" not found`) {
+	if r := bad.run("ls"); r.code != 1 || !strings.Contains(r.stderr, `bucket "no-such-bucket" not found`) {
 		t.Errorf("ls in a missing bucket: exit %d, %s", r.code, r.stderr)
 	}
 	empty := gcsEnv(t, gcs, "gs://snap-e2e/staging")
-	if r := empty.run("ls"); r.code == 0 || !strings.Contains(r.stderr, "no snap repository at gs://snap-e2e/staging") {
+	if r := empty.run("ls"); r.code != 10 || !strings.Contains(r.stderr, "no snap repository at gs://snap-e2e/staging") {
 		t.Errorf("ls where there is no repository: exit %d, %s", r.code, r.stderr)
 	}
 }

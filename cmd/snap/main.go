@@ -25,13 +25,6 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-// Exit codes, documented in README.md.
-const (
-	exitOK    = 0
-	exitError = 1
-	exitUsage = 2
-)
-
 func main() {
 	// go-redis logs dial failures through a package-wide logger; snap
 	// reports them itself, with the address and a hint.
@@ -75,21 +68,6 @@ type quietRedis struct{}
 
 func (quietRedis) Printf(context.Context, string, ...any) {}
 
-func exitCode(err error, stderr io.Writer) int {
-	if err == nil {
-		return exitOK
-	}
-	var ec cli.ExitCoder
-	if errors.As(err, &ec) {
-		if msg := ec.Error(); msg != "" {
-			fmt.Fprintln(stderr, "snap:", msg)
-		}
-		return ec.ExitCode()
-	}
-	fmt.Fprintln(stderr, "snap:", err)
-	return exitError
-}
-
 // globalOptions are the flags every command shares.
 type globalOptions struct {
 	repo         string
@@ -104,18 +82,21 @@ type globalOptions struct {
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
+	out := &stdoutWriter{w: stdout}
 	return &cli.App{
-		Name:    "snap",
-		Usage:   "consistent, deduplicated, encrypted snapshots of a live RocksDB server",
-		Version: version,
-		Writer:  stdout, ErrWriter: stderr,
+		Name:        "snap",
+		Usage:       "consistent, deduplicated, encrypted snapshots of live databases: a RocksDB server that answers FREEZE, database directories, Redis through its AOF",
+		Description: exitCodesHelp,
+		Version:     version,
+		Writer:      out, ErrWriter: stderr,
 		Flags: globalFlags(),
 		Commands: []*cli.Command{
-			command(initCommand()), command(backupCommand()), command(restoreCommand()), command(lsCommand()),
+			command(initCommand()), command(backupCommand()), command(restoreCommand()), command(lsCommand()), command(diffCommand()),
 			command(runCommand()), command(followCommand()),
 			command(pruneCommand()), command(checkCommand()), command(unlockCommand()),
+			completionCommand(), completeCommand(), manCommand(), // completion.go: made from the definitions above, without the global flags
 		},
-		ExitErrHandler: func(*cli.Context, error) {}, // main prints and exits
+		ExitErrHandler: jsonError(out), // main prints the message and exits
 		OnUsageError:   usageError,
 	}
 }
@@ -136,6 +117,9 @@ func globalFlags() []cli.Flag {
 func command(c *cli.Command) *cli.Command {
 	c.Flags = append(c.Flags, globalFlags()...)
 	c.OnUsageError = usageError
+	if action := c.Action; action != nil {
+		c.Action = func(cc *cli.Context) error { return interrupted(cc.Context, action(cc)) }
+	}
 	return c
 }
 

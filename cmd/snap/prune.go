@@ -19,6 +19,7 @@ import (
 type pruneOptions struct {
 	*globalOptions
 	snapshot.PruneOptions
+	metrics *metrics // may be nil
 }
 
 // retentionFlags are prune's policy flags; snap run may share them.
@@ -47,7 +48,7 @@ func pruneCommand() *cli.Command {
 			&cli.StringFlag{Name: "max-unused", Value: "5%", Usage: "repack packs with more than `PERCENT` unused bytes"},
 			&cli.DurationFlag{Name: "unreferenced-margin", Value: snapshot.DefaultUnreferencedMargin, Usage: "delete packs no index names only when older than `DURATION`"},
 			&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "show what would be removed and why each snapshot is kept; change nothing"},
-			lockRetryFlag(),
+			lockRetryFlag(), metricsPushFlag(),
 		),
 		Action: func(c *cli.Context) error {
 			g, err := globals(c)
@@ -58,7 +59,14 @@ func pruneCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			return runPrune(c.Context, pruneOptions{globalOptions: g, PruneOptions: po})
+			gateway, err := parseMetricsPush(c)
+			if err != nil {
+				return err
+			}
+			m := newMetrics()
+			err = runPrune(c.Context, pruneOptions{globalOptions: g, PruneOptions: po, metrics: m})
+			m.push(c.Context, gateway, g.log, "host", hostname(), "command", "prune")
+			return err
 		},
 	}
 }
@@ -133,6 +141,7 @@ func runPrune(ctx context.Context, o pruneOptions) error {
 	if err != nil {
 		return err
 	}
+	o.metrics.pruneDone(res, time.Now())
 	if o.json {
 		return json.NewEncoder(o.stdout).Encode(pruneJSON(res))
 	}

@@ -233,7 +233,7 @@ func TestPruneCommandLocked(t *testing.T) {
 	}
 	defer lk.Unlock(context.Background())
 	code, _, errs := snap(t, "--repo", dir, "prune", "--keep-last", "1")
-	if code != 1 || !strings.Contains(errs, "repository is locked: shared lock by backup") || !strings.Contains(errs, "--retry-lock") {
+	if code != exitLocked || !strings.Contains(errs, "repository is locked: shared lock by backup") || !strings.Contains(errs, "--retry-lock") {
 		t.Fatalf("prune while a backup runs: exit %d, %s", code, errs)
 	}
 }

@@ -28,6 +28,7 @@ type restoreOptions struct {
 	skipExisting bool
 	at           time.Time
 	kind         string
+	metrics      *metrics // may be nil
 }
 
 func restoreCommand() *cli.Command {
@@ -45,9 +46,14 @@ func restoreCommand() *cli.Command {
 			&cli.BoolFlag{Name: "skip-existing", Usage: "if the target already holds a database, do nothing and exit 0 (for start-up scripts)"},
 			// Restore takes no lock at all; the flag stays for scripts that pass it.
 			&cli.BoolFlag{Name: "no-lock", Usage: "accepted and ignored: restore never takes a lock"},
+			metricsPushFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			g, err := globals(c)
+			if err != nil {
+				return err
+			}
+			gateway, err := parseMetricsPush(c)
 			if err != nil {
 				return err
 			}
@@ -71,7 +77,10 @@ func restoreCommand() *cli.Command {
 				return cli.Exit(fmt.Sprintf("--source %q: want freeze, dir or redis", o.kind), exitUsage)
 			}
 			o.id = c.Args().First()
-			return runRestore(c.Context, o)
+			o.metrics = newMetrics()
+			err = runRestore(c.Context, o)
+			o.metrics.push(c.Context, gateway, o.log, "host", hostname(), "command", "restore")
+			return err
 		},
 	}
 }
@@ -135,6 +144,7 @@ func runRestore(ctx context.Context, o restoreOptions) error {
 	if err != nil {
 		return err
 	}
+	o.metrics.restoreDone(sn.Source.Kind, time.Since(start), time.Now())
 	return report(o.globalOptions, sn.ID, "restored", o.target, pr.FilesDone.Load(), pr.BytesDone.Load(), time.Since(start), "")
 }
 
@@ -244,6 +254,7 @@ func restoreChain(ctx context.Context, r *repo.Repository, o restoreOptions, sna
 		break
 	}
 	dur := time.Since(start)
+	o.metrics.restoreDone(source.KindRedis, dur, time.Now())
 	if o.json {
 		return json.NewEncoder(o.stdout).Encode(map[string]any{
 			"snapshot_id": plan.Base.ID.String(), "result": "restored", "target": o.target, "source": source.KindRedis,

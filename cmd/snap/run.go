@@ -64,7 +64,8 @@ type runOptions struct {
 	// (a redis-server: --source redis).
 	follow     bool
 	followOpts followOptions
-	aofDirName string // the child's --appenddirname
+	aofDirName string   // the child's --appenddirname
+	metrics    *metrics // set by runRun
 }
 
 func runCommand() *cli.Command {
@@ -122,6 +123,11 @@ func newRunOptions(c *cli.Context, g *globalOptions) (runOptions, error) {
 	}
 	if len(o.argv) == 0 {
 		return usage("run needs the server's command line after --: snap run [flags] -- ./sada-sliding --port 9015 --rocksdb_db_path /data ...")
+	}
+	if o.listen != "" {
+		if err := checkListen(o.listen); err != nil {
+			return runOptions{}, err
+		}
 	}
 	if err := o.setSource(c); err != nil {
 		return runOptions{}, err
@@ -266,6 +272,12 @@ func runRun(ctx context.Context, o runOptions) error {
 	defer signal.Stop(sigs)
 
 	st := newRunState()
+	o.metrics = newMetrics()
+	o.metrics.reg.MustRegister(st)
+	o.followOpts.metrics = o.metrics
+	if !o.follow {
+		o.metrics.backupKind(o.kind)
+	}
 	pc := newPingClient(o.server)
 	defer pc.Close()
 	ping := func(ctx context.Context) error {
@@ -279,7 +291,7 @@ func runRun(ctx context.Context, o runOptions) error {
 		ping = func(context.Context) error { return nil }
 	}
 	if o.listen != "" {
-		_, stop, err := serveStatus(o.listen, st, o.server, ping, o.log)
+		_, stop, err := serveStatus(o.listen, st, o.metrics.reg, o.server, ping, o.log)
 		if err != nil {
 			return err
 		}
@@ -379,6 +391,7 @@ func (o *runOptions) prepare(ctx context.Context, st *runState) (time.Time, erro
 		if err := o.restoreChain(ctx, r, snaps); err != nil {
 			return time.Time{}, fmt.Errorf("restore the AOF of %s into %s: %w; the server was not started", o.fromHost, o.data, err)
 		}
+		o.metrics.restoreDone(o.kind, time.Since(start), time.Now())
 		return last, nil
 	}
 	var pr snapshot.Progress
@@ -391,6 +404,7 @@ func (o *runOptions) prepare(ctx context.Context, st *runState) (time.Time, erro
 	if err != nil {
 		return time.Time{}, fmt.Errorf("restore snapshot %s into %s: %w; the server was not started", sn.ID.Str(), o.data, err)
 	}
+	o.metrics.restoreDone(o.kind, time.Since(start), time.Now())
 	o.log.Info("restored", "snapshot", sn.ID.Str(), "files", pr.FilesDone.Load(), "bytes", pr.BytesDone.Load(),
 		"duration", time.Since(start).Round(time.Millisecond))
 	return last, nil
@@ -526,7 +540,7 @@ func (o *runOptions) backupOnce(ctx context.Context) (*snapshot.Snapshot, error)
 	if err := r.LoadIndex(ctx); err != nil {
 		return nil, err
 	}
-	return backupInto(ctx, r, backupOptions{globalOptions: o.globalOptions, server: o.server, data: o.data, host: o.host, tags: o.tags, retryLock: o.retryLock, sourceOptions: o.sourceOptions}, nil)
+	return backupInto(ctx, r, backupOptions{globalOptions: o.globalOptions, server: o.server, data: o.data, host: o.host, tags: o.tags, retryLock: o.retryLock, sourceOptions: o.sourceOptions, metrics: o.metrics}, nil)
 }
 
 // followHook returns follow for --follow, or nil, and a channel closed
@@ -573,6 +587,7 @@ func (o *runOptions) pruneHook() func(context.Context) error {
 			if err != nil {
 				return err
 			}
+			o.metrics.pruneDone(res, time.Now())
 			o.log.Info("pruned", "snapshots_kept", res.Stats.SnapshotsKept, "snapshots_removed", res.Stats.SnapshotsRemoved)
 			return nil
 		})

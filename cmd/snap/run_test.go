@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -140,85 +139,6 @@ func TestRunUsageErrors(t *testing.T) {
 	}
 }
 
-// metricLine is one sample of the Prometheus text format as snap writes it.
-var metricLine = regexp.MustCompile(`^([a-z_]+)(\{result="(ok|error)"\})? (-?[0-9]+(\.[0-9]+)?)$`)
-
-// checkExposition checks the text format: every sample follows its
-// family's HELP and TYPE lines, names are unique per family.
-func checkExposition(t *testing.T, text string) map[string]string {
-	t.Helper()
-	if !strings.HasSuffix(text, "\n") {
-		t.Fatalf("exposition does not end in a newline:\n%s", text)
-	}
-	samples := map[string]string{}
-	typed := map[string]bool{}
-	var help string
-	for _, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
-		switch {
-		case strings.HasPrefix(line, "# HELP "):
-			f := strings.SplitN(line, " ", 4)
-			if len(f) < 4 || f[3] == "" {
-				t.Fatalf("bad HELP line %q", line)
-			}
-			help = f[2]
-		case strings.HasPrefix(line, "# TYPE "):
-			f := strings.Fields(line)
-			if len(f) != 4 || f[2] != help || (f[3] != "gauge" && f[3] != "counter") || typed[f[2]] {
-				t.Fatalf("bad TYPE line %q after HELP for %q", line, help)
-			}
-			typed[f[2]] = true
-		default:
-			m := metricLine.FindStringSubmatch(line)
-			if m == nil || m[1] != help || !typed[m[1]] {
-				t.Fatalf("bad sample line %q (family %q)", line, help)
-			}
-			samples[m[1]+m[2]] = m[4]
-		}
-	}
-	return samples
-}
-
-func TestRunMetricsFormat(t *testing.T) {
-	st := newRunState()
-	var b strings.Builder
-	if err := st.writeMetrics(&b); err != nil {
-		t.Fatal(err)
-	}
-	want := `# HELP snap_backups_total Backups snap run attempted, by result.
-# TYPE snap_backups_total counter
-snap_backups_total{result="ok"} 0
-snap_backups_total{result="error"} 0
-`
-	if b.String() != want {
-		t.Errorf("before any backup:\n%s\nwant:\n%s", b.String(), want)
-	}
-
-	t0 := time.Date(2026, 11, 21, 16, 26, 52, 597e6, time.UTC)
-	sn := &snapshot.Snapshot{ID: repo.ID{0xab}, Time: t0.Add(100 * time.Millisecond), Summary: snapshot.Summary{Bytes: 7204180}}
-	st.record("scheduled", t0, t0.Add(1500*time.Millisecond), sn, nil)
-	st.record("scheduled", t0.Add(time.Hour), t0.Add(time.Hour+250*time.Millisecond), nil, errors.New("connect: refused"))
-	b.Reset()
-	st.writeMetrics(&b)
-	got := checkExposition(t, b.String())
-	wantSamples := map[string]string{
-		`snap_backups_total{result="ok"}`:      "1",
-		`snap_backups_total{result="error"}`:   "1",
-		"snap_last_backup_timestamp_seconds":   "1795282012.847",
-		"snap_last_backup_duration_seconds":    "0.25",
-		"snap_last_backup_success":             "0",
-		"snap_last_backup_bytes":               "7204180",
-		"snap_last_snapshot_timestamp_seconds": "1795278412.697",
-	}
-	for k, v := range wantSamples {
-		if got[k] != v {
-			t.Errorf("%s = %q, want %q\n%s", k, got[k], v, b.String())
-		}
-	}
-	if len(got) != len(wantSamples) {
-		t.Errorf("%d samples, want %d:\n%s", len(got), len(wantSamples), b.String())
-	}
-}
-
 func TestRunHealthz(t *testing.T) {
 	st := newRunState()
 	st.setPhase("running")
@@ -231,7 +151,9 @@ func TestRunHealthz(t *testing.T) {
 		}
 		return nil
 	}
-	addr, stop, err := serveStatus("127.0.0.1:0", st, "127.0.0.1:9015", ping, slog.New(slog.DiscardHandler))
+	m := newMetrics()
+	m.reg.MustRegister(st)
+	addr, stop, err := serveStatus("127.0.0.1:0", st, m.reg, "127.0.0.1:9015", ping, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,16 +192,16 @@ func TestRunHealthz(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
 		t.Errorf("/metrics Content-Type %q", ct)
 	}
-	if got := checkExposition(t, string(body)); got["snap_last_backup_success"] != "1" {
-		t.Errorf("/metrics after a saved backup:\n%s", body)
+	got := parseExposition(t, resp.Body)
+	resp.Body.Close()
+	if got["snap_last_backup_success"] != 1 || got["go_goroutines"] <= 0 {
+		t.Errorf("/metrics after a saved backup: %v", got)
 	}
 
-	if _, _, err := serveStatus(addr, st, "", ping, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "--listen") {
+	if _, _, err := serveStatus(addr, st, m.reg, "", ping, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "--listen") {
 		t.Errorf("listen on a busy port: %v", err)
 	}
 }

@@ -84,7 +84,7 @@ func Open(dir string) (*Backend, error) {
 	dir = filepath.Clean(dir)
 	fi, err := os.Stat(filepath.Join(dir, string(repo.ConfigFile)))
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
-		return nil, fmt.Errorf("no snap repository at %s (run snap init)", dir)
+		return nil, fmt.Errorf("%w at %s (run snap init)", repo.ErrNoRepository, dir)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open repository at %s: %w", dir, err)

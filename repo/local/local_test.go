@@ -262,7 +262,7 @@ func TestOpenNotRepository(t *testing.T) {
 	} {
 		_, err := local.Open(dir)
 		want := "no snap repository at " + dir + " (run snap init)"
-		if err == nil || err.Error() != want {
+		if err == nil || err.Error() != want || !errors.Is(err, repo.ErrNoRepository) {
 			t.Errorf("open %s: got %v, want %q", dir, err, want)
 		}
 	}
