@@ -13,13 +13,18 @@ TAGS     := disable_grpc_modules
 # -race and the RocksDB test server both need cgo.
 export CGO_ENABLED := 1
 
-.PHONY: all build server deps test vet fuzz demo clean
+.PHONY: all build man server deps test vet fuzz demo clean
 
 all: build
 
 ## build: bin/snap
 build:
 	$(GO) build -tags $(TAGS) -ldflags '$(LDFLAGS)' -o bin/snap ./cmd/snap
+
+## man: bin/snap.1, the man page made from the command definitions (read it with man -l bin/snap.1)
+man: build
+	bin/snap man >bin/snap.1.tmp
+	mv bin/snap.1.tmp bin/snap.1
 
 ## server: bin/rocksdb-server, the RocksDB test server (needs `make deps`)
 server:
@@ -49,10 +54,11 @@ demo: deps build server
 clean:
 	rm -rf bin
 
-## bench: snap vs restic vs borg on a 2 GiB RocksDB data set (SIZE=, RUNS=; see docs/performance.md), then the dir row
+## bench: snap vs restic vs borg on a 2 GiB RocksDB data set (SIZE=, RUNS=; see docs/performance.md), then the dir and redis rows
 bench:
 	bench/run.sh
 	bench/dir.sh
+	bench/redis.sh
 
 ## bench-dir: snap --source dir vs restic on a 500 MB Pebble checkpoint (DIR_SIZE=, RUNS=)
 bench-dir:
@@ -62,4 +68,8 @@ bench-dir:
 bench-quick:
 	SIZE=200MiB bench/run.sh
 
-.PHONY: bench bench-quick bench-dir
+## bench-redis: snap follow beside a redis-server 7: SET throughput, lag, CPU, RSS, objects (RUNS=, DURATION=, SIM_HOURS=)
+bench-redis:
+	bench/redis.sh
+
+.PHONY: bench bench-quick bench-dir bench-redis
