@@ -429,14 +429,16 @@ func openAndRead(ctx context.Context, ch *chunker.Chunker, frozen *source.Frozen
 		if !allowChanges {
 			return changedError(frozen, j)
 		}
-		// Take the file as it is now, whole.
+		// Take the file as it is now, whole: as the descriptor opened
+		// finds it, so that a file that keeps changing is read once more,
+		// not refused again between a stat and an open.
 		j.changed = true
-		if j.st, err = frozen.Stat(j.file); err != nil {
+		if rd, err = frozen.Open(j.file); err != nil {
 			return err
 		}
-		j.out.Length, j.from, j.reused = j.st.Length, 0, File{}
-		j.out.Identity = treeIdentity(j.file, j.st.Identity)
-		rd, err = frozen.OpenStat(j.file, j.st)
+		j.st = source.FileStat{Length: rd.Length(), Identity: rd.Identity()}
+		j.out.Length, j.from, j.reused = rd.Length(), 0, File{}
+		j.out.Identity = treeIdentity(j.file, rd.Identity())
 	}
 	if err != nil {
 		return err
