@@ -385,6 +385,6 @@ sim() { awk -v k="$1" '$1 == k {print $2}' "$work/sim-$2.out"; }
 	row "seconds planned (chain.PlanAt)" restores_planned
 	row "wall seconds of the simulation" wall_seconds
 	echo
-	echo "docs/design.md (\"Compaction\"): a day of following leaves fewer than 10+6+10+6+4+1 = 37 objects for the last day per chain and incr file, and one per older day."
+	echo "docs/design.md (\"Compaction\"): an hour of following leaves at most 35 tail objects per chain and incr file right after a compaction (95 just before one), a day at most 44 (104) for its last day and one per older day."
 } | tee "$out"
 log "wrote $out"
