@@ -100,6 +100,10 @@ type Options struct {
 	Log         *slog.Logger
 	Connections int    // parallel uploads and downloads; zero: 4
 	Compression string // overrides the config's default for new blobs when set
+	// LowMemory compresses and decompresses on one goroutine with zstd's
+	// smaller buffers: for a process that runs beside a server for months
+	// (snap follow) and whose memory matters more than its throughput.
+	LowMemory bool
 }
 
 // Repository is an open, unlocked repository.
@@ -269,15 +273,23 @@ func newRepository(be Backend, keys *Keys, cfg Config, o Options) (*Repository, 
 		if !ok {
 			return nil, fmt.Errorf("unknown compression %q (want off, fastest, default or better)", comp)
 		}
+		concurrency := runtime.GOMAXPROCS(0)
+		if o.LowMemory {
+			concurrency = 1
+		}
 		r.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderCRC(false),
-			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithZeroFrames(true),
-			zstd.WithAllLitEntropyCompression(level >= zstd.SpeedDefault))
+			zstd.WithEncoderConcurrency(concurrency), zstd.WithZeroFrames(true),
+			zstd.WithAllLitEntropyCompression(level >= zstd.SpeedDefault), zstd.WithLowerEncoderMem(o.LowMemory))
 		if err != nil {
 			return nil, err
 		}
 	}
-	r.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)),
-		zstd.WithDecoderMaxMemory(uint64(maxBlobSize)+1))
+	decoders := runtime.GOMAXPROCS(0)
+	if o.LowMemory {
+		decoders = 1
+	}
+	r.dec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(decoders),
+		zstd.WithDecoderMaxMemory(uint64(maxBlobSize)+1), zstd.WithDecoderLowmem(o.LowMemory))
 	if err != nil {
 		return nil, err
 	}

@@ -118,7 +118,7 @@ func runFollow(ctx context.Context, o followOptions, listen string) error {
 		defer stop()
 	}
 	defer context.AfterFunc(ctx, func() { st.setPhase("stopping") })()
-	r, err := o.openRepo(ctx, "")
+	r, err := o.openRepoWith(ctx, repo.Options{LowMemory: true})
 	if err != nil {
 		return err
 	}

@@ -219,6 +219,12 @@ func (g *globalOptions) password(confirm bool) (string, error) {
 
 // openRepo opens the repository named by the global options.
 func (g *globalOptions) openRepo(ctx context.Context, compression string) (*repo.Repository, error) {
+	return g.openRepoWith(ctx, repo.Options{Compression: compression})
+}
+
+// openRepoWith opens the repository with o, whose log and connections
+// come from g.
+func (g *globalOptions) openRepoWith(ctx context.Context, o repo.Options) (*repo.Repository, error) {
 	be, err := openStorage(ctx, g.storage, false)
 	if err != nil {
 		return nil, err
@@ -227,7 +233,8 @@ func (g *globalOptions) openRepo(ctx context.Context, compression string) (*repo
 	if err != nil {
 		return nil, err
 	}
-	r, err := repo.Open(ctx, be, pw, repo.Options{Log: g.log, Connections: g.connections, Compression: compression})
+	o.Log, o.Connections = g.log, g.connections
+	r, err := repo.Open(ctx, be, pw, o)
 	if err != nil {
 		be.Close()
 		return nil, err

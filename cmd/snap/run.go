@@ -553,7 +553,7 @@ func (o *runOptions) followHook() (func(context.Context) error, <-chan struct{})
 	var once sync.Once
 	markStarted := func() { once.Do(func() { close(started) }) }
 	return func(ctx context.Context) error {
-		r, err := o.openRepo(ctx, "")
+		r, err := o.openRepoWith(ctx, repo.Options{LowMemory: true})
 		if err != nil {
 			return err
 		}
