@@ -270,17 +270,6 @@ func removeTail(ctx context.Context, r *repo.Repository, ref Ref) error {
 	return nil
 }
 
-// laterBaseNeeds reports whether a base of c newer than oldest needs r
-// (one listing an incr file at length 0 that oldest has not).
-func laterBaseNeeds(c *Chain, oldest *snapshot.Snapshot, r Ref) bool {
-	for _, b := range c.Bases {
-		if b.Time.After(oldest.Time) && needs(b, r) {
-			return true
-		}
-	}
-	return false
-}
-
 // PruneExtra is snapshot.PruneOptions.Extra for redis chains: it compacts
 // every chain, keeps the tail objects at or after each chain's oldest kept
 // base, returns the blobs they use, and removes the others (all of a
@@ -324,7 +313,9 @@ func PruneExtra(r *repo.Repository, now time.Time, log *slog.Logger) func(ctx co
 				continue
 			}
 			for _, ref := range all {
-				if !needs(oldest, ref) && !laterBaseNeeds(c, oldest, ref) {
+				// The oldest kept base needs everything a later one does:
+				// later bases only start later incr files.
+				if !needs(oldest, ref) {
 					drop = append(drop, ref)
 					continue
 				}

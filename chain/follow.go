@@ -398,28 +398,11 @@ func (f *follower) resume(ctx context.Context, c *Chain) (string, error) {
 // scanTo returns a scanner that has scanned the first off bytes of the
 // file at path, which must end there between two commands.
 func scanTo(path string, off int64) (*source.AOFScanner, error) {
-	sc := source.NewAOFScanner(0)
-	fd, err := os.Open(path)
+	sc, err := source.ScanAOFFile(path, off)
 	if err != nil {
 		return nil, err
 	}
-	defer fd.Close()
-	buf := make([]byte, 1<<20)
-	var carry []byte
-	for pos := int64(0); pos < off; {
-		n, err := fd.ReadAt(buf[:min(int64(len(buf)), off-pos)], pos)
-		if n == 0 {
-			return nil, fmt.Errorf("read at %d: %w", pos, err)
-		}
-		pos += int64(n)
-		b := append(carry, buf[:n]...)
-		used, err := sc.Scan(b, nil)
-		if err != nil {
-			return nil, err
-		}
-		carry = append(carry[:0:0], b[used:]...)
-	}
-	if len(carry) > 0 {
+	if sc.Offset() != off {
 		return nil, fmt.Errorf("offset %d is inside a command", off)
 	}
 	return sc, nil

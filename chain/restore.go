@@ -37,15 +37,6 @@ type Plan struct {
 	Limit  int64
 }
 
-// At is the moment a plan restores: the end of its second, or the
-// chain's end.
-func (p *Plan) At() time.Time {
-	if p.Cutoff.IsZero() {
-		return p.Chain.To()
-	}
-	return p.Cutoff.Add(-time.Second)
-}
-
 // second returns the end (exclusive) of the second at names.
 func second(at time.Time) (time.Time, int64) {
 	s := at.Unix()
@@ -227,7 +218,7 @@ func Restore(ctx context.Context, r *repo.Repository, p *Plan, o RestoreOptions)
 	if err := os.Rename(staging, final); err != nil {
 		return nil, err
 	}
-	if err := syncDir(o.Target); err != nil {
+	if err := snapshot.SyncDir(o.Target); err != nil {
 		return nil, err
 	}
 	res.Dir = final
@@ -405,11 +396,11 @@ func roll(ctx context.Context, r *repo.Repository, p *Plan, dir string, log *slo
 		res.Files++
 	}
 	manName := pt.FileName + ".manifest"
-	if err := writeSync(dir, manName, man.Encode()); err != nil {
+	if err := snapshot.WriteFileSync(dir, manName, man.Encode()); err != nil {
 		return nil, err
 	}
 	res.Manifest = manName
-	return res, syncDir(dir)
+	return res, snapshot.SyncDir(dir)
 }
 
 // cutter writes a plan's tail bytes to an incr file, scanning them, and
@@ -592,37 +583,6 @@ func (c *cutter) finish(f *incrFile, complete bool) error {
 		f.n = c.safe
 	}
 	return nil
-}
-
-// writeSync writes name in dir through a temporary name, fsynced, and
-// renames it.
-func writeSync(dir, name string, data []byte) error {
-	tmp := filepath.Join(dir, stagingPrefix+name)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(dir, name))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // PlanSnapshot plans the restore of the redis snapshot sn as it was taken,

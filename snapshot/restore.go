@@ -127,7 +127,7 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 		names = append(names, f.Name)
 	}
 	mk, _ := json.Marshal(marker{Snapshot: sn.ID, Files: names})
-	if err := writeFileSync(dir, markerName, mk); err != nil {
+	if err := WriteFileSync(dir, markerName, mk); err != nil {
 		return err
 	}
 
@@ -234,7 +234,7 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 			o.Progress.FilesDone.Add(1)
 		}
 	}
-	if err := syncDir(dir); err != nil {
+	if err := SyncDir(dir); err != nil {
 		return err
 	}
 	if pointer != nil {
@@ -250,7 +250,7 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 		}); err != nil {
 			return fmt.Errorf("snapshot %s: load %s: %w", sn.ID.Str(), pointer.Name, err)
 		}
-		if err := writeFileSync(dir, pointer.Name, content); err != nil {
+		if err := WriteFileSync(dir, pointer.Name, content); err != nil {
 			return err
 		}
 		o.Progress.BytesDone.Add(int64(len(content)))
@@ -259,7 +259,7 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 	if err := os.Remove(filepath.Join(dir, markerName)); err != nil {
 		return fmt.Errorf("remove restore marker: %w", err)
 	}
-	return syncDir(dir)
+	return SyncDir(dir)
 }
 
 // reloadOnce loads a restore's index again when a prune removed a pack
@@ -410,9 +410,9 @@ func dedupEntries(in []repo.BlobEntry) []repo.BlobEntry {
 	return out
 }
 
-// writeFileSync writes name in dir atomically: temp file, fsync, rename,
+// WriteFileSync writes name in dir atomically: temp file, fsync, rename,
 // fsync the directory.
-func writeFileSync(dir, name string, data []byte) error {
+func WriteFileSync(dir, name string, data []byte) error {
 	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
@@ -436,10 +436,11 @@ func writeFileSync(dir, name string, data []byte) error {
 	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
-	return syncDir(dir)
+	return SyncDir(dir)
 }
 
-func syncDir(dir string) error {
+// SyncDir fsyncs a directory, so the names made in it are durable.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

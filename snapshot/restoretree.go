@@ -79,7 +79,7 @@ func finishEntries(dir string, files []File, written map[string]*restoreFile, te
 	// Deepest first: a directory's mtime is set after everything in it.
 	slices.Reverse(dirs)
 	for _, d := range dirs {
-		if err := syncDir(path(d.Name)); err != nil {
+		if err := SyncDir(path(d.Name)); err != nil {
 			return err
 		}
 		if err := setMeta(path(d.Name), d, false); err != nil {

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -240,15 +239,6 @@ func (r *RedisAOF) SetAutoGCOff(ctx context.Context, off bool) error {
 	return nil
 }
 
-// RewriteInProgress reports whether an AOF rewrite is running.
-func (r *RedisAOF) RewriteInProgress(ctx context.Context) (bool, error) {
-	s, err := r.client.Info(ctx, "persistence").Result()
-	if err != nil {
-		return false, err
-	}
-	return strings.Contains(s, "aof_rewrite_in_progress:1"), nil
-}
-
 // Ping checks the server answers.
 func (r *RedisAOF) Ping(ctx context.Context) error { return r.client.Ping(ctx).Err() }
 
@@ -283,14 +273,14 @@ func ReadAOFManifest(aofDir, name string) (*AOFManifest, []byte, error) {
 	return m, data, nil
 }
 
-// AOFWholeLength returns the length of the longest prefix of the first
-// size bytes of the incr file at path that is whole commands outside any
-// MULTI ... EXEC, so that a point never ends inside a transaction; an
-// error for bytes that are not an AOF or a file shorter than size.
-func AOFWholeLength(path string, size int64) (int64, error) {
+// ScanAOFFile scans the first size bytes of the incr file at path and
+// returns the scanner, which then knows where commands and transactions
+// end; an error for bytes that are not an AOF or a file shorter than
+// size. Bytes of a command not whole by size are left unscanned.
+func ScanAOFFile(path string, size int64) (*AOFScanner, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer f.Close()
 	sc := NewAOFScanner(0)
@@ -310,15 +300,26 @@ func AOFWholeLength(path string, size int64) (int64, error) {
 		buf = buf[:len(buf)+m]
 		if err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-				return 0, &ShortFileError{Name: filepath.Base(path), Dir: filepath.Dir(path), Want: size, Found: read}
+				return nil, &ShortFileError{Name: filepath.Base(path), Dir: filepath.Dir(path), Want: size, Found: read}
 			}
-			return 0, err
+			return nil, err
 		}
 		used, err := sc.Scan(buf, nil)
 		if err != nil {
-			return 0, fmt.Errorf("%s: %w", path, err)
+			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 		buf = buf[:copy(buf, buf[used:])]
+	}
+	return sc, nil
+}
+
+// AOFWholeLength returns the length of the longest prefix of the first
+// size bytes of the incr file at path that is whole commands outside any
+// MULTI ... EXEC, so that a point never ends inside a transaction.
+func AOFWholeLength(path string, size int64) (int64, error) {
+	sc, err := ScanAOFFile(path, size)
+	if err != nil {
+		return 0, err
 	}
 	return sc.SafeOffset(), nil
 }
@@ -442,23 +443,4 @@ func (r *RedisAOF) list(cfg AOFConfig) (*aofListing, error) {
 		return nil, err
 	}
 	return &aofListing{listing: l, point: pt, manifest: data}, nil
-}
-
-// WaitRewrite waits until no AOF rewrite runs, at most d.
-func (r *RedisAOF) WaitRewrite(ctx context.Context, d time.Duration) error {
-	deadline := time.Now().Add(d)
-	for {
-		busy, err := r.RewriteInProgress(ctx)
-		if err != nil || !busy {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return errors.New("AOF rewrite still in progress")
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
