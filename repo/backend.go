@@ -21,13 +21,14 @@ const (
 	PackFile     FileType = "data"
 	IndexFile    FileType = "index"
 	SnapshotFile FileType = "snapshots"
-	TailFile     FileType = "tails" // a followed log's tail (Redis AOF), named <prefix>-<hash>: SplitNamed
+	TailFile     FileType = "tails"   // a followed log's tail (Redis AOF), named <prefix>-<hash>: SplitNamed
+	ClusterFile  FileType = "cluster" // cluster members, group requests and node status, named by what they are: SaveAs
 	LockFile     FileType = "locks"
 )
 
 // AllFileTypes lists every type, in the order a reader of a repository should
 // consider them.
-var AllFileTypes = []FileType{ConfigFile, KeyFile, SnapshotFile, TailFile, IndexFile, PackFile, LockFile}
+var AllFileTypes = []FileType{ConfigFile, KeyFile, SnapshotFile, TailFile, ClusterFile, IndexFile, PackFile, LockFile}
 
 // Handle names one object. Name is empty for ConfigFile and a lower-case hex
 // string (or another name without '/') for every other type.
@@ -58,7 +59,7 @@ func (h Handle) Validate() error {
 			return fmt.Errorf("invalid name %q: config has no name", h.Name)
 		}
 		return nil
-	case KeyFile, PackFile, IndexFile, SnapshotFile, TailFile, LockFile:
+	case KeyFile, PackFile, IndexFile, SnapshotFile, TailFile, ClusterFile, LockFile:
 	default:
 		return fmt.Errorf("invalid file type %q", h.Type)
 	}

@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -113,6 +114,117 @@ func (r *Repository) ListNamed(ctx context.Context, t FileType, fn func(name str
 // wrapping ErrNotFound.
 func (r *Repository) RemoveNamed(ctx context.Context, t FileType, name string) error {
 	h, _, err := namedHandle(t, name)
+	if err != nil {
+		return fmt.Errorf("remove %w", err)
+	}
+	if err := r.be.Remove(ctx, h); err != nil {
+		return fmt.Errorf("remove %s: %w", h, err)
+	}
+	return nil
+}
+
+// Objects named by what they are (cluster members, group requests, node
+// status) have a name the writer chooses and no hash in it: a reader must
+// find them by name alone, as a node polling for its cluster's request
+// does. They are as create-only as every other object. Their sealed
+// plaintext starts with the name and a NUL, so an object copied or moved
+// under another name does not open: the name is as authentic as the
+// content.
+
+// checkObjectName accepts the name of an object named by what it is: 1 to
+// 200 bytes of 0-9, a-z, '-', '.', '_' and '+', starting with a digit or
+// letter, without "..".
+func checkObjectName(n string) error {
+	switch {
+	case n == "":
+		return errors.New("empty name")
+	case len(n) > 200:
+		return fmt.Errorf("name of %d bytes: over 200", len(n))
+	case !('0' <= n[0] && n[0] <= '9' || 'a' <= n[0] && n[0] <= 'z'):
+		return fmt.Errorf("name %q: starts with %q", n, n[0])
+	case strings.Contains(n, ".."):
+		return fmt.Errorf("name %q: contains \"..\"", n)
+	}
+	for i := 0; i < len(n); i++ {
+		if c := n[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || c == '-' || c == '.' || c == '_' || c == '+') {
+			return fmt.Errorf("name %q: %q is not one of 0-9, a-z, '-', '.', '_', '+'", n, c)
+		}
+	}
+	return nil
+}
+
+func asHandle(t FileType, name string) (Handle, error) {
+	if t != ClusterFile {
+		return Handle{}, fmt.Errorf("%s objects are not named by what they are", t)
+	}
+	if err := checkObjectName(name); err != nil {
+		return Handle{}, fmt.Errorf("%s: %w", t, err)
+	}
+	return Handle{Type: t, Name: name}, nil
+}
+
+// SaveAs encrypts plain and stores it as t/name (t is ClusterFile). Like
+// every Save it never overwrites: an existing name is an error wrapping
+// ErrExists, and the stored object is left as it was.
+func (r *Repository) SaveAs(ctx context.Context, t FileType, name string, plain []byte) error {
+	h, err := asHandle(t, name)
+	if err != nil {
+		return fmt.Errorf("save %w", err)
+	}
+	if n, bound := int64(len(name)+1+len(plain))+Overhead, maxObjectSize(t); n > bound {
+		return fmt.Errorf("save %s of %d bytes: over the %d bytes %s may have", h, n, bound, objectNoun(t))
+	}
+	msg := make([]byte, 0, len(name)+1+len(plain))
+	msg = append(append(append(msg, name...), 0), plain...)
+	if err := r.be.Save(ctx, h, r.keys.Seal(nil, msg)); err != nil {
+		return fmt.Errorf("save %s: %w", h, err)
+	}
+	return nil
+}
+
+// LoadAs loads and decrypts t/name, saved by SaveAs. An absent object is
+// an error wrapping ErrNotFound; one that does not open with this
+// repository's key, or was saved under another name, wraps ErrCorrupt.
+// size is what a listing said (-1: not known).
+func (r *Repository) LoadAs(ctx context.Context, t FileType, name string, size int64) ([]byte, error) {
+	h, err := asHandle(t, name)
+	if err != nil {
+		return nil, fmt.Errorf("load %w", err)
+	}
+	sealed, err := loadSized(ctx, r.be, h, size)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", h, err)
+	}
+	plain, err := r.keys.Open(nil, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", h, err)
+	}
+	got, rest, ok := bytes.Cut(plain, []byte{0})
+	if !ok || string(got) != name {
+		return nil, fmt.Errorf("%s: %w: saved under another name", h, ErrCorrupt)
+	}
+	return rest, nil
+}
+
+// ListAs calls fn with every object of type t (ClusterFile) whose name is
+// valid; others are skipped with a warning.
+func (r *Repository) ListAs(ctx context.Context, t FileType, fn func(FileInfo) error) error {
+	if t != ClusterFile {
+		return fmt.Errorf("%s objects are not named by what they are", t)
+	}
+	return r.be.List(ctx, t, func(fi FileInfo) error {
+		if checkObjectName(fi.Name) != nil {
+			r.log.Warn("ignoring stray object", "type", t, "name", fi.Name)
+			return nil
+		}
+		return fn(fi)
+	})
+}
+
+// RemoveAs removes t/name; an absent object is an error wrapping
+// ErrNotFound.
+func (r *Repository) RemoveAs(ctx context.Context, t FileType, name string) error {
+	h, err := asHandle(t, name)
 	if err != nil {
 		return fmt.Errorf("remove %w", err)
 	}

@@ -185,3 +185,51 @@ func TestNamedBadNames(t *testing.T) {
 		t.Errorf("SplitNamed splits at the last '-': %q, %v, %v", p, id, ok)
 	}
 }
+
+// TestSaveAs: objects named by what they are round-trip, never overwrite,
+// and do not open under another name or another repository's key.
+func TestSaveAs(t *testing.T) {
+	be := mem.New()
+	r := initRepo(t, be, smallOptions())
+	ctx := t.Context()
+	const name = "shop+request"
+	if _, err := r.LoadAs(ctx, repo.ClusterFile, name, -1); !errors.Is(err, repo.ErrNotFound) {
+		t.Fatalf("absent: %v", err)
+	}
+	if err := r.SaveAs(ctx, repo.ClusterFile, name, []byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SaveAs(ctx, repo.ClusterFile, name, []byte("second")); !errors.Is(err, repo.ErrExists) {
+		t.Fatalf("overwrite: %v", err)
+	}
+	got, err := r.LoadAs(ctx, repo.ClusterFile, name, -1)
+	if err != nil || string(got) != "first" {
+		t.Fatalf("load: %q, %v", got, err)
+	}
+	// The same bytes under another name do not open.
+	stored := backendtest.LoadAll(t, be, repo.Handle{Type: repo.ClusterFile, Name: name})
+	if err := be.Save(ctx, repo.Handle{Type: repo.ClusterFile, Name: "shop+group+x"}, stored); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.LoadAs(ctx, repo.ClusterFile, "shop+group+x", -1); !errors.Is(err, repo.ErrCorrupt) {
+		t.Fatalf("moved object: %v", err)
+	}
+	var names []string
+	if err := r.ListAs(ctx, repo.ClusterFile, func(fi repo.FileInfo) error { names = append(names, fi.Name); return nil }); err != nil || len(names) != 2 {
+		t.Fatalf("list: %v, %v", names, err)
+	}
+	if err := r.RemoveAs(ctx, repo.ClusterFile, name); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.RemoveAs(ctx, repo.ClusterFile, name); !errors.Is(err, repo.ErrNotFound) {
+		t.Fatalf("second remove: %v", err)
+	}
+	for _, bad := range []string{"", "../x", "a/b", ".hidden", "-x", "A", "a b", strings.Repeat("a", 201)} {
+		if err := r.SaveAs(ctx, repo.ClusterFile, bad, nil); err == nil {
+			t.Errorf("name %q accepted", bad)
+		}
+	}
+	if err := r.SaveAs(ctx, repo.SnapshotFile, "shop", nil); err == nil {
+		t.Error("SaveAs wrote a snapshot under a chosen name")
+	}
+}

@@ -373,6 +373,8 @@ func maxObjectSize(t FileType) int64 {
 		return maxSnapshotObject
 	case TailFile:
 		return maxTailObject
+	case ClusterFile:
+		return maxSmallObject
 	case IndexFile:
 		return maxIndexObject
 	}
@@ -448,6 +450,8 @@ func objectNoun(t FileType) string {
 		return "a snapshot"
 	case TailFile:
 		return "a tail object"
+	case ClusterFile:
+		return "a cluster object"
 	case LockFile:
 		return "a lock object"
 	case PackFile:

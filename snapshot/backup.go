@@ -49,7 +49,17 @@ type BackupOptions struct {
 	// AllowChanges saves a snapshot marked Partial when files of a
 	// directory backup change while they are read, instead of failing.
 	AllowChanges bool
+	// Group, when set, makes the snapshot a node's part of a cluster
+	// group: the backup gets ready (lock, parent), waits for
+	// Group.FreezeAt and freezes then; ready later than MaxLate after
+	// it, it fails with ErrMissedFreeze without freezing.
+	Group   *GroupRef
+	MaxLate time.Duration
 }
+
+// ErrMissedFreeze is returned by a group's backup that was not ready to
+// freeze within its MaxLate of the group's moment.
+var ErrMissedFreeze = errors.New("missed the group's freeze moment")
 
 // fileJob is one file of the listing on its way into the repository.
 type fileJob struct {
@@ -129,6 +139,11 @@ func Backup(ctx context.Context, r *repo.Repository, src source.Source, o Backup
 		}
 	}
 
+	if o.Group != nil {
+		if err := waitFor(ctx, o.Group.FreezeAt, o.MaxLate, o.Now); err != nil {
+			return nil, err
+		}
+	}
 	frozen, err := src.Freeze(ctx)
 	if err != nil {
 		return nil, err
@@ -183,7 +198,7 @@ func Backup(ctx context.Context, r *repo.Repository, src source.Source, o Backup
 	after := r.Stats()
 	sn := &Snapshot{
 		Time: frozenAt, Host: o.Host, Tags: o.Tags, Source: srcMeta, Tree: treeID, Program: o.Program, Partial: partial,
-		Redis: frozen.AOF,
+		Redis: frozen.AOF, Group: o.Group,
 		Summary: Summary{
 			Files: len(jobs), Bytes: total, BytesRead: o.Progress.BytesDone.Load(),
 			BytesNew:    after.BytesNew - before.BytesNew,
@@ -584,4 +599,24 @@ func readAt(rd *source.Reader, p []byte, off int64) (int, error) {
 		err = fmt.Errorf("short read at offset %d", off)
 	}
 	return got, err
+}
+
+// waitFor sleeps until at, by now's clock; it fails when now is already
+// later than at by more than late.
+func waitFor(ctx context.Context, at time.Time, late time.Duration, now func() time.Time) error {
+	d := at.Sub(now())
+	if d < -late {
+		return fmt.Errorf("%w: ready %v after the moment %s, more than the %v allowed", ErrMissedFreeze, (-d).Round(time.Millisecond), at.Format(time.RFC3339Nano), late)
+	}
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
+	}
 }

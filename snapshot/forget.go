@@ -157,6 +157,7 @@ type Decision struct {
 
 // Group is the snapshots the policy treated together, newest first.
 type Group struct {
+	Cluster   string  // set for the snapshots of a cluster's groups
 	Host      string  // set when grouped by host
 	Source    *Source // set when grouped by source
 	Decisions []Decision
@@ -165,6 +166,9 @@ type Group struct {
 // Key names the group for people.
 func (g Group) Key() string {
 	var parts []string
+	if g.Cluster != "" {
+		parts = append(parts, "cluster "+g.Cluster)
+	}
 	if g.Host != "" {
 		parts = append(parts, "host "+g.Host)
 	}
@@ -189,9 +193,25 @@ func (g Group) Key() string {
 // still has counts left at the oldest snapshot, that one is kept too, so
 // the history reaches back as far as it can.
 func ApplyPolicy(snaps []*Snapshot, p Policy, g GroupBy, loc *time.Location, now time.Time) []Group {
+	return ApplyPolicyGroups(snaps, p, g, loc, now, nil)
+}
+
+// ApplyPolicyGroups is ApplyPolicy where the snapshots of cluster groups
+// are kept or forgotten a group at a time (applyToGroups), by the states
+// of those groups (by UUID). The groups of cluster snapshots come after
+// the others, one per cluster.
+func ApplyPolicyGroups(snaps []*Snapshot, p Policy, g GroupBy, loc *time.Location, now time.Time, states map[string]GroupState) []Group {
 	if loc == nil {
 		loc = time.Local
 	}
+	var grouped []*Snapshot
+	snaps = slices.DeleteFunc(slices.Clone(snaps), func(sn *Snapshot) bool {
+		if sn.Group != nil {
+			grouped = append(grouped, sn)
+			return true
+		}
+		return false
+	})
 	type key struct {
 		host string
 		src  Source
@@ -224,7 +244,7 @@ func ApplyPolicy(snaps []*Snapshot, p Policy, g GroupBy, loc *time.Location, now
 		applyToGroup(gr.Decisions, p, loc, now)
 		out = append(out, *gr)
 	}
-	return out
+	return append(out, applyToGroups(grouped, p, loc, now, states)...)
 }
 
 type bucketRule struct {

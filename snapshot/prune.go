@@ -25,8 +25,11 @@ const DefaultUnreferencedMargin = 24 * time.Hour
 
 // PruneOptions configure one prune.
 type PruneOptions struct {
-	Policy   Policy
-	GroupBy  GroupBy
+	Policy  Policy
+	GroupBy GroupBy
+	// Groups are the states of the cluster groups, by UUID, for keeping
+	// or forgetting a group's snapshots together (ApplyPolicyGroups).
+	Groups   map[string]GroupState
 	Location *time.Location // calendar buckets; nil: time.Local
 	// MaxUnused is the share of a pack's blob bytes that may be unused
 	// before the pack is repacked (0.05: 5%). Packs with no used blob are
@@ -151,7 +154,7 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResul
 	if err != nil {
 		return nil, err
 	}
-	res.Groups = ApplyPolicy(snaps, o.Policy, o.GroupBy, o.Location, o.Now())
+	res.Groups = ApplyPolicyGroups(snaps, o.Policy, o.GroupBy, o.Location, o.Now(), o.Groups)
 	var kept, forgotten []*Snapshot
 	for _, g := range res.Groups {
 		for _, d := range g.Decisions {

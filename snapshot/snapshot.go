@@ -62,6 +62,8 @@ type Snapshot struct {
 	// Redis is the AOF point of a redis snapshot (docs/design.md, "Redis
 	// chains").
 	Redis *source.AOFPoint `json:"redis,omitempty"`
+	// Group is set on a node's part of a cluster group.
+	Group *GroupRef `json:"group,omitempty"`
 
 	ID repo.ID `json:"-"` // the name it is stored under; set by Save, Load and List
 }
@@ -132,6 +134,11 @@ func Decode(data []byte) (*Snapshot, error) {
 	sn.Source.Kind = source.CanonicalKind(sn.Source.Kind)
 	if (sn.Source.Kind == source.KindRedis) != (sn.Redis != nil) {
 		return nil, fmt.Errorf("%w: snapshot of kind %q with%s a redis point", repo.ErrCorrupt, sn.Source.Kind, map[bool]string{true: "", false: "out"}[sn.Redis != nil])
+	}
+	if sn.Group != nil {
+		if err := sn.Group.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: %v", repo.ErrCorrupt, err)
+		}
 	}
 	if sn.Redis != nil {
 		if err := sn.Redis.Validate(); err != nil {

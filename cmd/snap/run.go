@@ -24,6 +24,7 @@ import (
 
 	"github.com/snapbackup/snap/chain"
 	"github.com/snapbackup/snap/repo"
+	"github.com/snapbackup/snap/schedule"
 	"github.com/snapbackup/snap/snapshot"
 	"github.com/snapbackup/snap/source"
 )
@@ -328,7 +329,7 @@ func runRun(ctx context.Context, o runOptions) error {
 		prune:         o.pruneHook(),
 		follow:        followHook,
 		followStarted: followStarted,
-		sched:         schedule{every: o.every, jitter: o.jitter, rand: rand.Float64},
+		sched:         schedule.Interval{Every: o.every, Jitter: o.jitter, Rand: rand.Float64},
 		now:           time.Now,
 		readyTimeout:  o.readyTimeout, finalTimeout: o.finalTimeout,
 		readyInterval: readyInterval, stopGrace: stopGrace,
@@ -572,9 +573,9 @@ func (o *runOptions) pruneHook() func(context.Context) error {
 	if o.prune.Policy.Empty() {
 		return nil
 	}
-	gate := pruneGate{every: o.pruneEvery, now: time.Now}
+	gate := schedule.Gate{Every: o.pruneEvery, Now: time.Now}
 	return func(ctx context.Context) error {
-		return gate.run(func() error {
+		return gate.Run(func() error {
 			r, err := o.openRepo(ctx, "")
 			if err != nil {
 				return err
@@ -594,28 +595,6 @@ func (o *runOptions) pruneHook() func(context.Context) error {
 	}
 }
 
-// pruneGate runs a prune at most once per every after one that
-// succeeded. One that failed or was cancelled counts for nothing, so the
-// next call (after the next scheduled backup) tries again and finishes
-// what it left, instead of waiting a whole interval.
-type pruneGate struct {
-	every time.Duration
-	now   func() time.Time
-	last  time.Time // when the last successful prune started
-}
-
-func (g *pruneGate) run(prune func() error) error {
-	start := g.now()
-	if !g.last.IsZero() && start.Sub(g.last) < g.every {
-		return nil
-	}
-	if err := prune(); err != nil {
-		return err
-	}
-	g.last = start
-	return nil
-}
-
 // newPingClient returns the client for readiness and health checks. Like
 // source.Redis: RESP2, no handshake extras, no retries.
 func newPingClient(addr string) *redis.Client {
@@ -625,27 +604,6 @@ func newPingClient(addr string) *redis.Client {
 		DialTimeout:              pingTimeout, ReadTimeout: pingTimeout, WriteTimeout: pingTimeout,
 		ContextTimeoutEnabled: true, MaxRetries: -1, PoolSize: 2,
 	})
-}
-
-// schedule decides when backups are due: every `every`, each moved by a
-// random amount in [-jitter, +jitter) so a fleet does not reach the
-// repository in the same second.
-type schedule struct {
-	every, jitter time.Duration
-	rand          func() float64 // uniform in [0, 1)
-}
-
-// next returns when the backup after one that started at last is due, never
-// before now. An overdue backup (last is zero, or long ago) is due within
-// [now, now+jitter).
-func (s schedule) next(now, last time.Time) time.Time {
-	if !last.IsZero() {
-		due := last.Add(s.every + time.Duration((2*s.rand()-1)*float64(s.jitter)))
-		if !due.Before(now) {
-			return due
-		}
-	}
-	return now.Add(time.Duration(s.rand() * float64(s.jitter)))
 }
 
 // Why a running backup was cancelled, for its log line.
@@ -675,7 +633,7 @@ type supervisor struct {
 	// server's last writes would go unshipped.
 	follow        func(context.Context) error
 	followStarted <-chan struct{}
-	sched         schedule
+	sched         schedule.Interval
 	now           func() time.Time
 	readyTimeout  time.Duration
 	finalTimeout  time.Duration
@@ -845,10 +803,10 @@ func (s *supervisor) run(ctx context.Context, sigs <-chan os.Signal, last time.T
 	}
 }
 
-// pruneTicks runs the retention step every sched.every until ctx is done
+// pruneTicks runs the retention step every sched.Every until ctx is done
 // (the prune hook's gate decides whether one is due).
 func (s *supervisor) pruneTicks(ctx context.Context) {
-	t := time.NewTicker(s.sched.every)
+	t := time.NewTicker(s.sched.Every)
 	defer t.Stop()
 	for {
 		select {
@@ -889,9 +847,9 @@ func (s *supervisor) followLoop(ctx context.Context) {
 // runs them all.
 func (s *supervisor) loop(ctx context.Context, last time.Time, final <-chan struct{}) {
 	for first := true; ; first = false {
-		due := s.sched.next(s.now(), last)
+		due := s.sched.Next(s.now(), last)
 		if first {
-			s.log.Info("first backup scheduled", "at", due.Format(time.RFC3339), "every", s.sched.every)
+			s.log.Info("first backup scheduled", "at", due.Format(time.RFC3339), "every", s.sched.Every)
 		}
 		t := time.NewTimer(due.Sub(s.now()))
 		select {

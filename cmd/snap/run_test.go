@@ -20,59 +20,9 @@ import (
 	"time"
 
 	"github.com/snapbackup/snap/repo"
+	"github.com/snapbackup/snap/schedule"
 	"github.com/snapbackup/snap/snapshot"
 )
-
-func TestRunScheduleJitterBounds(t *testing.T) {
-	const every, jitter = time.Hour, 6 * time.Minute
-	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
-	fixed := func(v float64) func() float64 { return func() float64 { return v } }
-	cases := []struct {
-		name      string
-		last      time.Time
-		rand      float64
-		want      time.Time
-		wantRange [2]time.Time
-	}{
-		{name: "lowest", last: now, rand: 0, want: now.Add(every - jitter)},
-		{name: "middle", last: now, rand: 0.5, want: now.Add(every)},
-		{name: "never backed up: within jitter of now", rand: 0.5, want: now.Add(jitter / 2)},
-		{name: "overdue: within jitter of now", last: now.Add(-3 * every), rand: 0.25, want: now.Add(jitter / 4)},
-		{name: "last in the future (clock step): still one interval after it", last: now.Add(time.Minute), rand: 0.5, want: now.Add(time.Minute + every)},
-	}
-	for _, tc := range cases {
-		s := schedule{every: every, jitter: jitter, rand: fixed(tc.rand)}
-		if got := s.next(now, tc.last); !got.Equal(tc.want) {
-			t.Errorf("%s: next = %v, want %v", tc.name, got, tc.want)
-		}
-	}
-
-	// Many draws from a seeded source: every one within bounds, and the
-	// bounds reached (the spread is real, not a constant).
-	rng := mrand.New(mrand.NewPCG(7, 8))
-	s := schedule{every: every, jitter: jitter, rand: rng.Float64}
-	lo, hi := now.Add(every+jitter), now.Add(every-jitter)
-	for range 10000 {
-		got := s.next(now, now)
-		if got.Before(now.Add(every-jitter)) || !got.Before(now.Add(every+jitter)) {
-			t.Fatalf("next = %v, outside [%v, %v)", got, now.Add(every-jitter), now.Add(every+jitter))
-		}
-		lo, hi = minTime(lo, got), maxTime(hi, got)
-		over := s.next(now, now.Add(-2*every))
-		if over.Before(now) || !over.Before(now.Add(jitter)) {
-			t.Fatalf("overdue next = %v, outside [now, now+jitter)", over)
-		}
-	}
-	if lo.Sub(now.Add(every-jitter)) > jitter/50 || now.Add(every+jitter).Sub(hi) > jitter/50 {
-		t.Errorf("10000 draws spread over [%v, %v] only", lo.Sub(now), hi.Sub(now))
-	}
-
-	// No jitter: exactly every.
-	s = schedule{every: every, rand: rng.Float64}
-	if got := s.next(now, now); !got.Equal(now.Add(every)) {
-		t.Errorf("without jitter next = %v", got)
-	}
-}
 
 func minTime(a, b time.Time) time.Time {
 	if a.Before(b) {
@@ -259,7 +209,7 @@ func newSupTest(t *testing.T, script string, backup func(context.Context) (*snap
 			return nil
 		},
 		backup:       backup,
-		sched:        schedule{every: time.Hour, rand: func() float64 { return 0.5 }},
+		sched:        schedule.Interval{Every: time.Hour, Rand: func() float64 { return 0.5 }},
 		now:          time.Now,
 		readyTimeout: 10 * time.Second, finalTimeout: 10 * time.Second,
 		readyInterval: 10 * time.Millisecond, stopGrace: 2 * time.Second,
@@ -478,7 +428,7 @@ func TestRunBackupsNeverOverlap(t *testing.T) {
 		return fakeSnapshot(time.Now()), nil
 	})
 	// Every 20ms ± 10ms, seeded.
-	st.sv.sched = schedule{every: 20 * time.Millisecond, jitter: 10 * time.Millisecond, rand: mrand.New(mrand.NewPCG(1, 1)).Float64}
+	st.sv.sched = schedule.Interval{Every: 20 * time.Millisecond, Jitter: 10 * time.Millisecond, Rand: mrand.New(mrand.NewPCG(1, 1)).Float64}
 	st.start(time.Time{})
 	st.waitFor("six backups", func() bool { return n.Load() >= 6 })
 	st.sigs <- syscall.SIGTERM
@@ -494,31 +444,6 @@ func TestRunBackupsNeverOverlap(t *testing.T) {
 	}
 	if !strings.Contains(st.logs.String(), "retrying at the next tick") {
 		t.Error("a failed backup was not logged")
-	}
-}
-
-// TestRunPruneGate: a prune that failed is tried again at the next
-// chance; after one that succeeded the next waits for --prune-every.
-func TestRunPruneGate(t *testing.T) {
-	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
-	g := pruneGate{every: 24 * time.Hour, now: func() time.Time { return now }}
-	var runs int
-	fail := errors.New("killed")
-	prune := func(err error) func() error { return func() error { runs++; return err } }
-	if err := g.run(prune(fail)); !errors.Is(err, fail) || runs != 1 {
-		t.Fatalf("first prune: %v, %d runs", err, runs)
-	}
-	now = now.Add(time.Hour) // the next tick
-	if err := g.run(prune(nil)); err != nil || runs != 2 {
-		t.Fatalf("a failed prune was not retried at the next tick: %v, %d runs", err, runs)
-	}
-	now = now.Add(time.Hour)
-	if err := g.run(prune(nil)); err != nil || runs != 2 {
-		t.Fatalf("a prune an hour after a good one ran: %d runs", runs)
-	}
-	now = now.Add(24 * time.Hour)
-	if err := g.run(prune(nil)); err != nil || runs != 3 {
-		t.Fatalf("no prune a day after the last: %d runs", runs)
 	}
 }
 

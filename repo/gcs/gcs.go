@@ -368,7 +368,7 @@ func (b *Backend) List(ctx context.Context, t repo.FileType, fn func(repo.FileIn
 			return err
 		}
 		return fn(fi)
-	case repo.KeyFile, repo.PackFile, repo.IndexFile, repo.SnapshotFile, repo.TailFile, repo.LockFile:
+	case repo.KeyFile, repo.PackFile, repo.IndexFile, repo.SnapshotFile, repo.TailFile, repo.ClusterFile, repo.LockFile:
 	default:
 		return fmt.Errorf("list %s in %s: invalid file type %q", t, b.Location(), t)
 	}

@@ -165,7 +165,7 @@ func (b *Backend) save(ctx context.Context, h repo.Handle, data []byte) error {
 // addedLater reports whether t came after the first repositories were
 // made, so that a repository may have no directory for it: List takes the
 // missing directory for an empty one and Save makes it.
-func addedLater(t repo.FileType) bool { return t == repo.TailFile }
+func addedLater(t repo.FileType) bool { return t == repo.TailFile || t == repo.ClusterFile }
 
 // createTemp creates a temp file in dir, the directory of objects of type
 // t, making dir first where t was added later and it is missing. Only dir
@@ -323,7 +323,7 @@ func (b *Backend) list(ctx context.Context, t repo.FileType, fn func(repo.FileIn
 			}
 		}
 		return nil
-	case repo.KeyFile, repo.IndexFile, repo.SnapshotFile, repo.TailFile, repo.LockFile:
+	case repo.KeyFile, repo.IndexFile, repo.SnapshotFile, repo.TailFile, repo.ClusterFile, repo.LockFile:
 		dir := filepath.Join(b.dir, string(t))
 		if addedLater(t) {
 			if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {

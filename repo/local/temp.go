@@ -26,6 +26,7 @@ func (b *Backend) RemoveTemp(ctx context.Context, cutoff time.Time) (int, int64,
 		filepath.Join(b.dir, string(repo.IndexFile)),
 		filepath.Join(b.dir, string(repo.SnapshotFile)),
 		filepath.Join(b.dir, string(repo.TailFile)),
+		filepath.Join(b.dir, string(repo.ClusterFile)),
 	}
 	for i := range 256 {
 		dirs = append(dirs, filepath.Join(b.dir, string(repo.PackFile), fmt.Sprintf("%02x", i)))

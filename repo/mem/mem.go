@@ -38,7 +38,7 @@ func (b *Backend) Location() string { return "mem:" }
 // validType checks the type given to List, which has no handle.
 func validType(t repo.FileType) error {
 	switch t {
-	case repo.ConfigFile, repo.KeyFile, repo.PackFile, repo.IndexFile, repo.SnapshotFile, repo.TailFile, repo.LockFile:
+	case repo.ConfigFile, repo.KeyFile, repo.PackFile, repo.IndexFile, repo.SnapshotFile, repo.TailFile, repo.ClusterFile, repo.LockFile:
 		return nil
 	}
 	return fmt.Errorf("invalid file type %q", t)
