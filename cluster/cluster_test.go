@@ -180,7 +180,7 @@ func TestGroupStates(t *testing.T) {
 	if gs := st.Groups(); len(gs) != 2 || gs[0].UUID != q2.UUID {
 		t.Fatalf("groups %+v", gs)
 	}
-	states, err := States(t.Context(), r, c.now)
+	states, _, err := Retention(t.Context(), r, c.now, quiet, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

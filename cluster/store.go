@@ -413,33 +413,3 @@ func nodeNames(g *Group) []string {
 	}
 	return out
 }
-
-// States returns the states retention needs of every group of every
-// cluster in r.
-func States(ctx context.Context, r *repo.Repository, now func() time.Time) (map[string]snapshot.GroupState, error) {
-	clusters := map[string]bool{}
-	err := r.ListAs(ctx, repo.ClusterFile, func(fi repo.FileInfo) error {
-		if n, ok := parseName(fi.Name); ok {
-			clusters[n.cluster] = true
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]snapshot.GroupState{}
-	for c := range clusters {
-		s, err := NewStore(r, c, now)
-		if err != nil {
-			return nil, err
-		}
-		st, err := s.Load(ctx)
-		if err != nil {
-			return nil, err
-		}
-		for _, g := range st.Groups() {
-			out[g.UUID] = snapshot.GroupState{Completed: g.Status == Completed, Finished: g.Status != Processing}
-		}
-	}
-	return out, nil
-}

@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/snapbackup/snap/chain"
+	"github.com/snapbackup/snap/cluster"
 	"github.com/snapbackup/snap/snapshot"
 )
 
@@ -136,7 +137,9 @@ func runPrune(ctx context.Context, o pruneOptions) error {
 	}
 	defer r.Close()
 	o.Log = o.log
-	o.Extra = chain.PruneExtra(r, time.Now(), o.log)
+	if o.Groups, o.Extra, err = cluster.Retention(ctx, r, time.Now, o.log, chain.PruneExtra(r, time.Now(), o.log)); err != nil {
+		return err
+	}
 	res, err := snapshot.Prune(ctx, r, o.PruneOptions)
 	if err != nil {
 		return err

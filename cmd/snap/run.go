@@ -23,6 +23,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/snapbackup/snap/chain"
+	"github.com/snapbackup/snap/cluster"
 	"github.com/snapbackup/snap/repo"
 	"github.com/snapbackup/snap/schedule"
 	"github.com/snapbackup/snap/snapshot"
@@ -583,7 +584,9 @@ func (o *runOptions) pruneHook() func(context.Context) error {
 			defer closeRepo(r)
 			po := o.prune
 			po.Log = o.log
-			po.Extra = chain.PruneExtra(r, time.Now(), o.log)
+			if po.Groups, po.Extra, err = cluster.Retention(ctx, r, time.Now, o.log, chain.PruneExtra(r, time.Now(), o.log)); err != nil {
+				return err
+			}
 			res, err := snapshot.Prune(ctx, r, po)
 			if err != nil {
 				return err
