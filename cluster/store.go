@@ -413,3 +413,19 @@ func nodeNames(g *Group) []string {
 	}
 	return out
 }
+
+// FindGroup returns the cluster whose group uuid is, from one listing of
+// r's cluster objects.
+func FindGroup(ctx context.Context, r *repo.Repository, uuid string) (string, error) {
+	var found string
+	err := r.ListAs(ctx, repo.ClusterFile, func(fi repo.FileInfo) error {
+		if n, ok := parseName(fi.Name); ok && n.uuid == uuid {
+			found = n.cluster
+		}
+		return nil
+	})
+	if err == nil && found == "" {
+		err = fmt.Errorf("%w %s: no cluster in the repository has it (snap cluster ls --cluster NAME lists a cluster's groups)", ErrUnknownGroup, uuid)
+	}
+	return found, err
+}

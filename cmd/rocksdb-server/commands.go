@@ -21,6 +21,8 @@ type handler struct {
 
 	mu     sync.Mutex // serializes FREEZE and THAW with depth
 	frozen int        // FREEZE calls not yet matched by THAW
+	// failFreeze, when set, is the error FREEZE answers (FAILFREEZE).
+	failFreeze string
 }
 
 func (h *handler) listen(addr string) (*server.Server, error) {
@@ -29,20 +31,21 @@ func (h *handler) listen(addr string) (*server.Server, error) {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	cmds := map[string]server.Cmd{
-		"PING":    h.ping,
-		"QUIT":    h.quit,
-		"FREEZE":  h.freeze,
-		"THAW":    h.thaw,
-		"FROZEN":  h.frozenDepth,
-		"SET":     h.set,
-		"GET":     h.get,
-		"DEL":     h.del,
-		"MSET":    h.mset,
-		"MGET":    h.mget,
-		"DBSIZE":  h.dbsize,
-		"FLUSH":   h.flush,
-		"COMPACT": h.compact,
-		"SHCARD":  h.shcard,
+		"PING":       h.ping,
+		"QUIT":       h.quit,
+		"FREEZE":     h.freeze,
+		"THAW":       h.thaw,
+		"FROZEN":     h.frozenDepth,
+		"FAILFREEZE": h.setFailFreeze,
+		"SET":        h.set,
+		"GET":        h.get,
+		"DEL":        h.del,
+		"MSET":       h.mset,
+		"MGET":       h.mget,
+		"DBSIZE":     h.dbsize,
+		"FLUSH":      h.flush,
+		"COMPACT":    h.compact,
+		"SHCARD":     h.shcard,
 	}
 	for name, f := range cmds {
 		if err := srv.Register(name, f); err != nil {
@@ -104,6 +107,11 @@ func (h *handler) freeze(c *server.Peer, cmd string, args []string) {
 		return
 	}
 	h.mu.Lock()
+	if msg := h.failFreeze; msg != "" {
+		h.mu.Unlock()
+		c.WriteError("ERR " + msg)
+		return
+	}
 	files, err := h.db.freeze()
 	if err == nil {
 		h.frozen++
@@ -147,6 +155,22 @@ func (h *handler) frozenDepth(c *server.Peer, cmd string, args []string) {
 	n := h.frozen
 	h.mu.Unlock()
 	c.WriteInt(n)
+}
+
+// setFailFreeze makes every FREEZE answer "ERR <message>" until FAILFREEZE
+// without a message. Test servers only: it stands in for a server that
+// cannot freeze (a full disk, a database in error).
+func (h *handler) setFailFreeze(c *server.Peer, cmd string, args []string) {
+	if !arity(c, cmd, len(args) <= 1) {
+		return
+	}
+	h.mu.Lock()
+	h.failFreeze = ""
+	if len(args) == 1 {
+		h.failFreeze = args[0]
+	}
+	h.mu.Unlock()
+	c.WriteOK()
 }
 
 func (h *handler) set(c *server.Peer, cmd string, args []string) {

@@ -26,6 +26,10 @@ type backupOptions struct {
 	retryLock   time.Duration
 	sourceOptions
 	metrics *metrics // may be nil
+	// group: a cluster member's part, frozen at group.FreezeAt
+	// (snapshot.BackupOptions.Group).
+	group   *snapshot.GroupRef
+	maxLate time.Duration
 }
 
 // sourceOptions are the source kind's flags (sourceFlags).
@@ -230,5 +234,6 @@ func (o *backupOptions) backupOpts(pr *snapshot.Progress) snapshot.BackupOptions
 	return snapshot.BackupOptions{
 		Host: o.host, Tags: o.tags, Force: o.force, Progress: pr, Log: o.log, Program: "snap " + version,
 		ReadLimit: o.storage.readLimiter(), RetryLock: o.retryLock, AllowChanges: o.allowChanges,
+		Group: o.group, MaxLate: o.maxLate,
 	}
 }

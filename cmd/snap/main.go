@@ -92,7 +92,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Flags: globalFlags(),
 		Commands: []*cli.Command{
 			command(initCommand()), command(backupCommand()), command(restoreCommand()), command(lsCommand()), command(diffCommand()),
-			command(runCommand()), command(followCommand()),
+			command(runCommand()), command(followCommand()), command(agentCommand()), command(clusterCommand()),
 			command(pruneCommand()), command(checkCommand()), command(unlockCommand()),
 			completionCommand(), completeCommand(), manCommand(), // completion.go: made from the definitions above, without the global flags
 		},
@@ -268,6 +268,14 @@ func flagsFirst(app *cli.App, args []string) []string {
 	cmd := app.Command(args[i])
 	if cmd == nil {
 		return args
+	}
+	// A subcommand's flags follow it: "snap cluster status --group U".
+	for i+1 < len(args) {
+		sub := cmd.Command(args[i+1])
+		if sub == nil {
+			break
+		}
+		cmd, i = sub, i+1
 	}
 	out := append([]string{}, args[:i+1]...)
 	var positional []string

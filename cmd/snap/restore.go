@@ -28,6 +28,8 @@ type restoreOptions struct {
 	skipExisting bool
 	at           time.Time
 	kind         string
+	group, node  string   // a cluster group's part
+	tar          string   // write a tar stream here instead ("-": stdout)
 	metrics      *metrics // may be nil
 }
 
@@ -43,6 +45,9 @@ func restoreCommand() *cli.Command {
 			&cli.StringFlag{Name: "target", EnvVars: []string{"SNAP_DATA"}, Value: "/data", Usage: "directory to restore into (default: the data directory)"},
 			&cli.StringFlag{Name: "host", Usage: "with --latest or --at: only snapshots of this host"},
 			&cli.StringSliceFlag{Name: "tag", Usage: "with --latest or --at: only snapshots with this tag"},
+			&cli.StringFlag{Name: "group", Usage: "restore node --node's part of the cluster group `UUID`"},
+			&cli.StringFlag{Name: "node", Usage: "with --group: the node whose part to restore"},
+			&cli.StringFlag{Name: "tar", Usage: "write the snapshot as a tar stream to `FILE` (- for standard output) instead of into --target"},
 			&cli.BoolFlag{Name: "skip-existing", Usage: "if the target already holds a database, do nothing and exit 0 (for start-up scripts)"},
 			// Restore takes no lock at all; the flag stays for scripts that pass it.
 			&cli.BoolFlag{Name: "no-lock", Usage: "accepted and ignored: restore never takes a lock"},
@@ -58,13 +63,21 @@ func restoreCommand() *cli.Command {
 				return err
 			}
 			o := restoreOptions{globalOptions: g, latest: c.Bool("latest"), target: c.String("target"),
-				host: c.String("host"), tags: c.StringSlice("tag"), skipExisting: c.Bool("skip-existing"), kind: c.String("source")}
+				host: c.String("host"), tags: c.StringSlice("tag"), skipExisting: c.Bool("skip-existing"), kind: c.String("source"),
+				group: c.String("group"), node: c.String("node"), tar: c.String("tar")}
 			if c.IsSet("at") {
 				if o.at, err = parseTime(c.String("at")); err != nil {
 					return cli.Exit(fmt.Sprintf("--at %q: %v", c.String("at"), err), exitUsage)
 				}
 			}
 			switch {
+			case c.IsSet("tar") && (c.IsSet("target") || o.skipExisting):
+				return cli.Exit("--tar writes a stream instead of restoring into --target: give one of them (and --skip-existing only with --target)", exitUsage)
+			case o.group != "" && (c.NArg() > 0 || o.latest || c.IsSet("at") || o.host != "" || len(o.tags) > 0 || o.kind != ""):
+				return cli.Exit("--group picks the snapshot: give it without an id, --latest, --at, --host, --tag or --source", exitUsage)
+			case (o.group == "") != (o.node == ""):
+				return cli.Exit("--group and --node go together: snap restore --group UUID --node NODE", exitUsage)
+			case o.group != "":
 			case c.NArg() > 1:
 				return cli.Exit("restore takes one snapshot id", exitUsage)
 			case c.NArg() == 1 && (o.latest || c.IsSet("at")):
@@ -96,7 +109,11 @@ func runRestore(ctx context.Context, o restoreOptions) error {
 		return err
 	}
 	var sn *snapshot.Snapshot
-	if o.id == "" {
+	if o.group != "" {
+		if sn, err = groupPart(ctx, r, snaps, o.group, o.node); err != nil {
+			return err
+		}
+	} else if o.id == "" {
 		match := func(s *snapshot.Snapshot) bool {
 			return (o.host == "" || s.Host == o.host) && hasTags(s.Tags, o.tags) && (o.kind == "" || s.Source.Kind == o.kind)
 		}
@@ -105,6 +122,9 @@ func runRestore(ctx context.Context, o restoreOptions) error {
 			return err
 		}
 		if kind == source.KindRedis {
+			if o.tar != "" {
+				return errTarChain
+			}
 			if err := r.LoadIndex(ctx); err != nil {
 				return err
 			}
@@ -127,6 +147,9 @@ func runRestore(ctx context.Context, o restoreOptions) error {
 	}
 	if err := r.LoadIndex(ctx); err != nil {
 		return err
+	}
+	if o.tar != "" {
+		return restoreTar(ctx, o, r, sn)
 	}
 	if chain.IsRedis(sn) {
 		return restoreChain(ctx, r, o, snaps, nil, sn)

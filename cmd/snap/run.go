@@ -68,6 +68,10 @@ type runOptions struct {
 	followOpts followOptions
 	aofDirName string   // the child's --appenddirname
 	metrics    *metrics // set by runRun
+	// cluster: a member of agent.cluster, whose parts of the cluster's
+	// groups replace the scheduled backups.
+	cluster bool
+	agent   agentOptions
 }
 
 func runCommand() *cli.Command {
@@ -95,7 +99,7 @@ func runCommand() *cli.Command {
 			&cli.DurationFlag{Name: "prune-every", Value: 24 * time.Hour, EnvVars: []string{"SNAP_PRUNE_EVERY"}, Usage: "with a --keep-* policy: prune after a scheduled backup when this long has passed since the last successful prune"},
 			&cli.DurationFlag{Name: "retry-lock", Value: defaultRunRetryLock, EnvVars: []string{"SNAP_RETRY_LOCK"}, Usage: "scheduled backups and prunes wait up to `DURATION` for other processes' locks (another host's prune, say) before failing"},
 			&cli.BoolFlag{Name: "follow", EnvVars: []string{"SNAP_FOLLOW"}, Usage: "the server is a redis-server: restore its AOF into an empty --data (its dir), then follow it (snap follow) instead of backing up on a schedule; on SIGTERM the server stops first and the rest of its AOF is shipped"},
-		), append(append(retentionFlags(), sourceFlags()...), followFlags()...)...),
+		), append(append(append(retentionFlags(), sourceFlags()...), followFlags()...), agentFlags()...)...),
 		Action: func(c *cli.Context) error {
 			g, err := globals(c)
 			if err != nil {
@@ -165,6 +169,24 @@ func newRunOptions(c *cli.Context, g *globalOptions) (runOptions, error) {
 			return usage("--data %s but the server's --rocksdb_db_path is %s: snap would restore and back up another directory than the server uses", o.data, dir)
 		}
 	}
+	ao, member, err := parseAgent(c)
+	if err != nil {
+		return runOptions{}, err
+	}
+	if member {
+		switch {
+		case o.follow:
+			return usage("--cluster with --follow: a followed redis-server is no cluster member; back it up as one with snap run --cluster --source dir, or snap agent --source redis")
+		case c.IsSet("every"):
+			return usage("--cluster takes parts of the cluster's groups instead of backups every --every: give --schedule for scheduled groups")
+		case c.IsSet("from-host"):
+			return usage("--cluster restores this node's part of the newest completed group: --from-host does not apply")
+		}
+		o.cluster, o.agent = true, ao
+		if !c.IsSet("host") {
+			o.host = ao.node
+		}
+	}
 	if o.fromHost == "" {
 		o.fromHost = o.host
 	}
@@ -176,7 +198,6 @@ func newRunOptions(c *cli.Context, g *globalOptions) (runOptions, error) {
 		fo.server, fo.data, fo.host, fo.tags, fo.retryLock = o.server, o.data, o.host, o.tags, c.Duration("retry-lock")
 		o.followOpts = fo
 	}
-	var err error
 	if o.prune.Policy, o.prune.GroupBy, o.prune.Location, err = parseRetentionFlags(c); err != nil {
 		return runOptions{}, err
 	}
@@ -320,6 +341,23 @@ func runRun(ctx context.Context, o runOptions) error {
 	}
 
 	followHook, followStarted := o.followHook()
+	var agent func(context.Context, <-chan struct{})
+	if o.cluster {
+		r, err := o.openRepo(ctx, "")
+		if err != nil {
+			return err
+		}
+		defer closeRepo(r)
+		a, err := o.newAgent(r, nil)
+		if err != nil {
+			return err
+		}
+		agent = func(ctx context.Context, stop <-chan struct{}) {
+			if err := a.Run(ctx, stop); err != nil {
+				o.log.Error("cluster agent stopped", "err", err)
+			}
+		}
+	}
 	sv := &supervisor{
 		argv: o.argv, addr: o.server, stdin: o.stdin, stdout: o.stdout, stderr: o.stderr,
 		log: o.log, state: st, ping: ping,
@@ -330,6 +368,7 @@ func runRun(ctx context.Context, o runOptions) error {
 		prune:         o.pruneHook(),
 		follow:        followHook,
 		followStarted: followStarted,
+		agent:         agent,
 		sched:         schedule.Interval{Every: o.every, Jitter: o.jitter, Rand: rand.Float64},
 		now:           time.Now,
 		readyTimeout:  o.readyTimeout, finalTimeout: o.finalTimeout,
@@ -374,7 +413,21 @@ func (o *runOptions) prepare(ctx context.Context, st *runState) (time.Time, erro
 		o.log.Info("the data directory holds a database; not restoring", "data", o.data)
 		return last, nil
 	}
-	sn := snapshot.Latest(snaps, o.matches(o.fromHost, o.tags))
+	var sn *snapshot.Snapshot
+	if o.cluster {
+		part, g, err := o.newestPart(ctx, r, snaps)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if part == nil {
+			o.log.Info("no completed group with a part of this node: the server starts with an empty data directory", "cluster", o.agent.cluster, "node", o.agent.node, "data", o.data)
+			return last, nil
+		}
+		o.log.Info("restoring this node's part of the newest completed group", "cluster", o.agent.cluster, "group", g.UUID, "freeze_at", g.FreezeAt)
+		sn = part
+	} else {
+		sn = snapshot.Latest(snaps, o.matches(o.fromHost, o.tags))
+	}
 	if sn == nil {
 		msg := "no snapshot to restore: the server starts with an empty data directory"
 		if len(snaps) == 0 {
@@ -636,6 +689,10 @@ type supervisor struct {
 	// server's last writes would go unshipped.
 	follow        func(context.Context) error
 	followStarted <-chan struct{}
+	// agent, when set, replaces the scheduled backups: a cluster
+	// member's parts of its groups, until ctx is done or stop closes
+	// (a stop signal; a part in progress finishes first).
+	agent         func(ctx context.Context, stop <-chan struct{})
 	sched         schedule.Interval
 	now           func() time.Time
 	readyTimeout  time.Duration
@@ -736,6 +793,10 @@ func (s *supervisor) run(ctx context.Context, sigs <-chan os.Signal, last time.T
 					}
 					s.followLoop(backupCtx)
 					wg.Wait()
+					return
+				}
+				if s.agent != nil {
+					s.agent(backupCtx, final)
 					return
 				}
 				s.loop(backupCtx, last, final)

@@ -258,7 +258,10 @@ type writer struct {
 	wg   sync.WaitGroup
 }
 
-func startWriter(addr string) *writer {
+func startWriter(addr string) *writer { return startWriterPrefix(addr, "w") }
+
+// startWriterPrefix is startWriter writing keys that start with prefix.
+func startWriterPrefix(addr, prefix string) *writer {
 	w := &writer{}
 	w.wg.Add(1)
 	go func() {
@@ -267,7 +270,7 @@ func startWriter(addr string) *writer {
 		defer c.Close()
 		rng := mrand.New(mrand.NewPCG(5, 6))
 		for i := 0; !w.stop.Load(); i++ {
-			k := fmt.Sprintf("w%08d", i)
+			k := fmt.Sprintf("%s%08d", prefix, i)
 			v := value(rng, k)
 			w.mu.Lock()
 			w.acks = append(w.acks, ack{key: k, val: v})
