@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -145,6 +146,7 @@ func agentCommand() *cli.Command {
 		Flags: append(append(append(serverFlags(),
 			&cli.StringFlag{Name: "host", EnvVars: []string{"SNAP_HOST"}, Usage: "host name recorded in snapshots", DefaultText: "the --node name"},
 			&cli.StringSliceFlag{Name: "tag", EnvVars: []string{"SNAP_TAGS"}, Usage: "tag every part (repeatable)"},
+			&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: []string{"SNAP_LOG_FORMAT"}, Usage: "text or json (logs go to stderr)"},
 			&cli.DurationFlag{Name: "stop-timeout", Value: 5 * time.Minute, Usage: "on SIGTERM or SIGINT, finish a part in progress for at most this long"},
 			&cli.DurationFlag{Name: "prune-every", Value: 24 * time.Hour, EnvVars: []string{"SNAP_PRUNE_EVERY"}, Usage: "with a --keep-* policy: prune after a part when this long has passed since the last successful prune"},
 			&cli.DurationFlag{Name: "retry-lock", Value: defaultRunRetryLock, EnvVars: []string{"SNAP_RETRY_LOCK"}, Usage: "parts and prunes wait up to `DURATION` for other processes' locks"},
@@ -156,6 +158,12 @@ func agentCommand() *cli.Command {
 			}
 			if c.NArg() > 0 {
 				return cli.Exit("agent takes no arguments", exitUsage)
+			}
+			if err := useLogFormat(c, g); err != nil {
+				return err
+			}
+			if _, ok := os.LookupEnv("SNAP_PASSWORD"); !ok && g.passwordFile == "" {
+				return cli.Exit("snap agent reads the repository password for every part: set SNAP_PASSWORD_FILE (or --password-file, or SNAP_PASSWORD)", exitUsage)
 			}
 			ao, ok, err := parseAgent(c)
 			if err != nil {

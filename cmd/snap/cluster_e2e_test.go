@@ -236,3 +236,210 @@ func TestClusterEndToEnd(t *testing.T) {
 		checkRestored(t, ldbScan(t, n.data), map[string]string{}, w.keys, w.vals, w.before)
 	}
 }
+
+type clusterGroupJSON struct {
+	UUID      string    `json:"uuid"`
+	Status    string    `json:"status"`
+	FreezeAt  time.Time `json:"freeze_at"`
+	Scheduled bool      `json:"scheduled"`
+	Members   int       `json:"members"`
+	Completed int       `json:"completed"`
+}
+
+type groupSnapJSON struct {
+	ID    string `json:"id"`
+	Host  string `json:"host"`
+	Group *struct {
+		UUID string `json:"uuid"`
+		Node string `json:"node"`
+	} `json:"group"`
+}
+
+// TestClusterGCSScheduled: a cluster on the GCS emulator with one node
+// under snap run and one under snap agent: a requested group with --wait,
+// then scheduled groups every 2s with no request, whose UUID both derive;
+// prune --keep-last 1 keeps the newest completed group whole and removes
+// the older groups with their objects.
+func TestClusterGCSScheduled(t *testing.T) {
+	bin := testserver.Binary(t)
+	gcs := startFakeGCS(t)
+	gcs.createBucket("snap-cluster")
+	e := gcsEnv(t, gcs, "gs://snap-cluster/shop")
+	e.ok(nil, "init")
+	work := t.TempDir()
+	a := &clusterNode{name: "db-a", data: filepath.Join(work, "a"), port: freePort(t)}
+	bData := filepath.Join(work, "b")
+	bSrv := testserver.Start(t, bin, bData, "--write_buffer_size", "262144")
+	startAgent := func(extra ...string) *runProc {
+		p := startSnap(t, e, append([]string{"agent", "--log-format", "json", "--cluster", "shop", "--node", "db-b",
+			"--server", bSrv.Addr, "--data", bData, "--poll", "200ms", "--heartbeat", "1s"}, extra...)...)
+		p.waitLog("joined the cluster", 30*time.Second)
+		return p
+	}
+	stopProc := func(p *runProc) {
+		p.signal(syscall.SIGTERM)
+		if code := p.wait(60 * time.Second); code != 0 {
+			t.Fatalf("exit %d after SIGTERM\n%s", code, p.out())
+		}
+	}
+	a.start(t, e, bin)
+	b := startAgent()
+	wa, wb := startWriterPrefix(a.addr(), "a:"), startWriterPrefix(bSrv.Addr, "b:")
+	defer func() {
+		for _, w := range []*writer{wa, wb} {
+			w.stop.Store(true)
+			w.wg.Wait()
+		}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	var done clusterStatusJSON
+	e.ok(&done, "cluster", "snapshot", "--cluster", "shop", "--wait", "--json")
+	if done.Status != "completed" || len(done.Nodes) != 2 {
+		t.Fatalf("requested group: %+v", done)
+	}
+
+	// Scheduled groups: both members on the same 2s boundaries.
+	a.stop(t)
+	stopProc(b)
+	a.start(t, e, bin, "--schedule", "2s", "--group-timeout", "2s")
+	b = startAgent("--schedule", "2s", "--group-timeout", "2s")
+	var groups []clusterGroupJSON
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		e.ok(&groups, "cluster", "ls", "--cluster", "shop", "--json")
+		n := 0
+		for _, g := range groups {
+			if g.Scheduled && g.Status == "completed" {
+				n++
+				if g.Members != 2 || g.FreezeAt.UnixNano()%int64(2*time.Second) != 0 {
+					t.Fatalf("scheduled group %+v", g)
+				}
+			}
+		}
+		if n >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fewer than 3 completed scheduled groups in 60s: %+v\nagent:\n%s", groups, b.out())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	a.stop(t)
+	stopProc(b)
+	time.Sleep(2500 * time.Millisecond) // a group the stops cut short times out
+
+	// Retention by group.
+	e.ok(&groups, "cluster", "ls", "--cluster", "shop", "--json")
+	var newest clusterGroupJSON
+	for _, g := range groups {
+		if g.Status == "completed" && g.FreezeAt.After(newest.FreezeAt) {
+			newest = g
+		}
+	}
+	e.ok(nil, "prune", "--keep-last", "1")
+	var snaps []groupSnapJSON
+	e.ok(&snaps, "ls", "--json")
+	var after []clusterGroupJSON
+	e.ok(&after, "cluster", "ls", "--cluster", "shop", "--json")
+	kept := map[string]clusterGroupJSON{}
+	for _, g := range after {
+		kept[g.UUID] = g
+		if g.UUID != newest.UUID && (g.Status == "completed" || !g.FreezeAt.After(newest.FreezeAt)) {
+			t.Fatalf("prune kept group %+v; the newest completed is %s", g, newest.UUID)
+		}
+	}
+	if _, ok := kept[newest.UUID]; !ok {
+		t.Fatalf("prune removed the newest completed group %s: %+v", newest.UUID, after)
+	}
+	parts := 0
+	for _, sn := range snaps {
+		if sn.Group == nil {
+			t.Fatalf("snapshot %s outside a group", sn.ID)
+		}
+		if _, ok := kept[sn.Group.UUID]; !ok {
+			t.Fatalf("snapshot %s of removed group %s kept", sn.ID, sn.Group.UUID)
+		}
+		if sn.Group.UUID == newest.UUID {
+			parts++
+		}
+	}
+	if parts != 2 || len(groups) <= len(after) {
+		t.Fatalf("after prune: %d parts of the newest completed group, %d groups of %d left", parts, len(after), len(groups))
+	}
+	// Every member restores its part of the kept group.
+	for _, node := range []string{"db-a", "db-b"} {
+		target := filepath.Join(work, "restored-"+node)
+		e.ok(nil, "restore", "--group", newest.UUID, "--node", node, "--target", target)
+		checkConsistency(t, target)
+	}
+}
+
+// TestClusterBadInput: unknown cluster and group, bad names, a second
+// request, skews and leads no member can keep: exit 1 (2 for usage) and
+// nothing written.
+func TestClusterBadInput(t *testing.T) {
+	e := newEnv(t)
+	e.ok(nil, "init")
+	data := t.TempDir()
+	p := startSnap(t, e, "agent", "--log-format", "json", "--cluster", "shop", "--node", "db-0", "--server", "127.0.0.1:1", "--data", data, "--poll", "300ms", "--heartbeat", "1h")
+	p.waitLog("joined the cluster", 30*time.Second)
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(30 * time.Second); code != 0 {
+		t.Fatalf("agent exit %d", code)
+	}
+	objects := func() []string {
+		ents, _ := os.ReadDir(filepath.Join(e.repo, "cluster"))
+		var names []string
+		for _, en := range ents {
+			names = append(names, en.Name())
+		}
+		return names
+	}
+	before := objects()
+	if len(before) != 1 {
+		t.Fatalf("after one agent: %v", before)
+	}
+	id := "3f3a291c-9d6a-4427-9a91-cb1219d60811"
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"cluster", "status", "--cluster", "nope", "--group", id}, 1, "unknown cluster nope"},
+		{[]string{"cluster", "snapshot", "--cluster", "nope"}, 1, "unknown cluster nope"},
+		{[]string{"cluster", "status", "--cluster", "shop", "--group", id}, 1, "unknown group " + id},
+		{[]string{"cluster", "status", "--cluster", "shop", "--group", "not-a-uuid"}, 1, "is not a UUID"},
+		{[]string{"cluster", "remove", "--cluster", "shop", "--node", "a/../b"}, 1, "contains '/'"},
+		{[]string{"cluster", "remove", "--cluster", "shop", "--node", ".."}, 1, "node name"},
+		{[]string{"cluster", "remove", "--cluster", "shop", "--node", "db-9"}, 1, "not a member"},
+		{[]string{"cluster", "nodes", "--cluster", "Shop"}, 1, "upper case"},
+		{[]string{"cluster", "snapshot", "--cluster", "shop", "--max-skew", "1ms"}, 1, "below 10ms"},
+		{[]string{"cluster", "snapshot", "--cluster", "shop", "--lead", "100ms"}, 1, "shorter than the slowest member's poll interval 300ms"},
+		{[]string{"cluster", "snapshot", "--cluster", "shop", "--timeout", "0s"}, 1, "--timeout must be positive"},
+		{[]string{"restore", "--group", id, "--node", "../x"}, 1, "node name"},
+		{[]string{"restore", "--group", id, "--node", "db-0"}, 1, "unknown group"},
+		{[]string{"restore", "--group", id}, 2, "go together"},
+		{[]string{"agent", "--cluster", "shop", "--node", "a/b", "--data", data}, 1, "contains '/'"},
+		{[]string{"run", "--cluster", "shop", "--", "true"}, 2, "--cluster needs --node"},
+		{[]string{"run", "--cluster", "shop", "--node", "n", "--every", "1h", "--", "true"}, 2, "--schedule"},
+	} {
+		r := e.run(tc.args...)
+		if r.code != tc.code || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("snap %s: exit %d, stderr %q; want %d and %q", strings.Join(tc.args, " "), r.code, r.stderr, tc.code, tc.want)
+		}
+	}
+	if after := objects(); !slices.Equal(before, after) {
+		t.Fatalf("bad input wrote cluster objects: %v -> %v", before, after)
+	}
+	// A second request while one processes: refused with its UUID, and
+	// nothing of the second written.
+	var asked struct{ UUID string }
+	e.ok(&asked, "cluster", "snapshot", "--cluster", "shop", "--json", "--timeout", "1h")
+	mid := objects()
+	if r := e.run("cluster", "snapshot", "--cluster", "shop"); r.code != 1 || !strings.Contains(r.stderr, asked.UUID) {
+		t.Fatalf("second request: exit %d, %s", r.code, r.stderr)
+	}
+	if after := objects(); !slices.Equal(mid, after) {
+		t.Fatalf("a refused request wrote: %v -> %v", mid, after)
+	}
+}

@@ -47,19 +47,20 @@ func lsCommand() *cli.Command {
 }
 
 type snapshotJSON struct {
-	ID      string           `json:"id"`
-	Time    time.Time        `json:"time"`
-	Host    string           `json:"host"`
-	Tags    []string         `json:"tags"`
-	Parent  string           `json:"parent,omitempty"`
-	Source  snapshot.Source  `json:"source"`
-	Tree    string           `json:"tree"`
-	Summary snapshot.Summary `json:"summary"`
-	Partial bool             `json:"partial"`
+	ID      string             `json:"id"`
+	Time    time.Time          `json:"time"`
+	Host    string             `json:"host"`
+	Tags    []string           `json:"tags"`
+	Parent  string             `json:"parent,omitempty"`
+	Source  snapshot.Source    `json:"source"`
+	Tree    string             `json:"tree"`
+	Summary snapshot.Summary   `json:"summary"`
+	Partial bool               `json:"partial"`
+	Group   *snapshot.GroupRef `json:"group,omitempty"`
 }
 
 func toJSON(sn *snapshot.Snapshot) snapshotJSON {
-	j := snapshotJSON{ID: sn.ID.String(), Time: sn.Time, Host: sn.Host, Tags: sn.Tags, Source: sn.Source, Tree: sn.Tree.String(), Summary: sn.Summary, Partial: sn.Partial}
+	j := snapshotJSON{ID: sn.ID.String(), Time: sn.Time, Host: sn.Host, Tags: sn.Tags, Source: sn.Source, Tree: sn.Tree.String(), Summary: sn.Summary, Partial: sn.Partial, Group: sn.Group}
 	if j.Tags == nil {
 		j.Tags = []string{}
 	}
@@ -96,6 +97,9 @@ func runLs(ctx context.Context, o lsOptions) error {
 			tags := strings.Join(sn.Tags, ",")
 			if sn.Partial {
 				tags = strings.TrimPrefix(tags+",(partial)", ",")
+			}
+			if sn.Group != nil {
+				tags = strings.TrimPrefix(tags+",(group "+sn.Group.UUID[:8]+")", ",")
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", sn.ID.Str(), sn.Time.Local().Format("2006-01-02 15:04:05"),
 				sn.Host, sourceStr(sn.Source), sn.Summary.Files, bytesStr(sn.Summary.Bytes), tags)

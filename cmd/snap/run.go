@@ -227,6 +227,14 @@ func newRunOptions(c *cli.Context, g *globalOptions) (runOptions, error) {
 	if _, ok := os.LookupEnv("SNAP_PASSWORD"); !ok && g.passwordFile == "" {
 		return usage("snap run reads the repository password for every backup: set SNAP_PASSWORD_FILE (or --password-file, or SNAP_PASSWORD)")
 	}
+	if err := useLogFormat(c, g); err != nil {
+		return runOptions{}, err
+	}
+	return o, nil
+}
+
+// useLogFormat makes g log in --log-format (json also with --json).
+func useLogFormat(c *cli.Context, g *globalOptions) error {
 	format := c.String("log-format")
 	if !c.IsSet("log-format") && g.json {
 		format = "json"
@@ -235,10 +243,10 @@ func newRunOptions(c *cli.Context, g *globalOptions) (runOptions, error) {
 	_ = level.UnmarshalText([]byte(setContext(c, "log-level").String("log-level"))) // checked by globals
 	log, err := newLogger(g.stderr, format, level)
 	if err != nil {
-		return usage("%v", err)
+		return cli.Exit(err.Error(), exitUsage)
 	}
 	g.log = log
-	return o, nil
+	return nil
 }
 
 func newLogger(w io.Writer, format string, level slog.Level) (*slog.Logger, error) {

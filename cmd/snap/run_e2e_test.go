@@ -41,8 +41,15 @@ type runProc struct {
 // level info.
 func startRun(t *testing.T, e *env, args ...string) *runProc {
 	t.Helper()
+	return startSnap(t, e, append([]string{"run", "--log-format", "json"}, args...)...)
+}
+
+// startSnap starts a long-running snap command (args start with its
+// name) in e's environment, logging at level info.
+func startSnap(t *testing.T, e *env, args ...string) *runProc {
+	t.Helper()
 	p := &runProc{t: t, done: make(chan struct{})}
-	p.cmd = exec.Command(snapBin, append([]string{"run", "--log-format", "json", "--log-level", "info"}, args...)...)
+	p.cmd = exec.Command(snapBin, append(args[:1:1], append([]string{"--log-level", "info"}, args[1:]...)...)...)
 	p.cmd.Env = append(os.Environ(), e.vars...)
 	// An os.Pipe, not an io.Writer: exec would wait for every holder of
 	// the pipe, the server too, before Wait returned.
