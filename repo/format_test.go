@@ -72,8 +72,8 @@ func specUnwrap(t *testing.T, be repo.Backend, pw string) specKeys {
 	if err := json.Unmarshal(raw, &fields); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"version", "created", "hostname", "kdf", "time", "memory_kib", "threads", "salt", "data"} {
-		if _, ok := fields[f]; !ok && f != "hostname" {
+	for _, f := range []string{"version", "created", "hostname", "user", "kdf", "time", "memory_kib", "threads", "salt", "data"} {
+		if _, ok := fields[f]; !ok && f != "hostname" && f != "user" {
 			t.Errorf("key file lacks %q", f)
 		}
 		delete(fields, f)

@@ -29,6 +29,22 @@ func FuzzDecodeKeyFile(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(compact.Bytes())
+	// Key files before the user field, and with odd users.
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(kf, &fields); err != nil {
+		f.Fatal(err)
+	}
+	for _, u := range []string{"", `null`, `"root"`, `"\u0000\n"`, `42`} {
+		delete(fields, "user")
+		if u != "" {
+			fields["user"] = json.RawMessage(u)
+		}
+		b, err := json.Marshal(fields)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 	f.Add([]byte(`{"version":1,"kdf":"argon2id","time":1,"memory_kib":8,"threads":1,"salt":"AAAAAAAAAAAAAAAAAAAAAA==","data":""}`))
 	f.Add([]byte(`{"version":1,"kdf":"argon2id","time":100,"memory_kib":4194304,"threads":255}`))
 	// At the bounds and just past them.

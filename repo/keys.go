@@ -40,7 +40,10 @@ type keyFile struct {
 	Version  int       `json:"version"`
 	Created  time.Time `json:"created"`
 	Hostname string    `json:"hostname,omitempty"`
-	KDF      string    `json:"kdf"`
+	// User is who made the key (snap key add), for snap key list. Key
+	// files written before it was added have none.
+	User string `json:"user,omitempty"`
+	KDF  string `json:"kdf"`
 	KDFParams
 	Salt []byte `json:"salt"`
 	Data []byte `json:"data"` // XChaCha20-Poly1305(wrapping key, masterKeyJSON)
@@ -131,7 +134,7 @@ func newKeyFile(mk MasterKey, password string, p KDFParams, now time.Time) ([]by
 	}
 	host, _ := os.Hostname()
 	kf := keyFile{
-		Version: keyFileVersion, Created: now.UTC(), Hostname: host,
+		Version: keyFileVersion, Created: now.UTC(), Hostname: host, User: currentUser(),
 		KDF: "argon2id", KDFParams: p, Salt: salt,
 		Data: sealWith(aead, nil, inner),
 	}
@@ -181,8 +184,16 @@ func (kf *keyFile) open(password string) (MasterKey, error) {
 	return mk, nil
 }
 
-// loadMasterKey tries every key file with password.
-func loadMasterKey(ctx context.Context, be Backend, password string) (MasterKey, error) {
+// openedKey is the key file that opened a repository: its name and the
+// Argon2id cost it chose, which the keys snap key add makes keep.
+type openedKey struct {
+	name string
+	kdf  KDFParams
+}
+
+// loadMasterKey tries every key file with password and says which one
+// opened.
+func loadMasterKey(ctx context.Context, be Backend, password string) (MasterKey, openedKey, error) {
 	var names []string
 	var sizes []int64
 	err := be.List(ctx, KeyFile, func(fi FileInfo) error {
@@ -191,10 +202,10 @@ func loadMasterKey(ctx context.Context, be Backend, password string) (MasterKey,
 		return nil
 	})
 	if err != nil {
-		return MasterKey{}, fmt.Errorf("list keys: %w", err)
+		return MasterKey{}, openedKey{}, fmt.Errorf("list keys: %w", err)
 	}
 	if len(names) == 0 {
-		return MasterKey{}, fmt.Errorf("no key files in %s/keys: not a snap repository, or it is damaged", be.Location())
+		return MasterKey{}, openedKey{}, fmt.Errorf("no key files in %s/keys: not a snap repository, or it is damaged", be.Location())
 	}
 	var errs []error
 	for i, name := range names {
@@ -211,7 +222,7 @@ func loadMasterKey(ctx context.Context, be Backend, password string) (MasterKey,
 		}
 		mk, err := kf.open(password)
 		if err == nil {
-			return mk, nil
+			return mk, openedKey{name: name, kdf: kf.KDFParams}, nil
 		}
 		if !errors.Is(err, ErrWrongPassword) {
 			errs = append(errs, fmt.Errorf("%s: %w", h, err))
@@ -219,10 +230,10 @@ func loadMasterKey(ctx context.Context, be Backend, password string) (MasterKey,
 	}
 	if len(errs) == len(names) {
 		// No key file could even be tried: say why, not "wrong password".
-		return MasterKey{}, errors.Join(errs...)
+		return MasterKey{}, openedKey{}, errors.Join(errs...)
 	}
 	if len(errs) > 0 {
-		return MasterKey{}, errors.Join(append([]error{ErrWrongPassword}, errs...)...)
+		return MasterKey{}, openedKey{}, errors.Join(append([]error{ErrWrongPassword}, errs...)...)
 	}
-	return MasterKey{}, ErrWrongPassword
+	return MasterKey{}, openedKey{}, ErrWrongPassword
 }

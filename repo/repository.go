@@ -110,6 +110,8 @@ type Options struct {
 type Repository struct {
 	be    Backend
 	keys  *Keys
+	mk    MasterKey // for snap key add (keyadmin.go)
+	key   openedKey // the key file that opened it
 	cfg   Config
 	idx   *Index
 	log   *slog.Logger
@@ -188,7 +190,12 @@ func Init(ctx context.Context, be Backend, password string, o InitOptions, ro Op
 		}
 		return nil, fmt.Errorf("save config: %w", err)
 	}
-	return newRepository(be, keys, cfg, ro)
+	r, err := newRepository(be, keys, cfg, ro)
+	if err != nil {
+		return nil, err
+	}
+	r.mk, r.key = mk, openedKey{name: kh.Name, kdf: kdf}
+	return r, nil
 }
 
 func orDefault(v, d int) int {
@@ -216,7 +223,7 @@ func Open(ctx context.Context, be Backend, password string, ro Options) (*Reposi
 	if err != nil {
 		return nil, fmt.Errorf("load config: %w", err)
 	}
-	mk, err := loadMasterKey(ctx, be, password)
+	mk, opened, err := loadMasterKey(ctx, be, password)
 	if err != nil {
 		return nil, err
 	}
@@ -232,7 +239,12 @@ func Open(ctx context.Context, be Backend, password string, ro Options) (*Reposi
 	if err != nil {
 		return nil, fmt.Errorf("config in %s: %w", be.Location(), err)
 	}
-	return newRepository(be, keys, cfg, ro)
+	r, err := newRepository(be, keys, cfg, ro)
+	if err != nil {
+		return nil, err
+	}
+	r.mk, r.key = mk, opened
+	return r, nil
 }
 
 // DecodeConfig parses and validates a config's plaintext.

@@ -16,6 +16,11 @@ func TestFlagsFirst(t *testing.T) {
 		{[]string{"snap", "restore", "abcd", "--", "--target"}, []string{"snap", "restore", "abcd", "--", "--target"}},
 		{[]string{"snap", "--json"}, []string{"snap", "--json"}},
 		{[]string{"snap", "nosuch", "x", "--y"}, []string{"snap", "nosuch", "x", "--y"}},
+		// a subcommand's own flags after its arguments
+		{[]string{"snap", "key", "remove", "abcd", "--retry-lock", "1m"}, []string{"snap", "key", "remove", "--retry-lock", "1m", "abcd"}},
+		{[]string{"snap", "--json", "key", "--repo", "r", "add", "--new-password-file", "f"}, []string{"snap", "--json", "key", "--repo", "r", "add", "--new-password-file", "f"}},
+		{[]string{"snap", "key", "list", "--json"}, []string{"snap", "key", "list", "--json"}},
+		{[]string{"snap", "key", "nosuch", "--json"}, []string{"snap", "key", "--json", "nosuch"}},
 	}
 	for _, tc := range cases {
 		if got := flagsFirst(app, tc.in); !slices.Equal(got, tc.want) {

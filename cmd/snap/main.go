@@ -93,7 +93,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			command(initCommand()), command(backupCommand()), command(restoreCommand()), command(lsCommand()), command(diffCommand()),
 			command(runCommand()), command(followCommand()), command(agentCommand()), command(clusterCommand()),
-			command(pruneCommand()), command(checkCommand()), command(unlockCommand()),
+			command(forgetCommand()), command(pruneCommand()), command(checkCommand()), command(statsCommand()), command(unlockCommand()), command(keyCommand()),
 			completionCommand(), completeCommand(), manCommand(), // completion.go: made from the definitions above, without the global flags
 		},
 		ExitErrHandler: jsonError(out), // main prints the message and exits
@@ -269,13 +269,24 @@ func flagsFirst(app *cli.App, args []string) []string {
 	if cmd == nil {
 		return args
 	}
-	// A subcommand's flags follow it: "snap cluster status --group U".
-	for i+1 < len(args) {
-		sub := cmd.Command(args[i+1])
+	// "snap key add FILE --flag": the words after the subcommand are
+	// sorted by the subcommand's flags; flags before it stay there.
+	for len(cmd.Subcommands) > 0 {
+		j := i + 1
+		for j < len(args) && strings.HasPrefix(args[j], "-") && args[j] != "-" && args[j] != "--" {
+			if takesValue(cmd.Flags, args[j]) {
+				j++
+			}
+			j++
+		}
+		if j >= len(args) {
+			break
+		}
+		sub := lookupCommand(cmd.Subcommands, args[j])
 		if sub == nil {
 			break
 		}
-		cmd, i = sub, i+1
+		cmd, i = sub, j
 	}
 	out := append([]string{}, args[:i+1]...)
 	var positional []string
