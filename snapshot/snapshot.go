@@ -62,6 +62,12 @@ type Snapshot struct {
 	// Redis is the AOF point of a redis snapshot (docs/design.md, "Redis
 	// chains").
 	Redis *source.AOFPoint `json:"redis,omitempty"`
+	// Original is the snapshot this one is a copy of (snap copy), as it
+	// is named in the repository where it was first written.
+	Original *repo.ID `json:"original,omitempty"`
+	// Repaired marks a snapshot that snap repair snapshots wrote in place
+	// of one whose data was partly lost: it lacks the files that used it.
+	Repaired bool `json:"repaired,omitempty"`
 
 	ID repo.ID `json:"-"` // the name it is stored under; set by Save, Load and List
 }
