@@ -96,6 +96,10 @@ func Copy(ctx context.Context, dst, src *repo.Repository, pick func([]*Snapshot)
 	if err != nil {
 		return nil, err
 	}
+	// Oldest first, so a parent is copied before its child and the copy
+	// can name the parent's copy.
+	chosen = slices.Clone(chosen)
+	slices.SortStableFunc(chosen, func(a, b *Snapshot) int { return a.Time.Compare(b.Time) })
 	dstSnaps, err := List(ctx, dst)
 	if err != nil {
 		return nil, err
