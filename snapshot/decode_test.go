@@ -235,6 +235,10 @@ func FuzzDecode(f *testing.F) {
 	f.Add(decSnapshotJSON(f, nil))
 	f.Add(decSnapshotJSON(f, func(m map[string]any) { delete(m, "parent"); m["tags"] = nil }))
 	f.Add(decSnapshotJSON(f, func(m map[string]any) { m["version"] = 2 }))
+	// A copy that was repaired (snap copy, snap repair snapshots), and a
+	// malformed original.
+	f.Add(decSnapshotJSON(f, func(m map[string]any) { m["original"] = strings.Repeat("5b", 32); m["repaired"] = true }))
+	f.Add(decSnapshotJSON(f, func(m map[string]any) { m["original"] = "5b5b"; m["repaired"] = "yes" }))
 	f.Add([]byte(`{"version":1,"time":"2026-01-01T00:00:00Z","tree":"` + strings.Repeat("0a", 32) + `"}`))
 	f.Add([]byte(`{}`))
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -64,6 +64,12 @@ type Snapshot struct {
 	Redis *source.AOFPoint `json:"redis,omitempty"`
 	// Group is set on a node's part of a cluster group.
 	Group *GroupRef `json:"group,omitempty"`
+	// Original is the snapshot this one is a copy of (snap copy), as it
+	// is named in the repository where it was first written.
+	Original *repo.ID `json:"original,omitempty"`
+	// Repaired marks a snapshot that snap repair snapshots wrote in place
+	// of one whose data was partly lost: it lacks the files that used it.
+	Repaired bool `json:"repaired,omitempty"`
 
 	ID repo.ID `json:"-"` // the name it is stored under; set by Save, Load and List
 }

@@ -17,7 +17,7 @@ var completionCases = []struct {
 	want  []string
 }{
 	{[]string{"snap", "ba"}, []string{"backup"}},
-	{[]string{"snap", "--repo", "/r", "re"}, []string{"restore"}},
+	{[]string{"snap", "--repo", "/r", "res"}, []string{"restore"}},
 	{[]string{"snap", "backup", "--re"}, []string{"--repo", "--retry-lock"}},
 	{[]string{"snap", "backup", "--lim"}, []string{"--limit-download", "--limit-read", "--limit-upload"}},
 	{[]string{"snap", "restore", "latest", "--ta"}, []string{"--tag", "--target"}},

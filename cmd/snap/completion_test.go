@@ -61,7 +61,7 @@ func TestCompletionCandidates(t *testing.T) {
 	}{
 		{[]string{""}, commands},
 		{[]string{"ba"}, []string{"backup"}},
-		{[]string{"--repo", "/r", "re"}, []string{"restore"}}, // a global flag's value is skipped
+		{[]string{"--repo", "/r", "res"}, []string{"restore"}}, // a global flag's value is skipped
 		{[]string{"-r", "/r", "--json", "pr"}, []string{"prune"}},
 		{[]string{"--"}, []string{"--repo", "--password-file", "--json", "--connections", "--log-level", "--limit-upload", "--limit-download", "--limit-read", "--help", "--version"}},
 		// a command's own flags, then the global ones command() appends
@@ -81,7 +81,7 @@ func TestCompletionCandidates(t *testing.T) {
 		{[]string{"completion", ""}, []string{"bash", "zsh", "fish"}},
 		{[]string{"completion", "z"}, []string{"zsh"}},
 		{[]string{"completion", "zsh", ""}, nil},
-		{[]string{"help", "re"}, []string{"restore"}},
+		{[]string{"help", "res"}, []string{"restore"}},
 		{[]string{"__c"}, nil}, // hidden
 		{nil, commands},
 	}

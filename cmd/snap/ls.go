@@ -57,6 +57,10 @@ type snapshotJSON struct {
 	Summary snapshot.Summary   `json:"summary"`
 	Partial bool               `json:"partial"`
 	Group   *snapshot.GroupRef `json:"group,omitempty"`
+	// Repaired: snap repair snapshots dropped lost files from it.
+	Repaired bool `json:"repaired"`
+	// Original is the id of the snapshot this one is a copy of.
+	Original string `json:"original,omitempty"`
 }
 
 func toJSON(sn *snapshot.Snapshot) snapshotJSON {
@@ -66,6 +70,10 @@ func toJSON(sn *snapshot.Snapshot) snapshotJSON {
 	}
 	if sn.Parent != nil {
 		j.Parent = sn.Parent.String()
+	}
+	j.Repaired = sn.Repaired
+	if sn.Original != nil {
+		j.Original = sn.Original.String()
 	}
 	return j
 }
@@ -100,6 +108,9 @@ func runLs(ctx context.Context, o lsOptions) error {
 			}
 			if sn.Group != nil {
 				tags = strings.TrimPrefix(tags+",(group "+sn.Group.UUID[:8]+")", ",")
+			}
+			if sn.Repaired {
+				tags = strings.TrimPrefix(tags+",(repaired)", ",")
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", sn.ID.Str(), sn.Time.Local().Format("2006-01-02 15:04:05"),
 				sn.Host, sourceStr(sn.Source), sn.Summary.Files, bytesStr(sn.Summary.Bytes), tags)

@@ -93,7 +93,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Commands: []*cli.Command{
 			command(initCommand()), command(backupCommand()), command(restoreCommand()), command(lsCommand()), command(diffCommand()),
 			command(runCommand()), command(followCommand()), command(agentCommand()), command(clusterCommand()),
-			command(forgetCommand()), command(pruneCommand()), command(checkCommand()), command(statsCommand()), command(unlockCommand()), command(keyCommand()),
+			command(forgetCommand()), command(pruneCommand()), command(checkCommand()), command(statsCommand()), command(unlockCommand()), command(keyCommand()), command(copyCommand()), command(repairCommand()),
 			completionCommand(), completeCommand(), manCommand(), // completion.go: made from the definitions above, without the global flags
 		},
 		ExitErrHandler: jsonError(out), // main prints the message and exits
