@@ -51,6 +51,7 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 		return errors.New("cluster agent: heartbeat and poll intervals must be positive")
 	}
 	var rec string
+	started := a.Now()
 	for backoff := time.Second; ; backoff = min(2*backoff, time.Minute) {
 		st, err := a.Store.Load(ctx)
 		if err == nil {
@@ -132,11 +133,15 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 			if now.After(q.FreezeAt.Add(time.Duration(q.Timeout))) {
 				continue // over before this node saw it: it is missing there
 			}
-			if done, err := a.Store.HasStatus(ctx, q.UUID, q.FreezeAt, m.Node); err != nil || done {
-				if err != nil {
-					delete(handled, q.UUID) // try again at the next poll
+			// A request asked before this agent started may have had its
+			// part from an earlier run of the node: two reads, once.
+			if q.Created.Before(started) {
+				if done, err := a.Store.HasStatus(ctx, q.UUID, q.FreezeAt, m.Node); err != nil || done {
+					if err != nil {
+						delete(handled, q.UUID) // try again at the next poll
+					}
+					continue
 				}
-				continue
 			}
 			a.part(ctx, Status{UUID: q.UUID, FreezeAt: q.FreezeAt, MaxSkew: q.MaxSkew}, time.Duration(q.MaxSkew))
 		case <-wake:
