@@ -20,7 +20,7 @@ var completionCases = []struct {
 	{[]string{"snap", "--repo", "/r", "res"}, []string{"restore"}},
 	{[]string{"snap", "backup", "--re"}, []string{"--repo", "--retry-lock"}},
 	{[]string{"snap", "backup", "--lim"}, []string{"--limit-download", "--limit-read", "--limit-upload"}},
-	{[]string{"snap", "restore", "latest", "--ta"}, []string{"--tag", "--target"}},
+	{[]string{"snap", "restore", "latest", "--ta"}, []string{"--tag", "--tar", "--target"}},
 	{[]string{"snap", "restore", "latest", "--target", ""}, nil},
 	{[]string{"snap", "completion", ""}, []string{"bash", "fish", "zsh"}},
 }
@@ -113,7 +113,7 @@ func TestCompletionFish(t *testing.T) {
 		{"snap ba", []string{"backup"}},
 		{"snap backup --repo re", []string{"repo"}},
 		{"snap backup --re", []string{"--repo", "--retry-lock"}},
-		{"snap restore --ta", []string{"--tag", "--target"}},
+		{"snap restore --ta", []string{"--tag", "--tar", "--target"}},
 		{"snap prune --keep-l", []string{"--keep-last"}},
 	} {
 		cmd := exec.Command("fish", "--no-config", "-c", "source "+file+"; complete -C '"+tc.line+"'")

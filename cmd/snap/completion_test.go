@@ -71,7 +71,7 @@ func TestCompletionCandidates(t *testing.T) {
 		{[]string{"--json", "backup", "--repo=/r", "--re"}, []string{"--retry-lock"}}, // given once is enough
 		{[]string{"backup", "-r", "/r", "--re"}, []string{"--retry-lock"}},            // also by its alias
 		{[]string{"backup", "--tag", "a", "--ta"}, []string{"--tag"}},                 // repeatable
-		{[]string{"restore", "abcd", "--ta"}, []string{"--target", "--tag"}},          // after an argument
+		{[]string{"restore", "abcd", "--ta"}, []string{"--target", "--tag", "--tar"}}, // after an argument
 		{[]string{"restore", "--target", "--ta"}, nil},                                // the value of --target
 		{[]string{"restore", "abcd", "--target", ""}, nil},                            // the value of --target
 		{[]string{"backup", "--repo="}, nil},                                          // a value after =

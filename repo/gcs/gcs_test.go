@@ -146,6 +146,7 @@ func TestLayout(t *testing.T) {
 		{Type: repo.IndexFile, Name: id},
 		{Type: repo.SnapshotFile, Name: id},
 		{Type: repo.TailFile, Name: id},
+		{Type: repo.ClusterFile, Name: id},
 		{Type: repo.LockFile, Name: id},
 	} {
 		if err := be.Save(ctx, h, []byte(h.String())); err != nil {
@@ -179,6 +180,7 @@ func TestLayout(t *testing.T) {
 		"backups/db-7/index/" + id,
 		"backups/db-7/snapshots/" + id,
 		"backups/db-7/tails/" + id,
+		"backups/db-7/cluster/" + id,
 		"backups/db-7/locks/" + id,
 	} {
 		if !slices.Contains(names, want) {
