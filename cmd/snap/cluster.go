@@ -23,7 +23,7 @@ import (
 const minMaxSkew = 10 * time.Millisecond
 
 func clusterFlag() cli.Flag {
-	return &cli.StringFlag{Name: "cluster", EnvVars: []string{"SNAP_CLUSTER"}, Usage: "the cluster's `NAME`", Required: true}
+	return &cli.StringFlag{Name: "cluster", EnvVars: []string{"SNAP_CLUSTER"}, Usage: "the cluster's `NAME` (required)"}
 }
 
 func clusterCommand() *cli.Command {
@@ -54,8 +54,8 @@ func clusterCommand() *cli.Command {
 			command(&cli.Command{
 				Name:   "status",
 				Usage:  "the state of a group and of each node's part",
-				Flags:  []cli.Flag{clusterFlag(), &cli.StringFlag{Name: "group", Usage: "the group's `UUID`", Required: true}},
-				Action: clusterAction(runClusterStatus),
+				Flags:  []cli.Flag{clusterFlag(), &cli.StringFlag{Name: "group", Usage: "the group's `UUID` (required)"}},
+				Action: clusterAction(runClusterStatus, "group"),
 			}),
 			command(&cli.Command{
 				Name:   "ls",
@@ -66,9 +66,9 @@ func clusterCommand() *cli.Command {
 			command(&cli.Command{
 				Name:  "remove",
 				Usage: "take a node out of the cluster (it is no member of later groups)",
-				Flags: []cli.Flag{clusterFlag(), &cli.StringFlag{Name: "node", Usage: "the node's `NAME`", Required: true},
+				Flags: []cli.Flag{clusterFlag(), &cli.StringFlag{Name: "node", Usage: "the node's `NAME` (required)"},
 					&cli.BoolFlag{Name: "force", Usage: "also when its heartbeat is recent (its agent would join again)"}},
-				Action: clusterAction(runClusterRemove),
+				Action: clusterAction(runClusterRemove, "node"),
 			}),
 		},
 	}
@@ -82,14 +82,20 @@ type clusterCtx struct {
 }
 
 // clusterAction opens the repository and loads the cluster for fn; a
-// cluster no node ever joined is an error.
-func clusterAction(fn func(ctx context.Context, cc *clusterCtx) error) cli.ActionFunc {
+// cluster no node ever joined is an error. --cluster and the flags named
+// in required must be given.
+func clusterAction(fn func(ctx context.Context, cc *clusterCtx) error, required ...string) cli.ActionFunc {
 	return func(c *cli.Context) error {
 		g, err := globals(c)
 		if err != nil {
 			return err
 		}
 		name := c.String("cluster")
+		for _, f := range append([]string{"cluster"}, required...) {
+			if c.String(f) == "" {
+				return cli.Exit(fmt.Sprintf("snap cluster %s needs --%s", c.Command.Name, f), exitUsage)
+			}
+		}
 		if err := snapshot.CheckName("cluster", name); err != nil {
 			return err
 		}

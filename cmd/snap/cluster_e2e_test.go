@@ -405,6 +405,8 @@ func TestClusterBadInput(t *testing.T) {
 		code int
 		want string
 	}{
+		{[]string{"cluster", "ls"}, 2, "needs --cluster"},
+		{[]string{"cluster", "status", "--cluster", "shop"}, 2, "needs --group"},
 		{[]string{"cluster", "status", "--cluster", "nope", "--group", id}, 1, "unknown cluster nope"},
 		{[]string{"cluster", "snapshot", "--cluster", "nope"}, 1, "unknown cluster nope"},
 		{[]string{"cluster", "status", "--cluster", "shop", "--group", id}, 1, "unknown group " + id},
