@@ -68,12 +68,18 @@ func parseAgent(c *cli.Context) (agentOptions, bool, error) {
 	return a, true, nil
 }
 
-// newAgent is the cluster agent of the node o backs up, polling and
-// writing through r; each part is a backup as snap backup makes it.
-func (o *runOptions) newAgent(r *repo.Repository, joined chan<- struct{}) (*cluster.Agent, error) {
+// openAgent opens the repository and returns the cluster agent of the
+// node o backs up, which polls and writes through it, and what closes
+// it; each part is a backup as snap backup makes it.
+func (o *runOptions) openAgent(ctx context.Context) (*cluster.Agent, func(), error) {
+	r, err := o.openRepo(ctx, "")
+	if err != nil {
+		return nil, nil, err
+	}
 	s, err := cluster.NewStore(r, o.agent.cluster, nil)
 	if err != nil {
-		return nil, err
+		closeRepo(r)
+		return nil, nil, err
 	}
 	a := &cluster.Agent{
 		Store: s,
@@ -84,7 +90,7 @@ func (o *runOptions) newAgent(r *repo.Repository, joined chan<- struct{}) (*clus
 		Backup: func(ctx context.Context, g *snapshot.GroupRef, maxLate time.Duration) (*snapshot.Snapshot, error) {
 			return o.backupGroup(ctx, g, maxLate)
 		},
-		Log: o.log, Joined: joined,
+		Log: o.log,
 	}
 	if hook := o.pruneHook(); hook != nil {
 		a.After = func(ctx context.Context) {
@@ -93,7 +99,7 @@ func (o *runOptions) newAgent(r *repo.Repository, joined chan<- struct{}) (*clus
 			}
 		}
 	}
-	return a, nil
+	return a, func() { closeRepo(r) }, nil
 }
 
 // backupGroup takes this node's part of group g: a backup that freezes at
@@ -196,15 +202,11 @@ func agentCommand() *cli.Command {
 // runAgent runs the agent until ctx is done (SIGTERM, SIGINT); a part in
 // progress then has stopTimeout to finish.
 func runAgent(ctx context.Context, o runOptions, stopTimeout time.Duration) error {
-	r, err := o.openRepo(ctx, "")
+	a, closeAgent, err := o.openAgent(ctx)
 	if err != nil {
 		return err
 	}
-	defer closeRepo(r)
-	a, err := o.newAgent(r, nil)
-	if err != nil {
-		return err
-	}
+	defer closeAgent()
 	jobCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancel(nil)
 	go func() {

@@ -351,15 +351,11 @@ func runRun(ctx context.Context, o runOptions) error {
 	followHook, followStarted := o.followHook()
 	var agent func(context.Context, <-chan struct{})
 	if o.cluster {
-		r, err := o.openRepo(ctx, "")
+		a, closeAgent, err := o.openAgent(ctx)
 		if err != nil {
 			return err
 		}
-		defer closeRepo(r)
-		a, err := o.newAgent(r, nil)
-		if err != nil {
-			return err
-		}
+		defer closeAgent()
 		agent = func(ctx context.Context, stop <-chan struct{}) {
 			if err := a.Run(ctx, stop); err != nil {
 				o.log.Error("cluster agent stopped", "err", err)
