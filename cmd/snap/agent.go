@@ -88,7 +88,12 @@ func (o *runOptions) openAgent(ctx context.Context) (*cluster.Agent, func(), err
 			Schedule: cluster.Duration(o.agent.schedule), GroupTimeout: cluster.Duration(o.agent.groupTimeout), MaxSkew: cluster.Duration(o.agent.maxSkew),
 			Program: "snap " + version},
 		Backup: func(ctx context.Context, g *snapshot.GroupRef, maxLate time.Duration) (*snapshot.Snapshot, error) {
-			return o.backupGroup(ctx, g, maxLate)
+			start := time.Now()
+			sn, err := o.backupGroup(ctx, g, maxLate)
+			if o.state != nil {
+				o.state.record("group", start, time.Now(), sn, err) // /healthz and /metrics of snap run
+			}
+			return sn, err
 		},
 		Log: o.log,
 	}

@@ -72,6 +72,7 @@ type runOptions struct {
 	// groups replace the scheduled backups.
 	cluster bool
 	agent   agentOptions
+	state   *runState // snap run's, for its status endpoint; nil for snap agent
 }
 
 func runCommand() *cli.Command {
@@ -303,6 +304,7 @@ func runRun(ctx context.Context, o runOptions) error {
 	defer signal.Stop(sigs)
 
 	st := newRunState()
+	o.state = st
 	o.metrics = newMetrics()
 	o.metrics.reg.MustRegister(st)
 	o.followOpts.metrics = o.metrics
