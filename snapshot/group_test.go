@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -111,5 +112,28 @@ func TestCheckName(t *testing.T) {
 		if err := CheckName("node", s); err == nil {
 			t.Errorf("%q accepted", s)
 		}
+	}
+}
+
+// TestWaitFor: a group's backup freezes at the moment, at once when a
+// little late, and not at all when later than it may be.
+func TestWaitFor(t *testing.T) {
+	now := time.Now
+	if err := waitFor(t.Context(), time.Now().Add(-2*time.Second), time.Second, now); !errors.Is(err, ErrMissedFreeze) {
+		t.Fatalf("2s late with 1s allowed: %v", err)
+	}
+	start := time.Now()
+	if err := waitFor(t.Context(), start.Add(-500*time.Millisecond), time.Second, now); err != nil || time.Since(start) > 100*time.Millisecond {
+		t.Fatalf("a little late: %v after %v", err, time.Since(start))
+	}
+	at := time.Now().Add(150 * time.Millisecond)
+	if err := waitFor(t.Context(), at, time.Second, now); err != nil || time.Now().Before(at) {
+		t.Fatalf("early: returned %v before the moment (%v)", err, time.Until(at))
+	}
+	ctx, cancel := context.WithCancelCause(t.Context())
+	stop := errors.New("stopping")
+	cancel(stop)
+	if err := waitFor(ctx, time.Now().Add(time.Hour), time.Second, now); !errors.Is(err, stop) {
+		t.Fatalf("cancelled: %v", err)
 	}
 }
