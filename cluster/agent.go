@@ -91,6 +91,12 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 	}
 	handled := map[string]bool{}
 	for {
+		if now := a.Now(); !next.IsZero() && now.After(next.Add(time.Duration(m.MaxSkew))) {
+			// A part (of a request) ran past a scheduled moment: this
+			// node is missing there.
+			a.Log.Warn("missed a scheduled moment while busy with another part", "moment", next.Format(time.RFC3339))
+			next = bounds.Next(now.Add(prepare))
+		}
 		var wake <-chan time.Time
 		var timer *time.Timer
 		if !next.IsZero() {
@@ -149,11 +155,6 @@ func (a *Agent) Run(ctx context.Context, stop <-chan struct{}) error {
 			next = bounds.Next(at)
 			uuid := ScheduledUUID(a.Store.cluster, time.Duration(m.Schedule), at)
 			a.part(ctx, Status{UUID: uuid, FreezeAt: at, Schedule: m.Schedule, Timeout: m.GroupTimeout, MaxSkew: m.MaxSkew}, time.Duration(m.MaxSkew))
-			if now := a.Now(); next.Add(-prepare).Before(now) {
-				// The part took longer than the schedule: skip the
-				// moments it overran (the node is missing there).
-				next = bounds.Next(now.Add(prepare))
-			}
 		}
 	}
 }
