@@ -68,7 +68,7 @@ func (p *packBuilder) finish(k *Keys) []byte {
 // memory, in an aligned buffer of capacity size that backends may write
 // without copying.
 func newPackBuilder(ctx context.Context, be Backend, size int) (*packBuilder, error) {
-	sp, ok := be.(Spooler)
+	sp, ok := As[Spooler](be)
 	if !ok {
 		return &packBuilder{buf: directio.Alloc(size)[:0]}, nil
 	}

@@ -263,7 +263,7 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResul
 	st.IndexFilesRemoved = len(oldIndex) - len(p.repackIndexes)
 	// 6. Temp files killed writers left (local repositories), once they
 	// are as old as the margin: no live writer is still on them.
-	if tr, ok := r.Backend().(repo.TempRemover); ok {
+	if tr, ok := repo.As[repo.TempRemover](r.Backend()); ok {
 		if err := lk.Err(); err != nil {
 			return nil, fmt.Errorf("not removing temp files: %w", err)
 		}

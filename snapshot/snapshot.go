@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/snapbackup/snap/repo"
 	"github.com/snapbackup/snap/source"
 )
@@ -290,7 +292,16 @@ func Load(ctx context.Context, r *repo.Repository, id repo.ID) (*Snapshot, error
 	return sn, nil
 }
 
-// List loads every snapshot, oldest first.
+// minListLoads is the fewest snapshots List loads at once: each is a
+// small object, so its cost is the round trip, however few connections
+// the repository was opened with.
+const minListLoads = 4
+
+// List loads every snapshot, oldest first. It loads up to
+// r.Connections() of them at once (at least minListLoads): a repository
+// shared by many hosts holds thousands. The first error ends it: the
+// loads under way are cancelled and it returns that error, as Load gave
+// it.
 func List(ctx context.Context, r *repo.Repository) ([]*Snapshot, error) {
 	var ids []repo.ID
 	if err := r.List(ctx, repo.SnapshotFile, func(id repo.ID, _ int64) error {
@@ -299,13 +310,22 @@ func List(ctx context.Context, r *repo.Repository) ([]*Snapshot, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("list snapshots: %w", err)
 	}
-	out := make([]*Snapshot, 0, len(ids))
-	for _, id := range ids {
-		sn, err := Load(ctx, r, id)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, sn)
+	out := make([]*Snapshot, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(r.Connections(), minListLoads))
+	for i, id := range ids {
+		// After a failure the loads still to start fail at once on the
+		// cancelled context (every backend refuses one), and Wait keeps
+		// the first error; a caller's cancellation reads as Load's, as
+		// it did one at a time.
+		g.Go(func() error {
+			sn, err := Load(gctx, r, id)
+			out[i] = sn
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	slices.SortFunc(out, func(a, b *Snapshot) int {
 		if c := a.Time.Compare(b.Time); c != 0 {

@@ -72,7 +72,7 @@ func testLoadLargeRange(t *testing.T, be repo.Backend) {
 }
 
 func spooler(t *testing.T, be repo.Backend) repo.Spooler {
-	sp, ok := be.(repo.Spooler)
+	sp, ok := repo.As[repo.Spooler](be)
 	if !ok {
 		t.Skipf("%T does not spool", be)
 	}
@@ -164,7 +164,7 @@ func testSpoolAbort(t *testing.T, be repo.Backend) {
 // create-only rule, and a reader shorter than the size it was given stores
 // nothing.
 func testSaveFrom(t *testing.T, be repo.Backend) {
-	ss, ok := be.(repo.StreamSaver)
+	ss, ok := repo.As[repo.StreamSaver](be)
 	if !ok {
 		t.Skip("not a StreamSaver")
 	}

@@ -4,19 +4,27 @@ package faulty
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/snapbackup/snap/repo"
 )
 
-// Operation names used in Call and passed to the FailOn hook.
+// Operation names used in Call and passed to the FailOn hook. The
+// optional interfaces of the inner Backend (repo.As) are failed and
+// recorded as well: SaveFrom and a spool's Commit are saves of their
+// handle, Spool (whose handle has no name) starts one.
 const (
-	OpSave   = "save"
-	OpLoad   = "load"
-	OpStat   = "stat"
-	OpList   = "list"
-	OpRemove = "remove"
+	OpSave       = "save"
+	OpLoad       = "load"
+	OpStat       = "stat"
+	OpList       = "list"
+	OpRemove     = "remove"
+	OpSpool      = "spool"
+	OpRemoveTemp = "remove-temp"
 )
 
 // Call records one call to the Backend. For List, Handle.Name is empty.
@@ -41,7 +49,12 @@ type Backend struct {
 	hook      func(op string, h repo.Handle) error
 }
 
-var _ repo.Backend = (*Backend)(nil)
+var (
+	_ repo.Wrapper     = (*Backend)(nil)
+	_ repo.Spooler     = (*Backend)(nil)
+	_ repo.StreamSaver = (*Backend)(nil)
+	_ repo.TempRemover = (*Backend)(nil)
+)
 
 // New wraps inner. It fails nothing until told to.
 func New(inner repo.Backend) *Backend {
@@ -147,3 +160,65 @@ func (b *Backend) Remove(ctx context.Context, h repo.Handle) error {
 // Close closes the inner Backend. It is not counted and never fails by
 // injection.
 func (b *Backend) Close() error { return b.inner.Close() }
+
+// Unwrap returns the inner Backend.
+func (b *Backend) Unwrap() repo.Backend { return b.inner }
+
+// SaveFrom is a save (OpSave) of src, streamed where the inner Backend
+// can.
+func (b *Backend) SaveFrom(ctx context.Context, h repo.Handle, src io.ReaderAt, size int64) error {
+	i, err := b.begin(OpSave, h)
+	if err == nil {
+		err = repo.SaveFrom(ctx, b.inner, h, src, size)
+	}
+	return b.end(i, err)
+}
+
+// Spool starts an object in the inner Backend (OpSpool, with a handle of
+// type t and no name). Its Commit is a save (OpSave) of the handle it
+// commits; an injected failure aborts the spool beneath, so nothing is
+// stored.
+func (b *Backend) Spool(ctx context.Context, t repo.FileType) (repo.Spool, error) {
+	i, err := b.begin(OpSpool, repo.Handle{Type: t})
+	var s repo.Spool
+	if err == nil {
+		sp, ok := repo.As[repo.Spooler](b.inner)
+		if !ok {
+			err = fmt.Errorf("spool in %s: %w", b.inner.Location(), errors.ErrUnsupported)
+		} else if s, err = sp.Spool(ctx, t); err == nil {
+			s = &spool{Spool: s, b: b}
+		}
+	}
+	return s, b.end(i, err)
+}
+
+type spool struct {
+	repo.Spool
+	b *Backend
+}
+
+func (s *spool) Commit(ctx context.Context, h repo.Handle) error {
+	i, err := s.b.begin(OpSave, h)
+	if err == nil {
+		err = s.Spool.Commit(ctx, h)
+	} else {
+		s.Spool.Abort()
+	}
+	return s.b.end(i, err)
+}
+
+// RemoveTemp is the inner Backend's (OpRemoveTemp, with an empty handle).
+func (b *Backend) RemoveTemp(ctx context.Context, cutoff time.Time) (int, int64, error) {
+	i, err := b.begin(OpRemoveTemp, repo.Handle{})
+	var n int
+	var size int64
+	if err == nil {
+		tr, ok := repo.As[repo.TempRemover](b.inner)
+		if !ok {
+			err = fmt.Errorf("remove temp files in %s: %w", b.inner.Location(), errors.ErrUnsupported)
+		} else {
+			n, size, err = tr.RemoveTemp(ctx, cutoff)
+		}
+	}
+	return n, size, b.end(i, err)
+}

@@ -9,8 +9,10 @@ package limit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"golang.org/x/time/rate"
 
@@ -66,12 +68,17 @@ func (l *Limiter) WaitN(ctx context.Context, n int) error {
 // NewReader returns a reader of r that passes at most l's rate; each Read
 // waits after reading for the bytes it returned. ctx ends the waits: it is
 // kept for the reader's life because io.Reader has no context, so use the
-// reader only within the call that made it.
+// reader only within the call that made it. If r is a repo.PlacedReader,
+// so is the reader returned, and its ReadPlaced is paced too.
 func NewReader(ctx context.Context, r io.Reader, l *Limiter) io.Reader {
 	if l == nil {
 		return r
 	}
-	return &reader{ctx: ctx, r: r, l: l}
+	lr := &reader{ctx: ctx, r: r, l: l}
+	if pr, ok := r.(repo.PlacedReader); ok {
+		return &placedReader{reader: lr, pr: pr}
+	}
+	return lr
 }
 
 type reader struct {
@@ -91,6 +98,21 @@ func (r *reader) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+type placedReader struct {
+	*reader
+	pr repo.PlacedReader
+}
+
+// ReadPlaced waits after reading for the n bytes asked for, as Read does
+// for what it returns.
+func (r *placedReader) ReadPlaced(b []byte, skip int64, n int) (int, error) {
+	pad, err := r.pr.ReadPlaced(b, skip, n)
+	if err == nil {
+		err = r.l.WaitN(r.ctx, n)
+	}
+	return pad, err
 }
 
 // NewReaderAt returns a ReaderAt of r that passes at most l's rate. Each
@@ -126,15 +148,22 @@ func (r *readerAt) ReadAt(p []byte, off int64) (int, error) {
 	return done, nil
 }
 
-// Backend paces the bytes of an inner Backend: Save's data against the
-// upload Limiter, the bytes Load hands to fn against the download Limiter.
-// Names, listings and metadata are not counted.
+// Backend paces the bytes of an inner Backend: Save's data, SaveFrom's and
+// a spool's against the upload Limiter, the bytes Load hands to fn (Read
+// and ReadPlaced) against the download Limiter. Names, listings and
+// metadata are not counted. It has the optional interfaces the inner
+// Backend has (repo.As).
 type Backend struct {
 	inner        repo.Backend
 	upload, down *Limiter
 }
 
-var _ repo.Backend = (*Backend)(nil)
+var (
+	_ repo.Wrapper     = (*Backend)(nil)
+	_ repo.Spooler     = (*Backend)(nil)
+	_ repo.StreamSaver = (*Backend)(nil)
+	_ repo.TempRemover = (*Backend)(nil)
+)
 
 // New wraps inner. Either Limiter may be nil (no limit); the same Limiter
 // may be shared by several Backends to limit them together.
@@ -147,6 +176,9 @@ func (b *Backend) Location() string { return b.inner.Location() }
 
 // Close closes the inner Backend.
 func (b *Backend) Close() error { return b.inner.Close() }
+
+// Unwrap returns the inner Backend.
+func (b *Backend) Unwrap() repo.Backend { return b.inner }
 
 // Save waits until the upload rate allows len(data) bytes, then stores
 // them. The Backend interface hands over whole objects, so each object is
@@ -166,6 +198,47 @@ func (b *Backend) SaveFrom(ctx context.Context, h repo.Handle, src io.ReaderAt, 
 		return fmt.Errorf("save %s in %s: %w", h, b.inner.Location(), err)
 	}
 	return repo.SaveFrom(ctx, b.inner, h, src, size)
+}
+
+// Spool starts an object in the inner Backend whose writes wait for the
+// upload rate, so a spooled pack is paced as its bytes go out rather than
+// whole before or after.
+func (b *Backend) Spool(ctx context.Context, t repo.FileType) (repo.Spool, error) {
+	sp, ok := repo.As[repo.Spooler](b.inner)
+	if !ok {
+		return nil, fmt.Errorf("spool in %s: %w", b.inner.Location(), errors.ErrUnsupported)
+	}
+	s, err := sp.Spool(ctx, t)
+	if err != nil || b.upload == nil {
+		return s, err
+	}
+	return &spool{Spool: s, ctx: ctx, l: b.upload, loc: b.inner.Location()}, nil
+}
+
+type spool struct {
+	repo.Spool
+	// ctx is Spool's, kept because Write has none (as NewReader's): a
+	// spool lives within the call that started it.
+	ctx context.Context
+	l   *Limiter
+	loc string
+}
+
+// Write waits for the rate, then writes p.
+func (s *spool) Write(p []byte) error {
+	if err := s.l.WaitN(s.ctx, len(p)); err != nil {
+		return fmt.Errorf("spool in %s: %w", s.loc, err)
+	}
+	return s.Spool.Write(p)
+}
+
+// RemoveTemp passes through: it moves no bytes.
+func (b *Backend) RemoveTemp(ctx context.Context, cutoff time.Time) (int, int64, error) {
+	tr, ok := repo.As[repo.TempRemover](b.inner)
+	if !ok {
+		return 0, 0, fmt.Errorf("remove temp files in %s: %w", b.inner.Location(), errors.ErrUnsupported)
+	}
+	return tr.RemoveTemp(ctx, cutoff)
 }
 
 // Load hands fn a reader paced to the download rate.

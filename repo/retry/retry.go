@@ -56,13 +56,20 @@ type Options struct {
 	MinRate int64
 }
 
-// Backend retries the calls of an inner Backend.
+// Backend retries the calls of an inner Backend. It has the optional
+// interfaces the inner Backend has (repo.As), retried as far as they can
+// be.
 type Backend struct {
 	inner repo.Backend
 	o     Options
 }
 
-var _ repo.Backend = (*Backend)(nil)
+var (
+	_ repo.Wrapper     = (*Backend)(nil)
+	_ repo.Spooler     = (*Backend)(nil)
+	_ repo.StreamSaver = (*Backend)(nil)
+	_ repo.TempRemover = (*Backend)(nil)
+)
 
 // New wraps inner.
 func New(inner repo.Backend, o Options) *Backend {
@@ -95,6 +102,9 @@ func (b *Backend) Location() string { return b.inner.Location() }
 
 // Close closes the inner Backend.
 func (b *Backend) Close() error { return b.inner.Close() }
+
+// Unwrap returns the inner Backend.
+func (b *Backend) Unwrap() repo.Backend { return b.inner }
 
 // IsTransient reports whether err is worth retrying. An error in the chain
 // with a Transient() bool method decides (backends classify what only they
@@ -155,14 +165,42 @@ type watchedReader struct {
 	err *error
 }
 
+// watchReader returns rd watched, a repo.PlacedReader if rd is one.
+func watchReader(rd io.Reader, wd *watchdog, err *error) io.Reader {
+	w := &watchedReader{rd: rd, wd: wd, err: err}
+	if pr, ok := rd.(repo.PlacedReader); ok {
+		return &watchedPlacedReader{watchedReader: w, pr: pr}
+	}
+	return w
+}
+
 func (r *watchedReader) Read(p []byte) (int, error) {
 	r.wd.busy()
 	n, err := r.rd.Read(p)
 	r.wd.idle()
+	r.failed(err)
+	return n, err
+}
+
+func (r *watchedReader) failed(err error) {
 	if err != nil && err != io.EOF && *r.err == nil {
 		*r.err = err
 	}
-	return n, err
+}
+
+// watchedPlacedReader is a watchedReader whose ReadPlaced is watched and
+// retried like Read.
+type watchedPlacedReader struct {
+	*watchedReader
+	pr repo.PlacedReader
+}
+
+func (r *watchedPlacedReader) ReadPlaced(b []byte, skip int64, n int) (int, error) {
+	r.wd.busy()
+	pad, err := r.pr.ReadPlaced(b, skip, n)
+	r.wd.idle()
+	r.failed(err)
+	return pad, err
 }
 
 // classify decides what a failed attempt means. ctx is the call's, actx
@@ -333,7 +371,7 @@ func (b *Backend) Load(ctx context.Context, h repo.Handle, offset, length int64,
 		err := b.inner.Load(actx, h, offset, length, func(rd io.Reader) error {
 			wd.idle()
 			readErr = nil
-			fnErr = fn(&watchedReader{rd: rd, wd: wd, err: &readErr})
+			fnErr = fn(watchReader(rd, wd, &readErr))
 			wd.busy()
 			return fnErr
 		})
@@ -405,4 +443,40 @@ func (b *Backend) Remove(ctx context.Context, h repo.Handle) error {
 		defer stop()
 		return b.classify(ctx, actx, b.o.Timeout, b.inner.Remove(actx, h))
 	})
+}
+
+// Spool starts an object in the inner Backend, retrying the start. What
+// is written is not retried: a spool is one stream, consumed as it goes,
+// and Commit finishes it either way, so a failed Write or Commit fails the
+// object as a Save that ran out of retries would. The start has no
+// watchdog, since the spool outlives the call and may keep its context.
+func (b *Backend) Spool(ctx context.Context, t repo.FileType) (repo.Spool, error) {
+	sp, ok := repo.As[repo.Spooler](b.inner)
+	if !ok {
+		return nil, fmt.Errorf("spool in %s: %w", b.inner.Location(), errors.ErrUnsupported)
+	}
+	var s repo.Spool
+	err := b.do(ctx, "spool", typeName(t), func(ctx context.Context) (bool, error) {
+		var err error
+		s, err = sp.Spool(ctx, t)
+		return b.classify(ctx, ctx, b.o.Timeout, err)
+	})
+	return s, err
+}
+
+// RemoveTemp retries the inner Backend's. It has no watchdog: it may
+// scan a large directory tree without anything to show for a while.
+func (b *Backend) RemoveTemp(ctx context.Context, cutoff time.Time) (int, int64, error) {
+	tr, ok := repo.As[repo.TempRemover](b.inner)
+	if !ok {
+		return 0, 0, fmt.Errorf("remove temp files in %s: %w", b.inner.Location(), errors.ErrUnsupported)
+	}
+	var n int
+	var size int64
+	err := b.do(ctx, "remove", typeName("temp files"), func(ctx context.Context) (bool, error) {
+		var err error
+		n, size, err = tr.RemoveTemp(ctx, cutoff)
+		return b.classify(ctx, ctx, b.o.Timeout, err)
+	})
+	return n, size, err
 }
