@@ -78,12 +78,12 @@ type Status struct {
 	UUID      string    `json:"uuid"`
 	Node      string    `json:"node"`
 	Completed bool      `json:"completed"`
-	Snapshot  string    `json:"snapshot,omitempty"`  // the snapshot it wrote (also when it failed by the skew)
-	FreezeAt  time.Time `json:"freeze_at"`           // the group's moment
-	FrozenAt  time.Time `json:"frozen_at,omitzero"`  // when its freeze was taken
-	Error     string    `json:"error,omitempty"`     // why it failed
-	Schedule  Duration  `json:"schedule,omitempty"`  // a scheduled group's schedule
-	Timeout   Duration  `json:"timeout,omitempty"`   // a scheduled group's timeout, as this node had it
+	Snapshot  string    `json:"snapshot,omitempty"` // the snapshot it wrote (also when it failed by the skew)
+	FreezeAt  time.Time `json:"freeze_at"`          // the group's moment
+	FrozenAt  time.Time `json:"frozen_at,omitzero"` // when its freeze was taken
+	Error     string    `json:"error,omitempty"`    // why it failed
+	Schedule  Duration  `json:"schedule,omitempty"` // a scheduled group's schedule
+	Timeout   Duration  `json:"timeout,omitempty"`  // a scheduled group's timeout, as this node had it
 	MaxSkew   Duration  `json:"max_skew,omitempty"`
 	Written   time.Time `json:"written"`
 }
