@@ -149,7 +149,7 @@ func TestClusterEndToEnd(t *testing.T) {
 	nodes[2].w.stop.Store(true)
 	nodes[2].w.wg.Wait()
 	nodes[2].stop(t)
-	r := e.run("cluster", "snapshot", "--cluster", "shop", "--timeout", "3s", "--wait", "--json")
+	r := e.run("cluster", "snapshot", "--cluster", "shop", "--timeout", "8s", "--wait", "--json")
 	if r.code != 1 {
 		t.Fatalf("--wait on a group with a stopped node: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
