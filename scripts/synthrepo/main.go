@@ -1,10 +1,16 @@
 // Command synthrepo writes a synthetic repository with many tiny blobs,
-// for measuring prune and check at scale (scripts/measure-gc.sh).
+// for measuring prune and check at scale (scripts/measure-gc.sh), and
+// with -hosts a fleet's repository (issue 18): many hosts sharing one.
 //
 // Blob i (random bytes, so nothing deduplicates) belongs to snapshot
 // i mod S and blobs are stored in that order, so every pack holds blobs of
 // every snapshot: forgetting half the snapshots leaves every pack about
 // half unused, and prune repacks all of them.
+//
+// With -hosts H, the blobs are split among H hosts (host-0000, ...), each
+// with -snapshots snapshots of its own blobs, stored host by host as each
+// host's backups would store them; a -shared fraction of the blobs is a
+// pool every host's snapshots reference too (data common to the fleet).
 package main
 
 import (
@@ -16,6 +22,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/snapbackup/snap/repo"
@@ -29,7 +36,12 @@ func main() {
 	snaps := flag.Int("snapshots", 20, "number of snapshots")
 	files := flag.Int("files", 50, "files per snapshot")
 	size := flag.Int("size", 64, "bytes per blob")
+	hosts := flag.Int("hosts", 0, "split the blobs among this many hosts, each with -snapshots snapshots (0: one host, as before)")
+	shared := flag.Float64("shared", 0.1, "with -hosts: the fraction of the blobs every host references")
 	flag.Parse()
+	if *hosts < 0 || *shared < 0 || *shared >= 1 || *snaps < 1 || *files < 1 || *size < 8 {
+		log.Fatal("want -hosts >= 0, 0 <= -shared < 1, -snapshots and -files >= 1, -size >= 8")
+	}
 	if *dir == "" {
 		log.Fatal("-repo is required")
 	}
@@ -50,6 +62,13 @@ func main() {
 		log.Fatal(err)
 	}
 	start := time.Now()
+	if *hosts > 0 {
+		fleet(ctx, r, *hosts, *blobs, *snaps, *files, *size, *shared)
+		st := r.Stats()
+		fmt.Printf("wrote %d blobs in %d packs (%d bytes), %d index files, %d hosts with %d snapshots each in %v\n",
+			st.BlobsNew, st.Packs, st.BytesSaved, st.Indexes, *hosts, *snaps, time.Since(start).Round(time.Millisecond))
+		return
+	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	ids := make([][]repo.ID, *snaps)
 	buf := make([]byte, *size)
@@ -95,4 +114,65 @@ func main() {
 	st := r.Stats()
 	fmt.Printf("wrote %d blobs in %d packs (%d bytes), %d index files, %d snapshots in %v\n",
 		st.BlobsNew, st.Packs, st.BytesSaved, st.Indexes, *snaps, time.Since(start).Round(time.Millisecond))
+}
+
+// fleet writes the -hosts repository: a shared pool first, then each
+// host's own blobs and snapshots.
+func fleet(ctx context.Context, r *repo.Repository, hosts, blobs, snaps, files, size int, shared float64) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	buf := make([]byte, size)
+	blob := func() repo.ID {
+		for j := 0; j+8 <= len(buf); j += 8 {
+			binary.LittleEndian.PutUint64(buf[j:], rng.Uint64())
+		}
+		id := r.BlobID(buf)
+		if _, err := r.SaveBlob(ctx, repo.DataBlob, id, buf); err != nil {
+			log.Fatal(err)
+		}
+		return id
+	}
+	pool := make([]repo.ID, int(float64(blobs)*shared))
+	for i := range pool {
+		pool[i] = blob()
+	}
+	own := (blobs - len(pool)) / hosts
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for h := range hosts {
+		host := fmt.Sprintf("host-%04d", h)
+		ids := make([]repo.ID, own)
+		for i := range ids {
+			ids[i] = blob()
+		}
+		for s := range snaps {
+			// Each snapshot: the host's blobs up to its share of them
+			// (a growing database) and the shared pool.
+			chunks := append(slices.Clone(pool), ids[:own*(s+1)/snaps]...)
+			tree := &snapshot.Tree{}
+			var total int64
+			per := (len(chunks) + files - 1) / files
+			for f := 0; f*per < len(chunks); f++ {
+				part := chunks[f*per : min((f+1)*per, len(chunks))]
+				tf := snapshot.File{Name: fmt.Sprintf("%06d.sst", f), Role: "table", Chunks: part}
+				for range part {
+					tf.Sizes = append(tf.Sizes, uint32(size))
+					tf.Length += int64(size)
+				}
+				tree.Files = append(tree.Files, tf)
+				total += tf.Length
+			}
+			tid, err := snapshot.SaveTree(ctx, r, tree)
+			if err != nil {
+				log.Fatal(err)
+			}
+			sn := &snapshot.Snapshot{Time: t0.Add(time.Duration(s)*time.Hour + time.Duration(h)*time.Second), Host: host, Tree: tid,
+				Source:  snapshot.Source{Kind: "freeze", Address: "synthetic", DataDir: "/data"},
+				Summary: snapshot.Summary{Files: len(tree.Files), Bytes: total}}
+			if err := r.Flush(ctx); err != nil {
+				log.Fatal(err)
+			}
+			if err := snapshot.Save(ctx, r, sn); err != nil {
+				log.Fatal(err)
+			}
+		}
+	}
 }
