@@ -562,6 +562,15 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 			superseded[s] = true
 		}
 	}
+	n := 0
+	for i, d := range datas {
+		if !superseded[ids[i]] {
+			for _, p := range d.Packs {
+				n += len(p.Blobs)
+			}
+		}
+	}
+	r.idx.Grow(n)
 	for i, d := range datas {
 		if superseded[ids[i]] {
 			continue
@@ -569,6 +578,7 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 		for _, p := range d.Packs {
 			r.idx.AddPack(p)
 		}
+		datas[i] = nil // its entries are in the index now
 	}
 	r.indexSeen = make(map[ID]bool, len(ids))
 	for _, id := range ids {

@@ -9,8 +9,11 @@
 //
 // With -hosts H, the blobs are split among H hosts (host-0000, ...), each
 // with -snapshots snapshots of its own blobs, stored host by host as each
-// host's backups would store them; a -shared fraction of the blobs is a
-// pool every host's snapshots reference too (data common to the fleet).
+// host's backups would store them. A -shared fraction of the blobs is a
+// pool common to the fleet: each host's snapshots reference a stretch of
+// it (so that that fraction of a host's chunks are shared), the stretches
+// of neighbouring hosts overlapping, so each pool blob is referenced by
+// several hosts.
 package main
 
 import (
@@ -22,7 +25,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/snapbackup/snap/repo"
@@ -136,6 +138,10 @@ func fleet(ctx context.Context, r *repo.Repository, hosts, blobs, snaps, files, 
 		pool[i] = blob()
 	}
 	own := (blobs - len(pool)) / hosts
+	// A host's stretch of the pool: shared/(1-shared) of its own count,
+	// so shared is the fraction of its chunks; stretches start 1/hosts of
+	// the pool apart.
+	stretch := min(len(pool), int(float64(own)*shared/(1-shared)))
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for h := range hosts {
 		host := fmt.Sprintf("host-%04d", h)
@@ -144,9 +150,13 @@ func fleet(ctx context.Context, r *repo.Repository, hosts, blobs, snaps, files, 
 			ids[i] = blob()
 		}
 		for s := range snaps {
-			// Each snapshot: the host's blobs up to its share of them
-			// (a growing database) and the shared pool.
-			chunks := append(slices.Clone(pool), ids[:own*(s+1)/snaps]...)
+			// Each snapshot: the host's stretch of the pool and its own
+			// blobs up to its share of them (a growing database).
+			var chunks []repo.ID
+			for k := range stretch {
+				chunks = append(chunks, pool[(h*len(pool)/hosts+k)%len(pool)])
+			}
+			chunks = append(chunks, ids[:own*(s+1)/snaps]...)
 			tree := &snapshot.Tree{}
 			var total int64
 			per := (len(chunks) + files - 1) / files
