@@ -16,6 +16,9 @@ type ForgetOptions struct {
 	IDs      []string // snapshot ids or unique prefixes of at least 4 hex digits
 	Policy   Policy
 	GroupBy  GroupBy
+	// Groups are the states of the cluster groups, by UUID, as for
+	// PruneOptions.Groups: a group's snapshots go or stay together.
+	Groups   map[string]GroupState
 	Location *time.Location // calendar buckets; nil: time.Local
 	DryRun   bool
 	// RetryLock is how long to wait for other locks to go.
@@ -56,15 +59,11 @@ func ForgetSnapshots(ctx context.Context, r *repo.Repository, o ForgetOptions) (
 		return nil, errors.New("forget: give snapshot ids or a policy, not both")
 	}
 	res := &ForgetResult{DryRun: o.DryRun}
-	var lk *repo.Lock
-	if !o.DryRun {
-		var err error
-		lk, err = r.Lock(ctx, repo.LockOptions{Exclusive: true, Command: "forget", Now: o.Now, RetryFor: o.RetryLock, Log: o.Log})
-		if err != nil {
-			return nil, err
-		}
-		defer lk.Unlock(ctx)
+	lk, unlock, err := lockUnlessDry(ctx, r, o.DryRun, "forget", o.Now, o.RetryLock, o.Log)
+	if err != nil {
+		return nil, err
 	}
+	defer unlock()
 	snaps, err := List(ctx, r)
 	if err != nil {
 		return nil, err
@@ -74,7 +73,7 @@ func ForgetSnapshots(ctx context.Context, r *repo.Repository, o ForgetOptions) (
 			return nil, err
 		}
 	} else {
-		res.Groups = ApplyPolicy(snaps, o.Policy, o.GroupBy, o.Location, o.Now())
+		res.Groups = ApplyPolicyGroups(snaps, o.Policy, o.GroupBy, o.Location, o.Now(), o.Groups)
 		gone := map[repo.ID]bool{}
 		for _, g := range res.Groups {
 			for _, d := range g.Decisions {

@@ -2,6 +2,7 @@ package snapshot_test
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -127,5 +128,47 @@ func TestForgetWaitsForLock(t *testing.T) {
 	res, err := snapshot.ForgetSnapshots(t.Context(), reopen(t, be), snapshot.ForgetOptions{IDs: []string{a.ID.String()}, RetryLock: time.Minute})
 	if err != nil || len(res.Removed) != 1 || len(snapshotIDs(t, be)) != 0 {
 		t.Errorf("forget with RetryLock: %+v, %v", res, err)
+	}
+}
+
+// TestForgetGroups: forget --keep-* keeps or forgets a cluster group's
+// snapshots together, by the groups' states, as prune does.
+func TestForgetGroups(t *testing.T) {
+	be := mem.New()
+	r := newRepo(t, be)
+	tree, err := snapshot.SaveTree(t.Context(), r, &snapshot.Tree{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	states := map[string]snapshot.GroupState{}
+	var uuids []string
+	for g := range 3 {
+		id := fmt.Sprintf("3f3a291c-9d6a-4427-9a91-cb1219d6081%d", g)
+		uuids = append(uuids, id)
+		states[id] = snapshot.GroupState{Completed: true, Finished: true}
+		at := t0.Add(time.Duration(g) * time.Hour)
+		for _, node := range []string{"a", "b"} {
+			sn := &snapshot.Snapshot{Time: at.Add(time.Millisecond), Host: node, Tree: tree,
+				Source: snapshot.Source{Kind: "freeze", DataDir: "/data"},
+				Group:  &snapshot.GroupRef{Cluster: "shop", UUID: id, Node: node, FreezeAt: at}}
+			if err := snapshot.Save(t.Context(), r, sn); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	res, err := snapshot.ForgetSnapshots(t.Context(), reopen(t, be), snapshot.ForgetOptions{Policy: snapshot.Policy{Last: 1}, Groups: states, Location: time.UTC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Removed) != 4 || res.Kept != 2 {
+		t.Fatalf("removed %d, kept %d; want 4 and 2", len(res.Removed), res.Kept)
+	}
+	for _, sn := range res.Removed {
+		if sn.Group.UUID == uuids[2] {
+			t.Fatalf("forgot %s of the newest group", sn.Group.Node)
+		}
 	}
 }

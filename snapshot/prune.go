@@ -140,15 +140,11 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResul
 		o.Location = time.Local
 	}
 	res := &PruneResult{DryRun: o.DryRun}
-	var lk *repo.Lock
-	if !o.DryRun {
-		var err error
-		lk, err = r.Lock(ctx, repo.LockOptions{Exclusive: true, Command: "prune", Now: o.Now, RetryFor: o.RetryLock, Log: o.Log})
-		if err != nil {
-			return nil, err
-		}
-		defer lk.Unlock(ctx)
+	lk, unlock, err := lockUnlessDry(ctx, r, o.DryRun, "prune", o.Now, o.RetryLock, o.Log)
+	if err != nil {
+		return nil, err
 	}
+	defer unlock()
 
 	snaps, err := List(ctx, r)
 	if err != nil {
@@ -572,4 +568,18 @@ func compareID(a, b repo.ID) int {
 		}
 	}
 	return 0
+}
+
+// lockUnlessDry takes the exclusive lock for command (prune, forget,
+// repair snapshots), waiting up to retry; a dry run takes none and gets a
+// nil lock. unlock releases what was taken.
+func lockUnlessDry(ctx context.Context, r *repo.Repository, dry bool, command string, now func() time.Time, retry time.Duration, log *slog.Logger) (lk *repo.Lock, unlock func(), err error) {
+	if dry {
+		return nil, func() {}, nil
+	}
+	lk, err = r.Lock(ctx, repo.LockOptions{Exclusive: true, Command: command, Now: now, RetryFor: retry, Log: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	return lk, func() { lk.Unlock(ctx) }, nil
 }

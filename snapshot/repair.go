@@ -71,15 +71,11 @@ func RepairSnapshots(ctx context.Context, r *repo.Repository, o RepairOptions) (
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	res := &RepairResult{DryRun: o.DryRun, Repaired: []RepairedSnapshot{}}
-	var lk *repo.Lock
-	if !o.DryRun {
-		var err error
-		lk, err = r.Lock(ctx, repo.LockOptions{Exclusive: true, Command: "repair snapshots", Now: o.Now, RetryFor: o.RetryLock, Log: o.Log})
-		if err != nil {
-			return nil, err
-		}
-		defer lk.Unlock(ctx)
+	lk, unlock, err := lockUnlessDry(ctx, r, o.DryRun, "repair snapshots", o.Now, o.RetryLock, o.Log)
+	if err != nil {
+		return nil, err
 	}
+	defer unlock()
 	snaps, err := List(ctx, r)
 	if err != nil {
 		return nil, err

@@ -7,9 +7,11 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/snapbackup/snap/cluster"
 	"github.com/snapbackup/snap/snapshot"
 )
 
@@ -60,6 +62,12 @@ func runForget(ctx context.Context, o forgetOptions) error {
 	}
 	defer r.Close()
 	o.Log = o.log
+	if !o.Policy.Empty() {
+		// Cluster groups go or stay together, as prune decides.
+		if o.Groups, _, err = cluster.Retention(ctx, r, time.Now, o.log, nil); err != nil {
+			return err
+		}
+	}
 	res, err := snapshot.ForgetSnapshots(ctx, r, o.ForgetOptions)
 	if err != nil {
 		return err
