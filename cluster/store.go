@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/snapbackup/snap/repo"
 	"github.com/snapbackup/snap/snapshot"
 )
@@ -137,7 +139,7 @@ func (s *Store) load(ctx context.Context) (*State, error) {
 	}
 	toLoad = append(append(toLoad, removed...), groups...)
 	var mu sync.Mutex
-	err = forEach(ctx, len(toLoad), func(i int) error {
+	err = forEach(ctx, len(toLoad), func(ctx context.Context, i int) error {
 		o := toLoad[i]
 		data, err := s.r.LoadAs(ctx, repo.ClusterFile, o.name, o.size)
 		if err != nil {
@@ -179,28 +181,15 @@ func (s *Store) load(ctx context.Context) (*State, error) {
 	return st, nil
 }
 
-// forEach calls fn(0..n-1), four at a time, and returns the first error.
-func forEach(ctx context.Context, n int, fn func(int) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sem := make(chan struct{}, 4)
-	var wg sync.WaitGroup
-	var once sync.Once
-	var first error
+// forEach calls fn(ctx, 0..n-1), four at a time, and returns the first
+// error; the context fn gets ends with it.
+func forEach(ctx context.Context, n int, fn func(ctx context.Context, i int) error) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4)
 	for i := range n {
-		if ctx.Err() != nil {
-			break
-		}
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if err := fn(i); err != nil {
-				once.Do(func() { first = err; cancel() })
-			}
-		})
+		g.Go(func() error { return fn(gctx, i) })
 	}
-	wg.Wait()
-	return first
+	return g.Wait()
 }
 
 // Known reports whether any node ever joined the cluster.
@@ -357,7 +346,7 @@ func (st *State) scheduleOf(uuid string, part statusRef) time.Duration {
 func (s *Store) Detail(ctx context.Context, st *State, g *Group) error {
 	parts := st.statuses[g.UUID]
 	var mu sync.Mutex
-	return forEach(ctx, len(g.Nodes), func(i int) error {
+	return forEach(ctx, len(g.Nodes), func(ctx context.Context, i int) error {
 		ns := &g.Nodes[i]
 		p, ok := parts[ns.Node]
 		if !ok {
