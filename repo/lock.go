@@ -139,9 +139,11 @@ type Lock struct {
 // Lock takes a shared or exclusive lock on the repository: it writes its
 // own lock object, then lists the others. A shared lock conflicts with a
 // live exclusive one, an exclusive lock with any live lock. On conflict it
-// removes its object and, within o.RetryFor, tries again after a pause. If
-// two processes race, both may back off; neither can miss the other,
-// because each lists only after its own object is stored.
+// removes its object and, within o.RetryFor, tries again after a pause;
+// an exclusive locker that meets only shared locks keeps its object
+// meanwhile, so that new shared lockers wait for it. If two processes
+// race, both may back off; neither can miss the other, because each lists
+// only after its own object is stored.
 //
 // Whether another lock is live is judged without the writer's clock
 // (lockJudge): a lock of a process of this machine that is gone is
@@ -168,10 +170,16 @@ func (r *Repository) Lock(ctx context.Context, o LockOptions) (*Lock, error) {
 	j := &lockJudge{host: o.Host, m: m, now: o.Now, seen: map[string]time.Time{}, log: o.Log}
 	var waited time.Duration
 	pause := 500 * time.Millisecond
+	var name string       // own object while it stands; empty when removed
+	var written time.Time // when it was written, by the holder's clock
+	var info LockInfo
 	for {
-		name, info, err := l.write(ctx)
-		if err != nil {
-			return nil, err
+		if name == "" {
+			var err error
+			if name, info, err = l.write(ctx); err != nil {
+				return nil, err
+			}
+			written = o.Now()
 		}
 		conflict, err := r.findConflict(ctx, name, o.Exclusive, j)
 		if err == nil && conflict == nil {
@@ -179,7 +187,17 @@ func (r *Repository) Lock(ctx context.Context, o LockOptions) (*Lock, error) {
 			l.start(ctx)
 			return l, nil
 		}
-		l.remove(ctx, name)
+		// An exclusive locker that meets only shared locks keeps its
+		// object while it waits (it drains them): shared lockers that
+		// come after see it and wait in turn, so the backups under way
+		// finish and a steady stream of new ones (a fleet's) cannot
+		// starve it. Against another exclusive locker both back off, as
+		// any two racing lockers may.
+		drain := err == nil && o.Exclusive && !conflict.Exclusive && waited < o.RetryFor
+		if !drain {
+			l.remove(ctx, name)
+			name = ""
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -188,16 +206,34 @@ func (r *Repository) Lock(ctx context.Context, o LockOptions) (*Lock, error) {
 		}
 		// Jitter, so two that keep colliding stop doing so.
 		d := min(pause+rand.N(pause/2), o.RetryFor-waited)
-		o.Log.Info("repository is locked; waiting", "held", conflict.String(), "wait", d.Round(time.Millisecond))
+		msg := "repository is locked; waiting"
+		if drain {
+			msg = "waiting for the shared locks to end; new ones wait for this one"
+		}
+		o.Log.Info(msg, "held", conflict.String(), "wait", d.Round(time.Millisecond))
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			if name != "" {
+				l.remove(ctx, name)
+			}
 			return nil, ctx.Err()
 		case <-t.C:
 		}
 		waited += d
 		pause = min(2*pause, 30*time.Second)
+		// A drain longer than a refresh interval rewrites the object, as
+		// a held lock's refresh does, so that it does not go stale.
+		if name != "" && o.RefreshEvery > 0 && o.Now().Sub(written) >= o.RefreshEvery {
+			old := name
+			if name, info, err = l.write(ctx); err != nil {
+				l.remove(ctx, old)
+				return nil, err
+			}
+			written = o.Now()
+			l.remove(ctx, old)
+		}
 	}
 }
 
@@ -343,7 +379,9 @@ func (j *lockJudge) dead(li LockInfo) bool {
 	return start != p.Start
 }
 
-// findConflict returns the first live lock other than own that conflicts.
+// findConflict returns a live lock other than own that conflicts: an
+// exclusive one if there is any, so that an exclusive locker knows whether
+// it meets only shared locks.
 // A shared locker reads only exclusive lock objects. A lock object removed
 // while it is read is no conflict; one that cannot be read is an error. A
 // dead process's lock is removed, with a log line.
@@ -360,6 +398,7 @@ func (r *Repository) findConflict(ctx context.Context, own string, exclusive boo
 		return nil, err
 	}
 	j.storageNow = ownStored
+	var shared *LockInfo
 	for _, lk := range locks {
 		switch j.state(lk) {
 		case LockUnreadable:
@@ -368,10 +407,15 @@ func (r *Repository) findConflict(ctx context.Context, own string, exclusive boo
 			r.removeDeadLock(ctx, lk, j.log)
 		case LockLive:
 			info := lk.Info
-			return &info, nil
+			if info.Exclusive {
+				return &info, nil
+			}
+			if shared == nil {
+				shared = &info
+			}
 		}
 	}
-	return nil, nil
+	return shared, nil
 }
 
 func (r *Repository) removeDeadLock(ctx context.Context, lk StoredLock, log *slog.Logger) {

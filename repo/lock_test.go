@@ -148,6 +148,86 @@ func TestLockRetry(t *testing.T) {
 	}
 }
 
+// TestLockDrain: an exclusive locker waiting for shared locks keeps its
+// object, so a shared locker that comes meanwhile waits for it (and one
+// that does not wait is refused) instead of starving it; once the shared
+// locks are gone it holds the lock, and a drain it gives up on leaves no
+// object behind.
+func TestLockDrain(t *testing.T) {
+	be := mem.New()
+	r := initRepo(t, be, smallOptions())
+	c := newClock()
+	ctx := t.Context()
+	s := mustLock(t, r, lockOpts(c, false))
+	o := lockOpts(c, true)
+	o.RetryFor = 20 * time.Second
+	got := make(chan *repo.Lock, 1)
+	go func() {
+		x, err := r.Lock(ctx, o)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- x
+	}()
+	// Wait until the exclusive object stands beside the shared one.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		n := 0
+		for _, name := range lockNames(t, be) {
+			if strings.HasPrefix(name, "exclusive-") {
+				n++
+			}
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the waiting exclusive locker never left its object")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// A new shared locker now meets it: refused at once without a retry.
+	if _, err := r.Lock(ctx, lockOpts(c, false)); !errors.Is(err, repo.ErrLocked) || !strings.Contains(err.Error(), "exclusive lock by test") {
+		t.Fatalf("shared lock while an exclusive one drains: %v", err)
+	}
+	// With a retry it waits, and gets its lock after the exclusive one.
+	sharedAfter := make(chan time.Time, 1)
+	go func() {
+		so := lockOpts(c, false)
+		so.RetryFor = 20 * time.Second
+		l, err := r.Lock(ctx, so)
+		if err != nil {
+			t.Error(err)
+			sharedAfter <- time.Time{}
+			return
+		}
+		sharedAfter <- time.Now()
+		l.Unlock(ctx)
+	}()
+	time.Sleep(200 * time.Millisecond)
+	s.Unlock(ctx)
+	x := <-got
+	if x == nil {
+		t.FailNow()
+	}
+	held := time.Now()
+	time.Sleep(100 * time.Millisecond)
+	x.Unlock(ctx)
+	if at := <-sharedAfter; at.IsZero() || at.Before(held) {
+		t.Fatalf("the waiting shared locker got its lock at %v, before the exclusive one (held at %v) ended", at, held)
+	}
+
+	// A drain that gives up removes its object.
+	s = mustLock(t, r, lockOpts(c, false))
+	defer s.Unlock(ctx)
+	o.RetryFor = 600 * time.Millisecond
+	if _, err := r.Lock(ctx, o); !errors.Is(err, repo.ErrLocked) {
+		t.Fatalf("drain against a shared lock that stays: %v", err)
+	}
+	if names := lockNames(t, be); len(names) != 1 {
+		t.Fatalf("lock objects after a drain gave up: %v, want only the shared one", names)
+	}
+}
+
 // TestLockRefresh: a refresh writes a new object and removes the old; a
 // lock not refreshed in time is lost for good; a failed refresh makes Err
 // report it until a refresh succeeds.
