@@ -150,3 +150,10 @@ func (x *Index) reset() {
 	x.packNum = map[ID]uint32{}
 	x.blobs = map[ID]memEntry{}
 }
+
+// LoadIndexData reads and decodes the index files ids, without adding
+// them to the in-memory index: for prune, which takes in the files
+// written while it planned.
+func (r *Repository) LoadIndexData(ctx context.Context, ids []ID) ([]*IndexData, error) {
+	return r.loadIndexFiles(ctx, ids, false)
+}

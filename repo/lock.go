@@ -679,3 +679,6 @@ func (l *Lock) Unlock(ctx context.Context) {
 	l.mu.Unlock()
 	l.remove(ctx, name)
 }
+
+// Exclusive reports whether the lock is exclusive.
+func (l *Lock) Exclusive() bool { return l.o.Exclusive }

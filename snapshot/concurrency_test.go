@@ -111,16 +111,46 @@ func TestConcurrentBackupsAndPrunes(t *testing.T) {
 		"gcs-emulator": newGCSBackend,
 	}
 	for _, name := range []string{"mem", "local", "gcs-emulator"} {
-		t.Run(name, func(t *testing.T) { concurrentRounds(t, backends[name](t)) })
+		t.Run(name, func(t *testing.T) { concurrentRounds(t, backends[name](t), 3, 2*time.Second) })
 	}
 }
 
-func concurrentRounds(t *testing.T, be repo.Backend) {
-	const hosts = 3
+// TestEightBackupsWhilePruneRepacks: eight hosts back up again and again
+// while prune, given time to wait (--retry-lock), plans and repacks beside
+// their shared locks and then drains them for the exclusive lock. Every
+// snapshot a backup reported must restore exactly, and prunes must have
+// repacked beside running backups and taken in snapshots written
+// meanwhile (otherwise the test did not test that).
+func TestEightBackupsWhilePruneRepacks(t *testing.T) {
+	be, err := local.Create(filepath.Join(t.TempDir(), "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := concurrentRounds(t, be, 8, 30*time.Second)
+	if t.Failed() {
+		return
+	}
+	t.Logf("prunes beside backups: %d, of which repacked: %d; snapshots taken in: %d; packs kept for them: %d",
+		st.beside, st.besideRepacked, st.appeared, st.keptForNew)
+	if st.besideRepacked == 0 {
+		t.Fatal("no prune repacked beside running backups")
+	}
+	if st.appeared == 0 {
+		t.Fatal("no snapshot was written while a prune planned: the phases never overlapped")
+	}
+}
+
+type concurrentStats struct {
+	beside, besideRepacked, appeared, keptForNew int
+}
+
+func concurrentRounds(t *testing.T, be repo.Backend, hosts int, pruneRetry time.Duration) concurrentStats {
 	rounds := 10
 	if testing.Short() {
 		rounds = 3
 	}
+	var cst concurrentStats
+	var cmu sync.Mutex
 	newRepo(t, be)
 	ctx := context.Background()
 	var (
@@ -179,7 +209,7 @@ func concurrentRounds(t *testing.T, be repo.Backend) {
 		o := pruneOpts(time.Now, snapshot.Policy{Last: 2})
 		o.UnreferencedMargin = 0 // only the locks protect the backups
 		o.MaxUnused = 0
-		o.RetryLock = 2 * time.Second
+		o.RetryLock = pruneRetry
 		for {
 			select {
 			case <-done:
@@ -202,6 +232,16 @@ func concurrentRounds(t *testing.T, be repo.Backend) {
 			default:
 				prunes.Add(1)
 				removed.Add(int32(res.Stats.SnapshotsRemoved))
+				cmu.Lock()
+				if res.Stats.Beside {
+					cst.beside++
+					if res.Stats.PacksRepacked > 0 {
+						cst.besideRepacked++
+					}
+				}
+				cst.appeared += res.Stats.SnapshotsAppeared
+				cst.keptForNew += res.Stats.PacksKeptForNew
+				cmu.Unlock()
 			}
 			time.Sleep(time.Duration(rand.IntN(30)) * time.Millisecond)
 		}
@@ -210,7 +250,7 @@ func concurrentRounds(t *testing.T, be repo.Backend) {
 	close(done)
 	pruneWG.Wait()
 	if t.Failed() {
-		return
+		return cst
 	}
 	// One more prune, alone, then everything must be whole.
 	o := pruneOpts(time.Now, snapshot.Policy{Last: 2})
@@ -240,4 +280,5 @@ func concurrentRounds(t *testing.T, be repo.Backend) {
 	if res.Snapshots != len(snaps) {
 		t.Fatalf("check saw %d snapshots", res.Snapshots)
 	}
+	return cst
 }

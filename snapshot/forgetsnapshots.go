@@ -13,9 +13,9 @@ import (
 // ForgetOptions say which snapshots ForgetSnapshots removes: those IDs
 // name, or, with no IDs, those Policy does not keep.
 type ForgetOptions struct {
-	IDs      []string // snapshot ids or unique prefixes of at least 4 hex digits
-	Policy   Policy
-	GroupBy  GroupBy
+	IDs     []string // snapshot ids or unique prefixes of at least 4 hex digits
+	Policy  Policy
+	GroupBy GroupBy
 	// Groups are the states of the cluster groups, by UUID, as for
 	// PruneOptions.Groups: a group's snapshots go or stay together.
 	Groups   map[string]GroupState

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -88,6 +89,15 @@ type PruneStats struct {
 
 	TempFilesDeleted int   `json:"temp_files_deleted"` // left by killed writers, older than the margin
 	TempBytesDeleted int64 `json:"temp_bytes_deleted"`
+
+	// Beside: prune planned and repacked under a shared lock, beside
+	// other processes' locks, then took the exclusive one to remove.
+	Beside bool `json:"planned_beside_others"`
+	// What was stored meanwhile and taken in under the exclusive lock:
+	// snapshots (kept), and packs the plan would have deleted or
+	// repacked that one of them uses (kept whole).
+	SnapshotsAppeared int `json:"snapshots_appeared"`
+	PacksKeptForNew   int `json:"packs_kept_for_new"`
 }
 
 // PruneResult is the policy's decisions and what prune did.
@@ -113,18 +123,25 @@ const (
 )
 
 // Prune applies the retention policy and removes what no kept snapshot
-// needs (docs/design.md, "Prune"). Under an exclusive lock it:
+// needs (docs/design.md, "Prune"). Under its first lock (the exclusive
+// one if no other process holds a lock, else, when RetryLock lets it
+// wait, a shared one beside running backups) it:
 //
 //  1. decides which snapshots to keep, loads the index and marks every
 //     blob a kept snapshot uses, and plans: packs with no used blob are
 //     deleted, packs with more than MaxUnused unused are repacked;
-//  2. removes the forgotten snapshots (so no listed snapshot ever
-//     references data that is gone);
-//  3. copies the used blobs of the packs to repack into new packs, each
+//  2. copies the used blobs of the packs to repack into new packs, each
 //     indexed as soon as it is stored;
-//  4. writes one index naming every pack that stays and the new ones,
-//     superseding every index file it read and those of step 3;
-//  5. removes the packs, then the old index files.
+//
+// then, under the exclusive lock:
+//
+//  3. takes in what was stored meanwhile (reconcile): new snapshots are
+//     kept, and packs they use stay;
+//  4. removes the forgotten snapshots (so no listed snapshot ever
+//     references data that is gone);
+//  5. writes one index naming every pack that stays and the new ones,
+//     superseding every index file it read and those of step 2;
+//  6. removes the packs, then the old index files.
 //
 // Killed at any point, it leaves a repository whose every snapshot is
 // whole; the next prune finishes the job. r must be open; Prune loads the
@@ -140,11 +157,11 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResul
 		o.Location = time.Local
 	}
 	res := &PruneResult{DryRun: o.DryRun}
-	lk, unlock, err := lockUnlessDry(ctx, r, o.DryRun, "prune", o.Now, o.RetryLock, o.Log)
+	lk, unlock, err := pruneLock(ctx, r, o)
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
+	defer func() { unlock() }()
 
 	snaps, err := List(ctx, r)
 	if err != nil {
@@ -165,9 +182,8 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResul
 	st.SnapshotsKept, st.SnapshotsRemoved = len(kept), len(forgotten)
 
 	var extraUsed []repo.ID
-	var extraRemove func(context.Context) error
 	if o.Extra != nil {
-		if extraUsed, extraRemove, err = o.Extra(ctx, snaps, kept, o.DryRun); err != nil {
+		if extraUsed, _, err = o.Extra(ctx, snaps, kept, true); err != nil {
 			return nil, err
 		}
 	}
@@ -182,35 +198,8 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResul
 		return res, nil
 	}
 
-	// 2. Snapshots first: a snapshot that is listed must stay whole.
-	ids := make([]repo.ID, 0, len(forgotten))
-	for _, sn := range forgotten {
-		ids = append(ids, sn.ID)
-	}
-	if err := removeObjects(ctx, r, lk, repo.SnapshotFile, ids); err != nil {
-		return nil, err
-	}
-	keptSet := make(map[repo.ID]bool, len(kept))
-	for _, sn := range kept {
-		keptSet[sn.ID] = true
-	}
-	// Under the exclusive lock no snapshot can appear; if one did, a
-	// backup ignored the lock, and its data must not be collected.
-	if err := r.List(ctx, repo.SnapshotFile, func(id repo.ID, _ int64) error {
-		if !keptSet[id] {
-			return fmt.Errorf("snapshot %s appeared while prune held the exclusive lock (a backup did not see the lock?); not collecting garbage now: run prune again", id.Str())
-		}
-		return nil
-	}); err != nil {
-		return nil, err
-	}
-	if extraRemove != nil {
-		if err := extraRemove(ctx); err != nil {
-			return nil, err
-		}
-	}
-
-	// 3. Repack.
+	// 2. Repack, under a shared lock when other writers held theirs:
+	// their backups go on meanwhile.
 	if len(p.repack) > 0 {
 		if err := p.runRepack(ctx, r, lk); err != nil {
 			return nil, err
@@ -220,7 +209,41 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResul
 		o.Log.Info("repacked", "packs_read", len(p.repack), "packs_written", len(p.newPacks), "blobs", st.BlobsRepacked)
 	}
 
-	// 4. The new index, before anything the old one names is deleted.
+	// 3. Everything that removes data needs the exclusive lock. Once it
+	// holds it, whatever the backups meanwhile stored and referenced is
+	// taken in, so nothing they need is collected.
+	if !lk.Exclusive() {
+		st.Beside = true
+		unlock()
+		if lk, unlock, err = lockUnlessDry(ctx, r, false, "prune", o.Now, o.RetryLock, o.Log); err != nil {
+			return nil, fmt.Errorf("after planning and repacking (which changed nothing that is not indexed): %w", err)
+		}
+	}
+	var extraRemove func(context.Context) error
+	before := len(kept)
+	if snaps, kept, extraRemove, err = p.reconcile(ctx, r, snaps, kept, o); err != nil {
+		return nil, err
+	}
+	st.SnapshotsKept, st.SnapshotsAppeared = len(kept), len(kept)-before
+	st.PacksKeptForNew = p.keptForNew
+	st.PacksDeleted, st.PackBytesDeleted = p.st.PacksDeleted, p.st.PackBytesDeleted
+	st.PacksRepacked, st.PackBytesRepacked = p.st.PacksRepacked, p.st.PackBytesRepacked
+	st.UnindexedDeleted, st.UnindexedBytes = p.st.UnindexedDeleted, p.st.UnindexedBytes
+
+	ids := make([]repo.ID, 0, len(forgotten))
+	for _, sn := range forgotten {
+		ids = append(ids, sn.ID)
+	}
+	if err := removeObjects(ctx, r, lk, repo.SnapshotFile, ids); err != nil {
+		return nil, err
+	}
+	if extraRemove != nil {
+		if err := extraRemove(ctx); err != nil {
+			return nil, err
+		}
+	}
+
+	// 5. The new index, before anything the old one names is deleted.
 	var oldIndex []repo.ID
 	if p.needIndex() {
 		if err := lk.Err(); err != nil {
@@ -242,7 +265,7 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResul
 		o.Log.Info("wrote the new index", "packs", len(d.Packs), "supersedes", len(d.Supersedes))
 		oldIndex = d.Supersedes
 	}
-	// 5. The packs, then the index files the new one supersedes. While a
+	// 6. The packs, then the index files the new one supersedes. While a
 	// superseded file remains, the packs it names that no effective index
 	// does are known to be prune's to delete, so a prune killed here is
 	// finished by the next without waiting for the margin.
@@ -257,7 +280,7 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResul
 		return nil, err
 	}
 	st.IndexFilesRemoved = len(oldIndex) - len(p.repackIndexes)
-	// 6. Temp files killed writers left (local repositories), once they
+	// 7. Temp files killed writers left (local repositories), once they
 	// are as old as the margin: no live writer is still on them.
 	if tr, ok := repo.As[repo.TempRemover](r.Backend()); ok {
 		if err := lk.Err(); err != nil {
@@ -290,6 +313,7 @@ type prunePlan struct {
 	newPacks      []repo.PackBlobs
 	newBytes      int64
 	repackIndexes []repo.ID  // an index file for each new pack, superseded by the final index
+	keptForNew    int        // packs reconcile moved to keep
 	st            PruneStats // counts filled while planning
 }
 
@@ -448,6 +472,24 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraU
 	return p, nil
 }
 
+// recount brings the plan's pack counts up to date after reconcile moved
+// packs from the delete and repack lists.
+func (p *prunePlan) recount() {
+	st := &p.st
+	st.PacksDeleted, st.PackBytesDeleted = len(p.delete), 0
+	for _, id := range p.delete {
+		st.PackBytesDeleted += p.stored[id].Size
+	}
+	st.PacksRepacked, st.PackBytesRepacked = len(p.repack), 0
+	for _, id := range p.repack {
+		st.PackBytesRepacked += p.stored[id].Size
+	}
+	st.UnindexedDeleted, st.UnindexedBytes = len(p.unindexedOld), 0
+	for _, id := range p.unindexedOld {
+		st.UnindexedBytes += p.stored[id].Size
+	}
+}
+
 func (p *prunePlan) fillStats(st *PruneStats) {
 	kept, removed := st.SnapshotsKept, st.SnapshotsRemoved
 	*st = p.st
@@ -568,6 +610,174 @@ func compareID(a, b repo.ID) int {
 		}
 	}
 	return 0
+}
+
+// pruneLock takes prune's first lock: the exclusive one if no other
+// process holds a lock, or, when others do and RetryLock allows waiting,
+// a shared one, under which prune plans and repacks beside running
+// backups before it waits for the exclusive lock (Prune).
+func pruneLock(ctx context.Context, r *repo.Repository, o PruneOptions) (*repo.Lock, func(), error) {
+	lk, unlock, err := lockUnlessDry(ctx, r, o.DryRun, "prune", o.Now, 0, o.Log)
+	if err == nil || !errors.Is(err, repo.ErrLocked) || o.RetryLock <= 0 {
+		return lk, unlock, err
+	}
+	o.Log.Info("other processes hold locks: planning and repacking beside them, then waiting for the exclusive lock")
+	lk, err = r.Lock(ctx, repo.LockOptions{Command: "prune", Now: o.Now, RetryFor: o.RetryLock, Log: o.Log})
+	if err != nil {
+		return nil, nil, err
+	}
+	return lk, func() { lk.Unlock(ctx) }, nil
+}
+
+// reconcile runs under the exclusive lock, after the plan and the repack,
+// which may have run under a shared lock beside backups. It takes in what
+// those stored meanwhile, so that nothing a snapshot listed now needs is
+// collected: snapshots that appeared are kept and their blobs marked; a
+// pack the plan would delete or repack that holds such a blob is kept
+// whole instead; packs the plan saw unindexed that a new index file now
+// names are kept. An index file of the plan that is gone means another
+// prune ran meanwhile: then nothing is removed. It calls Extra (not dry)
+// now, under the exclusive lock, and returns the snapshots as they are,
+// those kept, and what removes the objects Extra says go.
+func (p *prunePlan) reconcile(ctx context.Context, r *repo.Repository, snaps, kept []*Snapshot, o PruneOptions) ([]*Snapshot, []*Snapshot, func(context.Context) error, error) {
+	now, err := List(ctx, r)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	known := make(map[repo.ID]bool, len(snaps))
+	for _, sn := range snaps {
+		known[sn.ID] = true
+	}
+	var fresh []*Snapshot
+	for _, sn := range now {
+		if !known[sn.ID] {
+			fresh = append(fresh, sn)
+		}
+		delete(known, sn.ID)
+	}
+	if len(known) > 0 {
+		return nil, nil, nil, fmt.Errorf("%d snapshots were removed while prune planned (another prune or forget ran); nothing was collected: run prune again", len(known))
+	}
+	kept = append(slices.Clip(kept), fresh...)
+	var extraUsed []repo.ID
+	var extraRemove func(context.Context) error
+	if o.Extra != nil {
+		if extraUsed, extraRemove, err = o.Extra(ctx, now, kept, false); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+
+	// Index files written meanwhile: backups', this prune's repack, Extra's.
+	planned := make(map[repo.ID]bool, len(p.idx.Files)+len(p.repackIndexes))
+	for _, f := range p.idx.Files {
+		planned[f.ID] = true
+	}
+	for _, id := range p.repackIndexes {
+		planned[id] = true
+	}
+	var newFiles []repo.ID
+	if err := r.List(ctx, repo.IndexFile, func(id repo.ID, _ int64) error {
+		if planned[id] {
+			delete(planned, id)
+		} else {
+			newFiles = append(newFiles, id)
+		}
+		return nil
+	}); err != nil {
+		return nil, nil, nil, fmt.Errorf("list index: %w", err)
+	}
+	for _, id := range p.repackIndexes {
+		delete(planned, id) // one killed before its index was written is no loss
+	}
+	if len(planned) > 0 {
+		return nil, nil, nil, fmt.Errorf("%d index files prune read are gone (another prune ran meanwhile); nothing was collected: run prune again", len(planned))
+	}
+	stays := map[repo.ID]bool{} // packs the new index files name
+	var newPacks []repo.PackBlobs
+	if len(newFiles) > 0 {
+		datas, err := r.LoadIndexData(ctx, newFiles)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		idx := r.Index()
+		for _, d := range datas {
+			if len(d.Supersedes) > 0 {
+				return nil, nil, nil, errors.New("an index file that supersedes others appeared while prune planned (another prune ran meanwhile); nothing was collected: run prune again")
+			}
+			for _, pb := range d.Packs {
+				stays[pb.PackID] = true
+				idx.AddPack(pb)
+				newPacks = append(newPacks, pb)
+			}
+		}
+	}
+	if len(fresh) == 0 && len(extraUsed) == 0 && len(stays) == 0 {
+		return now, kept, extraRemove, nil
+	}
+	o.Log.Info("taking in what was stored while prune planned", "snapshots", len(fresh), "index_files", len(newFiles))
+
+	// Blobs needed now that the plan did not count as used.
+	used, err := markUsed(ctx, r, fresh)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	idx := r.Index()
+	for _, id := range extraUsed {
+		if !idx.Has(id) {
+			return nil, nil, nil, fmt.Errorf("chunk %s of a tail object is not in the index; run snap check (prune changes nothing while a kept chain is damaged)", id)
+		}
+		used[id] = blobUsed
+	}
+	need := map[repo.ID]bool{}
+	for id := range used {
+		if p.used[id] == 0 {
+			need[id] = true
+		}
+	}
+	satisfy := func(pb *repo.PackBlobs) bool {
+		hit := false
+		for _, e := range pb.Blobs {
+			if need[e.ID] {
+				delete(need, e.ID)
+				p.used[e.ID] = blobSatisfied
+				hit = true
+			}
+		}
+		return hit
+	}
+	for _, id := range p.keep {
+		satisfy(p.packs[id])
+	}
+	for i := range p.newPacks {
+		satisfy(&p.newPacks[i])
+	}
+	for i := range newPacks {
+		satisfy(&newPacks[i])
+	}
+	// What is left lives only in packs the plan would remove: keep them.
+	keepAlso := map[repo.ID]bool{}
+	for _, list := range [][]repo.ID{p.delete, p.repack} {
+		for _, id := range list {
+			if len(need) > 0 && satisfy(p.packs[id]) {
+				keepAlso[id] = true
+			}
+		}
+	}
+	for id := range need {
+		return nil, nil, nil, fmt.Errorf("blob %s of a snapshot written while prune planned is in no pack that stays; run snap check (nothing was collected)", id)
+	}
+	p.keptForNew = len(keepAlso)
+	if len(keepAlso) > 0 {
+		o.Log.Info("keeping packs a backup started using while prune planned", "packs", len(keepAlso))
+		p.keep = append(p.keep, slices.SortedFunc(maps.Keys(keepAlso), compareID)...)
+		p.delete = slices.DeleteFunc(p.delete, func(id repo.ID) bool { return keepAlso[id] })
+		p.repack = slices.DeleteFunc(p.repack, func(id repo.ID) bool { return keepAlso[id] })
+	}
+	if len(stays) > 0 {
+		p.unindexedOld = slices.DeleteFunc(p.unindexedOld, func(id repo.ID) bool { return stays[id] })
+	}
+	p.recount()
+	return now, kept, extraRemove, nil
 }
 
 // lockUnlessDry takes the exclusive lock for command (prune, forget,

@@ -228,6 +228,9 @@ func printPrune(w io.Writer, res *snapshot.PruneResult, o snapshot.PruneOptions)
 	if st.IndexFilesWritten > 0 {
 		fmt.Fprintf(w, "index: %d files consolidated into 1\n", st.IndexFilesRemoved)
 	}
+	if st.Beside {
+		fmt.Fprintf(w, "planned and repacked beside other processes' locks; took in %d snapshots written meanwhile, keeping %d packs they use\n", st.SnapshotsAppeared, st.PacksKeptForNew)
+	}
 	if st.TempFilesDeleted > 0 {
 		fmt.Fprintf(w, "removed %d temp files interrupted writers left, older than %v (%s)\n", st.TempFilesDeleted, o.UnreferencedMargin, bytesStr(st.TempBytesDeleted))
 	}
