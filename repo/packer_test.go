@@ -3,7 +3,9 @@ package repo_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 
@@ -266,5 +268,263 @@ func TestIndexSaveFails(t *testing.T) {
 	}
 	if len(list(t, inner, repo.IndexFile)) != 0 {
 		t.Error("an index file was stored")
+	}
+}
+
+// packBlobs reads every pack's header: pack name -> its entries.
+func packBlobs(t *testing.T, r *repo.Repository, be repo.Backend) map[repo.ID][]repo.BlobEntry {
+	t.Helper()
+	out := map[repo.ID][]repo.BlobEntry{}
+	for name, size := range list(t, be, repo.PackFile) {
+		id := mustParseID(t, name)
+		e, err := r.ReadPackHeader(t.Context(), id, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[id] = e
+	}
+	return out
+}
+
+// A repacking session stores blobs the index knows, leaves the in-memory
+// index alone, returns its packs and writes an index file for each.
+func TestSaverRepack(t *testing.T) {
+	rng := newRand(t)
+	be := mem.New()
+	r := initRepo(t, be, smallOptions())
+	blobs := makeBlobs(rng, r, 40, 200<<10)
+	saveBlobs(t, r, blobs)
+	if err := r.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	old := map[repo.ID]repo.ID{} // blob -> pack
+	for _, b := range blobs {
+		loc, _ := r.Index().Lookup(b.id)
+		old[b.id] = loc.Pack
+	}
+	oldPacks := packBlobs(t, r, be)
+	oldIndexes := list(t, be, repo.IndexFile)
+
+	s := r.NewSaver(repo.SaverOptions{Repack: true, IndexEvery: 1})
+	for _, b := range blobs {
+		isNew, err := s.Save(t.Context(), b.typ, b.id, b.plain)
+		if err != nil || !isNew {
+			t.Fatalf("save %v: new %v, %v; want a new copy", b.id.Str(), isNew, err)
+		}
+	}
+	if err := s.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	packs, size := s.Packs()
+	st := s.Stats()
+	if st.BlobsNew != int64(len(blobs)) || st.Packs != int64(len(packs)) || st.BytesSaved != size || st.Indexes != int64(len(packs)) {
+		t.Errorf("stats %+v for %d packs of %d bytes, want %d blobs and an index a pack", st, len(packs), size, len(blobs))
+	}
+	for _, b := range blobs {
+		if loc, _ := r.Index().Lookup(b.id); loc.Pack != old[b.id] {
+			t.Errorf("blob %v moved in the in-memory index to pack %v", b.id.Str(), loc.Pack.Str())
+		}
+	}
+	// Every blob once in the new packs, as their headers say.
+	stored := packBlobs(t, r, be)
+	inNew := map[repo.ID]int{}
+	var total int64
+	for _, p := range packs {
+		if oldPacks[p.PackID] != nil {
+			t.Errorf("pack %v was there before", p.PackID.Str())
+		}
+		hdr := stored[p.PackID]
+		if len(hdr) != len(p.Blobs) {
+			t.Fatalf("pack %v: header lists %d blobs, Packs %d", p.PackID.Str(), len(hdr), len(p.Blobs))
+		}
+		for i, e := range p.Blobs {
+			if e != hdr[i] {
+				t.Errorf("pack %v blob %d: %+v, header says %+v", p.PackID.Str(), i, e, hdr[i])
+			}
+			inNew[e.ID]++
+		}
+		total += list(t, be, repo.PackFile)[p.PackID.String()]
+	}
+	if total != size {
+		t.Errorf("packs hold %d bytes, Packs says %d", total, size)
+	}
+	for _, b := range blobs {
+		if inNew[b.id] != 1 {
+			t.Errorf("blob %v is in %d new packs, want 1", b.id.Str(), inNew[b.id])
+		}
+	}
+	// One index file a pack, each naming that pack alone.
+	ids := s.Indexes()
+	if len(ids) != len(packs) || len(list(t, be, repo.IndexFile)) != len(oldIndexes)+len(packs) {
+		t.Fatalf("%d index files for %d packs", len(ids), len(packs))
+	}
+	named := map[repo.ID]bool{}
+	for _, id := range ids {
+		plain, err := r.LoadUnpacked(t.Context(), repo.IndexFile, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := repo.DecodeIndex(plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(d.Packs) != 1 {
+			t.Fatalf("index %v names %d packs, want 1", id.Str(), len(d.Packs))
+		}
+		named[d.Packs[0].PackID] = true
+	}
+	for _, p := range packs {
+		if !named[p.PackID] {
+			t.Errorf("no index file names pack %v", p.PackID.Str())
+		}
+	}
+}
+
+// docs/design.md, "Packs": a blob that would take a pack past the target
+// closes it, so a pack holds at most the target or one larger blob; the
+// same for every kind of session.
+func TestSaverPackSize(t *testing.T) {
+	for _, o := range []repo.SaverOptions{{}, {Repack: true, IndexEvery: 1}, {Repack: true, NoIndex: true}} {
+		t.Run(fmt.Sprintf("%+v", o), func(t *testing.T) {
+			rng := newRand(t)
+			be := mem.New()
+			io := smallOptions()
+			r := initRepo(t, be, io)
+			blobs := makeBlobs(rng, r, 50, 300<<10)
+			big := randomBytes(rng, 3<<20/2)
+			blobs = append(blobs, testBlob{id: r.BlobID(big), typ: repo.DataBlob, plain: big})
+			s := r.NewSaver(o)
+			var g errgroup.Group
+			g.SetLimit(4)
+			for _, b := range blobs {
+				g.Go(func() error {
+					_, err := s.Save(t.Context(), b.typ, b.id, b.plain)
+					return err
+				})
+			}
+			if err := g.Wait(); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Flush(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for id, entries := range packBlobs(t, r, be) {
+				var data int
+				for _, e := range entries {
+					data += int(e.Length)
+					if e.Type != entries[0].Type {
+						t.Errorf("pack %v mixes blob types", id.Str())
+					}
+				}
+				if data > io.PackSize && len(entries) > 1 {
+					t.Errorf("pack %v: %d blobs of %d bytes, over the %d target", id.Str(), len(entries), data, io.PackSize)
+				}
+				n += len(entries)
+			}
+			if n != len(blobs) {
+				t.Errorf("packs hold %d blobs, want %d", n, len(blobs))
+			}
+		})
+	}
+}
+
+// With IndexEvery 1 each pack is indexed as soon as it is stored, not at
+// Flush: with one connection, storage sees pack, index, pack, index.
+func TestSaverIndexEachPackAtOnce(t *testing.T) {
+	rng := newRand(t)
+	inner := mem.New()
+	fbe := faulty.New(inner)
+	o := smallOptions()
+	o.Compression = "off"
+	initRepo(t, fbe, o)
+	r, err := repo.Open(t.Context(), fbe, password, repo.Options{Connections: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	s := r.NewSaver(repo.SaverOptions{Repack: true, IndexEvery: 1})
+	base := randomBytes(rng, 1<<20) // a pack each
+	for i := range 5 {
+		p := bytes.Clone(base)
+		p[0] = byte(i)
+		if _, err := s.Save(t.Context(), repo.DataBlob, r.BlobID(p), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var seq []repo.FileType
+	for _, c := range fbe.Calls() {
+		if c.Op == faulty.OpSave && (c.Handle.Type == repo.PackFile || c.Handle.Type == repo.IndexFile) {
+			seq = append(seq, c.Handle.Type)
+		}
+	}
+	want := slices.Repeat([]repo.FileType{repo.PackFile, repo.IndexFile}, 5)
+	if !slices.Equal(seq, want) {
+		t.Errorf("saves %v, want %v", seq, want)
+	}
+}
+
+// NoIndex stores packs no index file names; the caller has them.
+func TestSaverNoIndex(t *testing.T) {
+	rng := newRand(t)
+	be := mem.New()
+	r := initRepo(t, be, smallOptions())
+	blobs := makeBlobs(rng, r, 30, 200<<10)
+	s := r.NewSaver(repo.SaverOptions{Repack: true, NoIndex: true})
+	for _, b := range blobs {
+		if _, err := s.Save(t.Context(), b.typ, b.id, b.plain); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	packs, _ := s.Packs()
+	if n := len(list(t, be, repo.IndexFile)); n != 0 || len(s.Indexes()) != 0 || s.Stats().Indexes != 0 {
+		t.Errorf("%d index files stored, want none", n)
+	}
+	if len(packs) == 0 || len(packs) != len(list(t, be, repo.PackFile)) {
+		t.Errorf("Packs returns %d of %d stored packs", len(packs), len(list(t, be, repo.PackFile)))
+	}
+	if r.Index().Len() != 0 {
+		t.Errorf("the in-memory index has %d blobs, want none", r.Index().Len())
+	}
+}
+
+// A repacking session's failed index file is sticky too: nothing more is
+// accepted and Flush reports it.
+func TestSaverRepackIndexFails(t *testing.T) {
+	rng := newRand(t)
+	inner := mem.New()
+	fbe := faulty.New(inner)
+	o := smallOptions()
+	o.Compression = "off"
+	r := initRepo(t, fbe, o)
+	fbe.FailOn(func(op string, h repo.Handle) error {
+		if op == faulty.OpSave && h.Type == repo.IndexFile {
+			return errInjected
+		}
+		return nil
+	})
+	s := r.NewSaver(repo.SaverOptions{Repack: true, IndexEvery: 1})
+	base := randomBytes(rng, 1<<20)
+	for i := range 3 {
+		p := bytes.Clone(base)
+		p[0] = byte(i)
+		if _, err := s.Save(t.Context(), repo.DataBlob, r.BlobID(p), p); err != nil && !errors.Is(err, errInjected) {
+			t.Fatalf("save: %v", err)
+		}
+	}
+	if err := s.Flush(t.Context()); !errors.Is(err, errInjected) {
+		t.Errorf("flush: %v, want the injected error", err)
+	}
+	if _, err := s.Save(t.Context(), repo.DataBlob, r.BlobID(base), base); !errors.Is(err, errInjected) {
+		t.Errorf("save after a failed index: %v, want the injected error", err)
+	}
+	if ids := s.Indexes(); len(ids) != 0 {
+		t.Errorf("Indexes returns %d files, none was stored", len(ids))
 	}
 }
