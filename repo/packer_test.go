@@ -18,6 +18,43 @@ import (
 
 var errInjected = errors.New("injected failure")
 
+// faultyRepo is a repository with small packs and no compression, in
+// memory behind a fault-injecting backend.
+func faultyRepo(t *testing.T) (*mem.Backend, *faulty.Backend, *repo.Repository) {
+	t.Helper()
+	inner := mem.New()
+	fbe := faulty.New(inner)
+	o := smallOptions()
+	o.Compression = "off"
+	return inner, fbe, initRepo(t, fbe, o)
+}
+
+// variants returns n distinct copies of base, each differing in its first
+// two bytes: with base the pack size, a pack each.
+func variants(base []byte, n int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		p := bytes.Clone(base)
+		p[0], p[1] = byte(i), byte(i>>8)
+		out[i] = p
+	}
+	return out
+}
+
+// loadIndexFile reads and decodes one stored index file.
+func loadIndexFile(t *testing.T, r *repo.Repository, id repo.ID) *repo.IndexData {
+	t.Helper()
+	plain, err := r.LoadUnpacked(t.Context(), repo.IndexFile, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := repo.DecodeIndex(plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 // Many goroutines saving overlapping blobs: each is new exactly once.
 func TestSaveBlobConcurrentDuplicates(t *testing.T) {
 	rng := newRand(t)
@@ -60,11 +97,7 @@ func TestSaveBlobConcurrentDuplicates(t *testing.T) {
 		t.Errorf("stats: %d blobs new, want %d", st.BlobsNew, len(blobs))
 	}
 	var entries int
-	for name, size := range list(t, be, repo.PackFile) {
-		e, err := r.ReadPackHeader(t.Context(), mustParseID(t, name), size)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, e := range packBlobs(t, r, be) {
 		entries += len(e)
 	}
 	if entries != len(blobs) {
@@ -81,11 +114,7 @@ func TestWriteOrdering(t *testing.T) {
 		t.Skip("stores 70 MiB")
 	}
 	rng := newRand(t)
-	inner := mem.New()
-	fbe := faulty.New(inner)
-	o := smallOptions()
-	o.Compression = "off"
-	r := initRepo(t, fbe, o)
+	inner, fbe, r := faultyRepo(t)
 
 	var mu sync.Mutex
 	present := map[string]map[string]bool{} // index name -> packs stored when its Save began
@@ -108,11 +137,8 @@ func TestWriteOrdering(t *testing.T) {
 	})
 
 	// One blob per pack: 1 MiB blobs fill a 1 MiB pack.
-	base := randomBytes(rng, 1<<20)
 	var blobs []testBlob
-	for i := range 70 {
-		p := bytes.Clone(base)
-		p[0], p[1] = byte(i), byte(i>>8)
+	for _, p := range variants(randomBytes(rng, 1<<20), 70) {
 		blobs = append(blobs, testBlob{id: r.BlobID(p), typ: repo.DataBlob, plain: p})
 	}
 	tree := textBytes(rng, 3000)
@@ -139,14 +165,7 @@ func TestWriteOrdering(t *testing.T) {
 			continue
 		}
 		nIndex++
-		plain, err := r.LoadUnpacked(t.Context(), repo.IndexFile, mustParseID(t, c.Handle.Name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := repo.DecodeIndex(plain)
-		if err != nil {
-			t.Fatal(err)
-		}
+		d := loadIndexFile(t, r, mustParseID(t, c.Handle.Name))
 		for _, p := range d.Packs {
 			named[p.PackID] = true
 			j, ok := packSave[p.PackID.String()]
@@ -180,11 +199,7 @@ func TestPackSaveFails(t *testing.T) {
 				t.Skip("stores 70 MiB")
 			}
 			rng := newRand(t)
-			inner := mem.New()
-			fbe := faulty.New(inner)
-			o := smallOptions()
-			o.Compression = "off"
-			r := initRepo(t, fbe, o)
+			inner, fbe, r := faultyRepo(t)
 			var mu sync.Mutex
 			n := 0
 			fbe.FailOn(func(op string, h repo.Handle) error {
@@ -199,11 +214,8 @@ func TestPackSaveFails(t *testing.T) {
 				}
 				return nil
 			})
-			base := randomBytes(rng, tc.size)
 			var saveErr error
-			for i := range tc.blobs {
-				p := bytes.Clone(base)
-				p[0], p[1] = byte(i), byte(i>>8)
+			for _, p := range variants(randomBytes(rng, tc.size), tc.blobs) {
 				if _, err := r.SaveBlob(t.Context(), repo.DataBlob, r.BlobID(p), p); err != nil {
 					saveErr = err
 					break
@@ -224,14 +236,7 @@ func TestPackSaveFails(t *testing.T) {
 			// Every index file names stored packs only.
 			packs := list(t, inner, repo.PackFile)
 			for name := range list(t, inner, repo.IndexFile) {
-				plain, err := r.LoadUnpacked(t.Context(), repo.IndexFile, mustParseID(t, name))
-				if err != nil {
-					t.Fatal(err)
-				}
-				d, err := repo.DecodeIndex(plain)
-				if err != nil {
-					t.Fatal(err)
-				}
+				d := loadIndexFile(t, r, mustParseID(t, name))
 				for _, p := range d.Packs {
 					if _, ok := packs[p.PackID.String()]; !ok {
 						t.Errorf("index %s names missing pack %s", name[:8], p.PackID.Str())
@@ -360,14 +365,7 @@ func TestSaverRepack(t *testing.T) {
 	}
 	named := map[repo.ID]bool{}
 	for _, id := range ids {
-		plain, err := r.LoadUnpacked(t.Context(), repo.IndexFile, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := repo.DecodeIndex(plain)
-		if err != nil {
-			t.Fatal(err)
-		}
+		d := loadIndexFile(t, r, id)
 		if len(d.Packs) != 1 {
 			t.Fatalf("index %v names %d packs, want 1", id.Str(), len(d.Packs))
 		}
@@ -388,8 +386,8 @@ func TestSaverPackSize(t *testing.T) {
 		t.Run(fmt.Sprintf("%+v", o), func(t *testing.T) {
 			rng := newRand(t)
 			be := mem.New()
-			io := smallOptions()
-			r := initRepo(t, be, io)
+			opts := smallOptions()
+			r := initRepo(t, be, opts)
 			blobs := makeBlobs(rng, r, 50, 300<<10)
 			big := randomBytes(rng, 3<<20/2)
 			blobs = append(blobs, testBlob{id: r.BlobID(big), typ: repo.DataBlob, plain: big})
@@ -417,8 +415,8 @@ func TestSaverPackSize(t *testing.T) {
 						t.Errorf("pack %v mixes blob types", id.Str())
 					}
 				}
-				if data > io.PackSize && len(entries) > 1 {
-					t.Errorf("pack %v: %d blobs of %d bytes, over the %d target", id.Str(), len(entries), data, io.PackSize)
+				if data > opts.PackSize && len(entries) > 1 {
+					t.Errorf("pack %v: %d blobs of %d bytes, over the %d target", id.Str(), len(entries), data, opts.PackSize)
 				}
 				n += len(entries)
 			}
@@ -433,21 +431,14 @@ func TestSaverPackSize(t *testing.T) {
 // Flush: with one connection, storage sees pack, index, pack, index.
 func TestSaverIndexEachPackAtOnce(t *testing.T) {
 	rng := newRand(t)
-	inner := mem.New()
-	fbe := faulty.New(inner)
-	o := smallOptions()
-	o.Compression = "off"
-	initRepo(t, fbe, o)
+	_, fbe, _ := faultyRepo(t)
 	r, err := repo.Open(t.Context(), fbe, password, repo.Options{Connections: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	s := r.NewSaver(repo.SaverOptions{Repack: true, IndexEvery: 1})
-	base := randomBytes(rng, 1<<20) // a pack each
-	for i := range 5 {
-		p := bytes.Clone(base)
-		p[0] = byte(i)
+	for _, p := range variants(randomBytes(rng, 1<<20), 5) { // a pack each
 		if _, err := s.Save(t.Context(), repo.DataBlob, r.BlobID(p), p); err != nil {
 			t.Fatal(err)
 		}
@@ -498,11 +489,7 @@ func TestSaverNoIndex(t *testing.T) {
 // accepted and Flush reports it.
 func TestSaverRepackIndexFails(t *testing.T) {
 	rng := newRand(t)
-	inner := mem.New()
-	fbe := faulty.New(inner)
-	o := smallOptions()
-	o.Compression = "off"
-	r := initRepo(t, fbe, o)
+	_, fbe, r := faultyRepo(t)
 	fbe.FailOn(func(op string, h repo.Handle) error {
 		if op == faulty.OpSave && h.Type == repo.IndexFile {
 			return errInjected
@@ -511,9 +498,7 @@ func TestSaverRepackIndexFails(t *testing.T) {
 	})
 	s := r.NewSaver(repo.SaverOptions{Repack: true, IndexEvery: 1})
 	base := randomBytes(rng, 1<<20)
-	for i := range 3 {
-		p := bytes.Clone(base)
-		p[0] = byte(i)
+	for _, p := range variants(base, 3) {
 		if _, err := s.Save(t.Context(), repo.DataBlob, r.BlobID(p), p); err != nil && !errors.Is(err, errInjected) {
 			t.Fatalf("save: %v", err)
 		}
