@@ -121,7 +121,8 @@ type Repository struct {
 	dec      *zstd.Decoder
 	chunkerP chunker.Params
 
-	packer packer
+	saver    *Saver    // the default session: SaveBlob, Known, Flush, Stats
+	sealBufs sync.Pool // of *[]byte, sealBlob's buffers, for every session
 
 	indexSeen map[ID]bool // index files LoadIndex read; see RefreshIndex
 }
@@ -305,7 +306,7 @@ func newRepository(be Backend, keys *Keys, cfg Config, o Options) (*Repository, 
 	if err != nil {
 		return nil, err
 	}
-	r.packer.init(r)
+	r.saver = r.NewSaver(SaverOptions{})
 	return r, nil
 }
 
@@ -330,7 +331,7 @@ func checkBlobSize(e BlobEntry) error {
 // Close releases resources. It does not flush: unsaved packs are dropped
 // (uploads already under way finish first).
 func (r *Repository) Close() error {
-	r.packer.abortOpen()
+	r.saver.abort()
 	if r.enc != nil {
 		r.enc.Close()
 	}

@@ -553,7 +553,7 @@ func (p *prunePlan) runRepack(ctx context.Context, r *repo.Repository, lk *repo.
 	if err := lk.Err(); err != nil {
 		return fmt.Errorf("not repacking: %w", err)
 	}
-	w := r.NewPackWriter(true)
+	w := r.NewSaver(repo.SaverOptions{Repack: true, IndexEvery: 1})
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.Connections())
 	for _, id := range p.repack {
@@ -563,14 +563,16 @@ func (p *prunePlan) runRepack(ctx context.Context, r *repo.Repository, lk *repo.
 		}
 		g.Go(func() error {
 			return r.LoadBlobs(gctx, id, entries, func(e repo.BlobEntry, plain []byte) error {
-				// ctx, not gctx: Add starts uploads that must outlive
+				// ctx, not gctx: Save starts uploads that must outlive
 				// the loads, and gctx ends when they do.
-				return w.Add(ctx, e.Type, e.ID, plain)
+				_, err := w.Save(ctx, e.Type, e.ID, plain)
+				return err
 			})
 		})
 	}
 	gerr := g.Wait()
-	packs, n, err := w.Finish(ctx)
+	err := w.Flush(ctx)
+	packs, n := w.Packs()
 	p.repackIndexes = w.Indexes()
 	if err := errors.Join(gerr, err); err != nil {
 		return fmt.Errorf("repack: %w", err)

@@ -284,12 +284,13 @@ func TestPruneUnreferencedMargin(t *testing.T) {
 	ctx := context.Background()
 	sn, want := handSnapshot(t, r, t0, "db", nil, handFile{"a.sst", chunks(rng, 10000, 20000)})
 	// An upload nobody indexed: a crashed backup, or one still running.
-	w := r.NewPackWriter(false)
+	w := r.NewSaver(repo.SaverOptions{Repack: true, NoIndex: true})
 	orphan := randBytes(rng, 5000)
-	if err := w.Add(ctx, repo.DataBlob, r.BlobID(orphan), orphan); err != nil {
+	if _, err := w.Save(ctx, repo.DataBlob, r.BlobID(orphan), orphan); err != nil {
 		t.Fatal(err)
 	}
-	packs, _, err := w.Finish(ctx)
+	err := w.Flush(ctx)
+	packs, _ := w.Packs()
 	if err != nil || len(packs) != 1 {
 		t.Fatal(packs, err)
 	}
@@ -425,12 +426,12 @@ func crashBase(t *testing.T) (*mem.Backend, map[string]map[string][]byte) {
 			handFile{"shared.sst", shared}, handFile{"own.sst", chunks(rng, 8000+1000*i, 7000)})
 		wants[sn.ID.String()] = want
 	}
-	w := r.NewPackWriter(false)
+	w := r.NewSaver(repo.SaverOptions{Repack: true, NoIndex: true})
 	orphan := randBytes(rng, 4000)
-	if err := w.Add(context.Background(), repo.DataBlob, r.BlobID(orphan), orphan); err != nil {
+	if _, err := w.Save(context.Background(), repo.DataBlob, r.BlobID(orphan), orphan); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := w.Finish(context.Background()); err != nil {
+	if err := w.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	return be, wants
