@@ -54,11 +54,16 @@ demo: deps build server
 clean:
 	rm -rf bin
 
-## bench: snap vs restic vs borg on a 2 GiB RocksDB data set (SIZE=, RUNS=; see docs/performance.md), then the dir and redis rows
+## bench: snap vs restic vs borg on a 2 GiB RocksDB data set (SIZE=, RUNS=; see docs/performance.md), then the dir, redis and fleet rows
 bench:
 	bench/run.sh
 	bench/dir.sh
 	bench/redis.sh
+	bench/fleet.sh
+
+## bench-fleet: a node's backup and restore in a 1,000-host, 2M-blob repository against an empty one, then check and prune on it (FLEET_HOSTS=, FLEET_BLOBS=, RUNS=)
+bench-fleet:
+	bench/fleet.sh
 
 ## bench-dir: snap --source dir vs restic on a 500 MB Pebble checkpoint (DIR_SIZE=, RUNS=)
 bench-dir:
@@ -72,4 +77,4 @@ bench-quick:
 bench-redis:
 	bench/redis.sh
 
-.PHONY: bench bench-quick bench-dir bench-redis
+.PHONY: bench bench-quick bench-dir bench-redis bench-fleet
