@@ -160,7 +160,7 @@ if [ -n "$shapes" ]; then
 	failed=()
 	jsons=()
 	for s in $shapes; do
-		if SHAPE=$s CACHE=$CACHE "$0"; then
+		if SHAPE=$s CACHE=$CACHE "$root/bench/run.sh"; then
 			jsons+=("$RESULTS_DIR/$RESULT_DATE-$s-$size_label${TAG:+-$TAG}.json")
 		else
 			failed+=("$s")
