@@ -41,6 +41,8 @@
 #          backup directory, which skips the SSTs it has;
 #        restore of the latest snapshot into an empty directory;
 #        the same restore followed by sync (every tool at snap's durability);
+#        a backup after a full compaction (COMPACT: every table rewritten),
+#          into the same repositories (not for dir);
 #        retention down to one snapshot plus garbage collection (snap,
 #          restic, borg).
 #      Cold: before each command the page cache of the whole work directory
@@ -81,6 +83,9 @@
 #                   evicts everything else on the machine)
 #   TOOLS           default "snap restic borg ldb tar-zstd"
 #   INCREMENT_PCT   new data before the incremental backup (default 1)
+#   COMPACT_STEP    1: after the restores, a full compaction (the server's
+#                   COMPACT) and one more backup of every tool (default 1;
+#                   not for dir)
 #   WAL_PCT         live WAL size at the first backup (default 1)
 #   MANY_WRITE_BUFFER  write buffer of the many shapes (default SIZE/2000,
 #                   at least 32 KiB: about 2,000 SSTs at any size)
@@ -112,6 +117,7 @@ RUNS=${RUNS:-3}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/snap-bench}
 TOOLS=${TOOLS:-snap restic borg ldb tar-zstd}
 INCREMENT_PCT=${INCREMENT_PCT:-1}
+COMPACT_STEP=${COMPACT_STEP:-1}
 WAL_PCT=${WAL_PCT:-1}
 SWEEP=${SWEEP:-1}
 PROFILE=${PROFILE:-1}
@@ -494,6 +500,7 @@ librocksdb=$(ldd "$(command -v ldb)" 2>/dev/null | awk '/librocksdb/ { print $3 
 [ -n "$librocksdb" ] && bins+=("$(readlink -f "$librocksdb")")
 
 resident_max=0
+resident_files=
 # prepare MODE TREE...: empty the page cache (cold) or read the command's
 # inputs once (warm) right before a command.
 prepare() {
@@ -506,9 +513,14 @@ prepare() {
 			{ echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null || die "EVICT=drop needs root (EVICT=fadvise does not)"
 		else
 			local out res
-			out=$("$evict" -check "$work" "${bins[@]}") || die "bench/evict"
-			res=$(printf '%s' "$out" | sed -n 's/.*; \([0-9]*\) bytes still resident.*/\1/p')
-			[ "${res:-0}" -gt "$resident_max" ] && resident_max=$res
+			out=$("$evict" -check -v "$work" "${bins[@]}") || die "bench/evict"
+			res=$(printf '%s\n' "$out" | sed -n 's/.*; \([0-9]*\) bytes still resident.*/\1/p')
+			if [ "${res:-0}" -gt "$resident_max" ]; then
+				resident_max=$res
+				# What stayed, largest first: "name bytes, ..."
+				resident_files=$(printf '%s\n' "$out" | awk '$1 == "resident" { print $2, $3 }' | sort -rn | head -5 |
+					awk '{ n = split($2, p, "/"); printf "%s%s %d KiB", (NR > 1 ? ", " : ""), p[n], $1 / 1024 }')
+			fi
 		fi
 		;;
 	warm)
@@ -764,6 +776,28 @@ log "step 3b: the same restore, then sync (every restored byte on disk)"
 each_run restore_sync
 rm -rf "$restore_dir"
 
+data_bytes_3=
+new_bytes_3=
+if [ "$COMPACT_STEP" = 1 ] && [ "$SHAPE" != dir ]; then
+	log "step 3c: a full compaction, then a backup of every tool into its repository"
+	rcli COMPACT >/dev/null
+	wait_quiet "$data"
+	listing "$data" >"$work/listing-3"
+	data_bytes_3=$(awk '{ s += $2 } END { printf "%.0f", s }' "$work/listing-3")
+	new_bytes_3=$(awk 'NR == FNR { old[$1] = $2; next } !($1 in old) { s += $2 } ($1 in old) && $2 > old[$1] { s += $2 - old[$1] } END { printf "%.0f", s }' "$work/listing-2" "$work/listing-3")
+	fp_3=$(fingerprint "$data")
+	log "after the compaction: $((data_bytes_3 >> 20)) MiB in $(wc -l <"$work/listing-3") files, $((new_bytes_3 >> 20)) MiB in new or grown files"
+	after_compaction() {
+		local run=$1 mode=$2 tool=$3 why
+		why=$(why_na "$tool" backup-3)
+		[ -z "$why" ] || { na backup-3 "$tool" "$run" "$mode" "$why"; return; }
+		backup_cmd "$tool" "$run" "$mode" b3
+		measure backup-3 "$tool" "$run" "$mode" "$(repo_of "$tool" "$run" "$mode")" "$data_bytes_3" "${cmd[@]}"
+	}
+	each_run after_compaction
+	[ "$(fingerprint "$data")" = "$fp_3" ] || die "the data directory changed during the backups after the compaction"
+fi
+
 prune() {
 	local run=$1 mode=$2 tool=$3 repo why
 	why=$(why_na "$tool" prune)
@@ -856,6 +890,7 @@ meta=$work/meta.env
 	echo "cache=$CACHE"
 	echo "evict=$EVICT"
 	echo "evict_resident_max=$resident_max"
+	echo "evict_resident_files=$resident_files"
 	echo "threads=$threads"
 	echo "tools=$TOOLS"
 	echo "command=SHAPE=$SHAPE SIZE=$SIZE RUNS=$RUNS CACHE=$CACHE EVICT=$EVICT${NICE:+ NICE=$NICE} bench/run.sh"
@@ -881,9 +916,13 @@ meta=$work/meta.env
 	echo "data_bytes_2=$data_bytes_2"
 	echo "new_bytes=$new_bytes"
 	echo "increment_pct=$INCREMENT_PCT"
+	echo "data_bytes_3=$data_bytes_3"
+	echo "new_bytes_3=$new_bytes_3"
+	echo "data_files_3=$([ -f "$work/listing-3" ] && wc -l <"$work/listing-3")"
 	echo "have_prune=$have_prune"
 	# What snap read in its incremental backups (its --json summary).
 	echo "snap_incremental_bytes_read=$(cat "$work"/logs/backup-2-snap-*.log 2>/dev/null | sed -n 's/.*"bytes_read":\([0-9]*\).*/\1/p' | sort -n | tail -1)"
+	echo "snap_compaction_bytes_read=$(cat "$work"/logs/backup-3-snap-*.log 2>/dev/null | sed -n 's/.*"bytes_read":\([0-9]*\).*/\1/p' | sort -n | tail -1)"
 } >"$meta"
 
 mkdir -p "$RESULTS_DIR"

@@ -10,7 +10,7 @@
 // caches) stays; -check counts the file pages still resident afterwards
 // with mincore(2) and prints them, so the report can say how cold it was.
 //
-// Usage: evict [-check] [-q] PATH...
+// Usage: evict [-check [-v]] [-q] PATH...
 package main
 
 import (
@@ -37,20 +37,23 @@ func main() {
 type stats struct {
 	files, bytes int64
 	resident     int64 // bytes still in the page cache afterwards (-check)
+	verbose      bool  // name the files that kept pages
+	out          io.Writer
 }
 
 func run(args []string, stdout io.Writer) error {
 	fl := flag.NewFlagSet("evict", flag.ContinueOnError)
 	check := fl.Bool("check", false, "afterwards, count the bytes still in the page cache (mincore)")
 	quiet := fl.Bool("q", false, "print nothing")
+	verbose := fl.Bool("v", false, "with -check, also name each file that kept pages in the cache, with how many bytes")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
 	if fl.NArg() == 0 {
-		return errors.New("usage: evict [-check] [-q] PATH...")
+		return errors.New("usage: evict [-check [-v]] [-q] PATH...")
 	}
 	unix.Sync() // dirty pages cannot be dropped
-	var st stats
+	st := stats{verbose: *verbose && *check, out: stdout}
 	for _, root := range fl.Args() {
 		if err := evictTree(root, *check, &st); err != nil {
 			return err
@@ -100,6 +103,9 @@ func evictFile(path string, check bool, st *stats) error {
 			return fmt.Errorf("mincore %s: %w", path, err)
 		}
 		st.resident += n
+		if n > 0 && st.verbose {
+			fmt.Fprintf(st.out, "resident %d %s\n", n, path)
+		}
 	}
 	return nil
 }

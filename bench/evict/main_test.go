@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestEvictCountsEveryFile(t *testing.T) {
@@ -73,5 +75,39 @@ func TestEvictDropsPages(t *testing.T) {
 	}
 	if !strings.HasSuffix(out.String(), "; 0 bytes still resident\n") {
 		t.Errorf("output %q: pages stayed in the page cache", out.String())
+	}
+}
+
+// Pages another mapping holds cannot be dropped: -check -v names the file.
+func TestEvictNamesWhatStayed(t *testing.T) {
+	name := filepath.Join(t.TempDir(), "mapped")
+	if err := os.WriteFile(name, bytes.Repeat([]byte("y"), 64<<10), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), 0, 64<<10, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	var sum byte
+	for i := 0; i < len(m); i += 4096 {
+		sum += m[i] // fault every page in
+	}
+	_ = sum
+	if err := unix.Mlock(m); err != nil {
+		t.Skipf("mlock: %v", err)
+	}
+	defer unix.Munlock(m)
+	var out bytes.Buffer
+	if err := run([]string{"-check", "-v", filepath.Dir(name)}, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "resident 65536 "+name+"\n") {
+		t.Errorf("output %q, want the locked file named with 65536 bytes", out.String())
 	}
 }

@@ -48,7 +48,7 @@ func runCombine(paths []string, mdPath string) error {
 	return nil
 }
 
-var mainSteps = []string{"backup-1", "backup-2", "restore", "restore-sync"}
+var mainSteps = []string{"backup-1", "backup-2", "restore", "restore-sync", "backup-3"}
 
 func writeCombined(w io.Writer, reps []shapeReport) {
 	m0 := reps[0].Meta

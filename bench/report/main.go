@@ -108,6 +108,7 @@ var steps = []struct{ key, title string }{
 	{"backup-2", "2. incremental backup"},
 	{"restore", "3. restore latest"},
 	{"restore-sync", "3b. restore, then sync"},
+	{"backup-3", "3c. backup after a full compaction"},
 	{"prune", "4. retention + GC"},
 }
 
