@@ -134,7 +134,9 @@ func writeMarkdown(w io.Writer, meta map[string]string, rs []*Result, ratios []R
 					}
 					any = true
 					cells = append(cells, fmt.Sprintf("%.2f (%.2fx)", r.Time, r.Throughput), fmt.Sprintf("%.2f", r.CPU), fmt.Sprintf("%.2f", r.RSS))
-					if repo == "" && r.Repo > 0 {
+					// After the first backup tar+zstd holds one stream of the
+					// current data, the others every snapshot: no ratio then.
+					if repo == "" && r.Repo > 0 && (peer != "tar-zstd" || st.key == "backup-1") {
 						repo = fmt.Sprintf("%.3f", r.Repo)
 					}
 				}
