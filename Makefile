@@ -54,10 +54,9 @@ demo: deps build server
 clean:
 	rm -rf bin
 
-## bench: snap vs restic vs borg on a 2 GiB RocksDB data set (SIZE=, RUNS=; see docs/performance.md), then the dir, redis and fleet rows
+## bench: every shape (SHAPE=all: large, many-plain, many-snappy, incompressible, dir), cold and warm cache, snap vs restic, borg, ldb backup/restore and tar | zstd -1 -T0 (SHAPE=, SIZE=, RUNS=, CACHE=; see docs/performance.md), then the redis and fleet rows
 bench:
-	bench/run.sh
-	bench/dir.sh
+	SHAPE=$${SHAPE:-all} bench/run.sh
 	bench/redis.sh
 	bench/fleet.sh
 
@@ -65,16 +64,20 @@ bench:
 bench-fleet:
 	bench/fleet.sh
 
-## bench-dir: snap --source dir vs restic on a 500 MB Pebble checkpoint (DIR_SIZE=, RUNS=)
+## bench-dir: the dir shape alone, a Pebble checkpoint through snap backup --source dir (SIZE= default 500MiB, RUNS=, CACHE=)
 bench-dir:
-	bench/dir.sh
+	SHAPE=dir SIZE=$${SIZE:-500MiB} bench/run.sh
 
-## bench-quick: the same on a 200 MiB data set
+## bench-quick: every shape on a 200 MiB data set
 bench-quick:
-	SIZE=200MiB bench/run.sh
+	SHAPE=$${SHAPE:-all} SIZE=200MiB bench/run.sh
+
+## bench-smoke: every shape at 64 MiB, one run, cold and warm: proves the harness works; its figures are not results
+bench-smoke:
+	SHAPE=all SIZE=64MiB RUNS=1 TAG=smoke bench/run.sh
 
 ## bench-redis: snap follow beside a redis-server 7: SET throughput, lag, CPU, RSS, objects (RUNS=, DURATION=, SIM_HOURS=)
 bench-redis:
 	bench/redis.sh
 
-.PHONY: bench bench-quick bench-dir bench-redis bench-fleet
+.PHONY: bench bench-quick bench-dir bench-smoke bench-redis bench-fleet

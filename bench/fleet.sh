@@ -10,8 +10,8 @@
 #      and rebuilt when the code that writes them changes.
 #   2. Per run, RUNS times, on a fresh copy of the fleet repository and on a
 #      fresh empty one, in a rotating order, each command timed by
-#      /usr/bin/time -v (after dropping the page cache when CACHE=cold and
-#      root may):
+#      /usr/bin/time -v (with FLEET_CACHE=cold after evicting the data, the
+#      repository and snap from the page cache with bench/evict):
 #        first backup of a checkpoint of the database by a new host;
 #        its incremental after 1% more keys (new tables);
 #        restore --latest --host of that host into an empty directory.
@@ -25,9 +25,9 @@
 # Nothing here asserts on timings: the numbers are reported, not judged.
 #
 # Environment: FLEET_HOSTS (1000), FLEET_BLOBS (2000000), FLEET_SNAPSHOTS
-# (2), DB_SIZE (50MiB), RUNS (3), CACHE (warm or cold; default warm: the
-# fleet's cost is the index, which a node reads from the bucket, not the
-# page cache), BENCH_DIR (/var/tmp/snap-bench), RESULTS_DIR
+# (2), DB_SIZE (50MiB), RUNS (3), FLEET_CACHE (warm or cold; default warm:
+# the fleet's cost is the index, which a node reads from the bucket, not
+# the page cache), BENCH_DIR (/var/tmp/snap-bench), RESULTS_DIR
 # (bench/results), TAG.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +38,7 @@ FLEET_BLOBS=${FLEET_BLOBS:-2000000}
 FLEET_SNAPSHOTS=${FLEET_SNAPSHOTS:-2}
 DB_SIZE=${DB_SIZE:-50MiB}
 RUNS=${RUNS:-3}
-CACHE=${CACHE:-warm}
+CACHE=${FLEET_CACHE:-warm}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/snap-bench}
 RESULTS_DIR=${RESULTS_DIR:-$root/bench/results}
 TAG=${TAG:-}
@@ -53,7 +53,7 @@ case $DB_SIZE in
 *MiB) bytes=$((${DB_SIZE%MiB} << 20)) ;;
 *) die "DB_SIZE=$DB_SIZE: want NMiB or NGiB" ;;
 esac
-case $CACHE in cold | warm) ;; *) die "CACHE must be cold or warm" ;; esac
+case $CACHE in cold | warm) ;; *) die "FLEET_CACHE must be cold or warm" ;; esac
 if ! command -v /usr/bin/time >/dev/null 2>&1; then
 	sudo=()
 	[ "$(id -u)" -eq 0 ] || sudo=(sudo)
@@ -68,6 +68,7 @@ mkdir -p "$BENCH_DIR/bin" "$RESULTS_DIR"
 go build -tags disable_grpc_modules -o bin/snap ./cmd/snap
 go build -o "$BENCH_DIR/bin/testpebble" ./internal/testpebble
 go build -o "$BENCH_DIR/bin/synthrepo" ./scripts/synthrepo
+go build -o "$BENCH_DIR/bin/evict" ./bench/evict
 snap=$root/bin/snap
 pebble=$BENCH_DIR/bin/testpebble
 export SNAP_PASSWORD=bench SNAP_LOG_LEVEL=warn
@@ -97,8 +98,7 @@ ckpt=$work/ckpt
 
 drop_caches() {
 	[ "$CACHE" = cold ] || return 0
-	sync
-	echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+	"$BENCH_DIR/bin/evict" -q "$work" "$snap"
 }
 
 # measure STEP KIND RUN CMD...: one timed command; appends "step kind run

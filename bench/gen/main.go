@@ -47,6 +47,7 @@ func run(args []string, stdout io.Writer) error {
 	batch := fl.Int("batch", 64, "records per MSET command")
 	format := fl.String("format", "resp", "resp (MSET commands for redis-cli --pipe) or ldb (lines for ldb load)")
 	payload := fl.Int("payload", 400, "mean payload size in random bytes before base64")
+	values := fl.String("values", "json", "json (JSON-like records) or random (random bytes of 512 to 1535 bytes: the incompressible shape)")
 	stats := fl.String("stats", "", "write \"records=N bytes=B next=M\" to this file at the end")
 	addr := fl.String("addr", "", "send the records to the server at this `host:port` instead of stdout")
 	if err := fl.Parse(args); err != nil {
@@ -57,6 +58,12 @@ func run(args []string, stdout io.Writer) error {
 	}
 	if *batch < 1 || *bytes < 0 || *payload < 0 {
 		return fmt.Errorf("-batch must be positive, -bytes and -payload not negative")
+	}
+	if *values != "json" && *values != "random" {
+		return fmt.Errorf("-values %q: want json or random", *values)
+	}
+	if *values == "random" && *format == "ldb" {
+		return fmt.Errorf("-values random is binary: send it with -addr or as -format resp")
 	}
 	if *format != "resp" && *format != "ldb" {
 		return fmt.Errorf("-format %q: want resp or ldb", *format)
@@ -75,6 +82,7 @@ func run(args []string, stdout io.Writer) error {
 	}
 	w := bufio.NewWriterSize(out, 1<<20)
 	g := newGen(*seed, *first, *payload)
+	g.random = *values == "random"
 	var written int64
 	keys := make([][]byte, 0, *batch)
 	vals := make([][]byte, 0, *batch)
@@ -177,6 +185,7 @@ type gen struct {
 	payload float64
 	buf     []byte
 	raw     []byte
+	random  bool // values are random bytes, not records
 }
 
 func newGen(seed, first uint64, payload int) *gen {
@@ -213,6 +222,17 @@ func (g *gen) next() (key, value []byte) {
 	g.n++
 	g.ts = g.ts.Add(time.Duration(1+r.IntN(80)) * time.Millisecond)
 	key = fmt.Appendf(nil, "evt:%016x", mix(n))
+	if g.random {
+		v := make([]byte, 512+r.IntN(1024))
+		for i := 0; i < len(v); i += 8 {
+			x := r.Uint64()
+			for j := i; j < min(i+8, len(v)); j++ {
+				v[j] = byte(x)
+				x >>= 8
+			}
+		}
+		return key, v
+	}
 
 	b := g.buf[:0]
 	b = append(b, `{"id":`...)

@@ -29,6 +29,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/zeebo/blake3"
 	"golang.org/x/crypto/chacha20poly1305"
+	"golang.org/x/sys/unix"
 
 	"github.com/snapbackup/snap/internal/directio"
 )
@@ -63,7 +64,8 @@ func run() error {
 	dir := flag.String("dir", "", "the data directory (required)")
 	sample := flag.Int64("sample", 256<<20, "at most this many bytes of SST data are held in memory for the CPU limits")
 	threads := flag.Int("threads", runtime.GOMAXPROCS(0), "goroutines")
-	cold := flag.Bool("cold", false, "also measure a read from disk after dropping the page cache (needs root)")
+	cold := flag.Bool("cold", false, "also measure a read from disk after dropping the page cache")
+	evictMode := flag.String("evict", "drop", "with -cold, how to empty the page cache: drop (/proc/sys/vm/drop_caches, needs root) or fadvise (POSIX_FADV_DONTNEED on the data files, as bench/evict does)")
 	jsonOut := flag.String("json", "", "also write the results as JSON to this file")
 	scratch := flag.String("scratch", "", "with -cold: a directory on the repository's disk for the direct write limits")
 	flag.Parse()
@@ -79,9 +81,18 @@ func run() error {
 	}
 	n := *threads
 	var results []Result
+	var evict func() error
+	switch *evictMode {
+	case "drop":
+		evict = dropCaches
+	case "fadvise":
+		evict = func() error { return fadviseFiles(files) }
+	default:
+		return fmt.Errorf("-evict %q: want drop or fadvise", *evictMode)
+	}
 
 	if *cold {
-		if err := dropCaches(); err != nil {
+		if err := evict(); err != nil {
 			results = append(results, Result{Name: "disk read (cold cache)", Skipped: true, Note: err.Error()})
 		} else {
 			r, err := readAll(files, n, false)
@@ -90,7 +101,7 @@ func run() error {
 			}
 			r.Name = "disk read (cold cache)"
 			results = append(results, r)
-			rs, err := diskLimits(files, n, *scratch)
+			rs, err := diskLimits(files, n, *scratch, evict)
 			if err != nil {
 				return err
 			}
@@ -219,6 +230,24 @@ func dropCaches() error {
 	return nil
 }
 
+// fadviseFiles drops the page cache of the files without root: sync, then
+// POSIX_FADV_DONTNEED over each (clean pages only, hence the sync).
+func fadviseFiles(files []string) error {
+	unix.Sync()
+	for _, name := range files {
+		f, err := os.Open(name)
+		if err != nil {
+			return err
+		}
+		err = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("fadvise %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
 // readAll reads every file with n goroutines, through the page cache 1 MiB
 // at a time or, when direct, around it a huge page at a time into huge
 // pages, as a restore reads packs (directio.AllocHuge).
@@ -298,11 +327,11 @@ func readFile(name string, buf []byte, direct bool, total *atomic.Int64) error {
 // reads of the files, direct writes made durable, and both at once (a
 // restore reads packs while it writes files). Each runs after the page
 // cache was dropped.
-func diskLimits(files []string, n int, scratch string) ([]Result, error) {
+func diskLimits(files []string, n int, scratch string, evict func() error) ([]Result, error) {
 	var out []Result
 	// cold runs measure after dropping the page cache and names the result.
 	cold := func(name string, measure func() (Result, error)) error {
-		if err := dropCaches(); err != nil {
+		if err := evict(); err != nil {
 			return err
 		}
 		r, err := measure()
