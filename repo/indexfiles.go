@@ -141,12 +141,3 @@ func (r *Repository) RefreshIndex(ctx context.Context) error {
 	}
 	return nil
 }
-
-// reset empties the index.
-func (x *Index) reset() {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	x.packs = nil
-	x.packNum = map[ID]uint32{}
-	x.blobs = map[ID]memEntry{}
-}
