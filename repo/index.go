@@ -523,12 +523,16 @@ func (x *Index) settle() {
 // merge makes new sorted tables of sorted, recent and pending. x.mu is
 // held for writing.
 func (x *Index) merge() {
+	// What the index has keeps its place: a copy found once is the one
+	// found from then on. Those in recent go here, those in sorted as each
+	// part is merged.
 	for i, part := range x.pending {
-		// What the index has keeps its place: a copy found once is the
-		// one found from then on.
+		if len(x.recent) == 0 {
+			break
+		}
 		k := 0
 		for _, r := range part {
-			if _, ok := x.locate(&r.id); !ok {
+			if _, ok := x.recent[r.id]; !ok {
 				part[k] = r
 				k++
 			}
@@ -552,8 +556,10 @@ func (x *Index) merge() {
 				k++
 			}
 		}
-		x.sorted[i] = x.sorted[i].merge(byte(i), part[:k])
-		x.nsorted += k
+		if add := x.sorted[i].without(byte(i), part[:k]); len(add) > 0 {
+			x.sorted[i] = x.sorted[i].merge(byte(i), add)
+			x.nsorted += len(add)
+		}
 		x.pending[i] = nil // for the garbage collector, while the next parts merge
 	}
 	x.pending, x.npending, x.growHint = [256][]rec{}, 0, 0
@@ -730,11 +736,9 @@ func (p *blobPart) find(id *ID) (loc, bool) {
 	return decodeLoc(p.recs[m*stride+len(key):]), true
 }
 
-// merge returns a new part of the blobs of p, whose ids begin with first,
-// and of add, which is sorted and has none of p's.
-func (p *blobPart) merge(first byte, add []rec) blobPart {
-	t := newBlobPart(p.n + len(add))
-	w, j := 0, 0
+// each calls f with every record of p in order and its id, whose first
+// byte is first.
+func (p *blobPart) each(first byte, f func(id *ID, r []byte)) {
 	var id ID
 	stride := p.stride()
 	for b := 0; p.n > 0 && b+1 < len(p.starts); b++ {
@@ -744,14 +748,43 @@ func (p *blobPart) merge(first byte, add []rec) blobPart {
 		for i := int(p.starts[b]); i < int(p.starts[b+1]); i++ {
 			r := p.recs[i*stride : (i+1)*stride]
 			copy(id[p.drop:], r)
-			for ; j < len(add) && cmpIDs(&add[j].id, &id) < 0; j++ {
-				t.put(w, &add[j].id, add[j].loc)
-				w++
-			}
-			t.put(w, &id, decodeLoc(r[IDSize-p.drop:]))
-			w++
+			f(&id, r)
 		}
 	}
+}
+
+// without removes from add, which is sorted, the blobs p has: one walk
+// through both, in cache, where a lookup each would not be.
+func (p *blobPart) without(first byte, add []rec) []rec {
+	if p.n == 0 {
+		return add
+	}
+	k, j := 0, 0
+	p.each(first, func(id *ID, _ []byte) {
+		for ; j < len(add) && cmpIDs(&add[j].id, id) <= 0; j++ {
+			if add[j].id != *id {
+				add[k] = add[j]
+				k++
+			}
+		}
+	})
+	k += copy(add[k:], add[j:])
+	return add[:k]
+}
+
+// merge returns a new part of the blobs of p, whose ids begin with first,
+// and of add, which is sorted and has none of p's.
+func (p *blobPart) merge(first byte, add []rec) blobPart {
+	t := newBlobPart(p.n + len(add))
+	w, j := 0, 0
+	p.each(first, func(id *ID, r []byte) {
+		for ; j < len(add) && cmpIDs(&add[j].id, id) < 0; j++ {
+			t.put(w, &add[j].id, add[j].loc)
+			w++
+		}
+		t.put(w, id, decodeLoc(r[IDSize-p.drop:]))
+		w++
+	})
 	for ; j < len(add); j++ {
 		t.put(w, &add[j].id, add[j].loc)
 		w++
