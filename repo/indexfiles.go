@@ -142,15 +142,6 @@ func (r *Repository) RefreshIndex(ctx context.Context) error {
 	return nil
 }
 
-// reset empties the index.
-func (x *Index) reset() {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	x.packs = nil
-	x.packNum = map[ID]uint32{}
-	x.blobs = map[ID]memEntry{}
-}
-
 // LoadIndexData reads and decodes the index files ids, without adding
 // them to the in-memory index: for prune, which takes in the files
 // written while it planned.
