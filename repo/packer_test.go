@@ -137,7 +137,7 @@ func TestWriteOrdering(t *testing.T) {
 			continue
 		}
 		nIndex++
-		plain, err := r.LoadUnpacked(t.Context(), repo.IndexFile, mustParseID(t, c.Handle.Name))
+		plain, err := r.LoadObject(t.Context(), repo.IndexFile, c.Handle.Name, -1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -222,7 +222,7 @@ func TestPackSaveFails(t *testing.T) {
 			// Every index file names stored packs only.
 			packs := list(t, inner, repo.PackFile)
 			for name := range list(t, inner, repo.IndexFile) {
-				plain, err := r.LoadUnpacked(t.Context(), repo.IndexFile, mustParseID(t, name))
+				plain, err := r.LoadObject(t.Context(), repo.IndexFile, name, -1)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -20,6 +20,7 @@ type PackWriter struct {
 	sem       chan struct{}
 	wg        sync.WaitGroup
 	indexEach bool
+	owner     string // of the index files indexEach writes (SaveIndexAs)
 
 	mu      sync.Mutex
 	open    map[BlobType]*packBuilder
@@ -34,7 +35,13 @@ type PackWriter struct {
 // where the backend spools. With indexEach it writes an index file for
 // each pack once it is stored.
 func (r *Repository) NewPackWriter(indexEach bool) *PackWriter {
-	return &PackWriter{r: r, sem: make(chan struct{}, r.conns), open: map[BlobType]*packBuilder{}, indexEach: indexEach}
+	return r.NewPackWriterFor("", indexEach)
+}
+
+// NewPackWriterFor is NewPackWriter whose index files are owner's (as for
+// SaveIndexAs): prune keeps each host's packs apart.
+func (r *Repository) NewPackWriterFor(owner string, indexEach bool) *PackWriter {
+	return &PackWriter{r: r, sem: make(chan struct{}, r.conns), open: map[BlobType]*packBuilder{}, indexEach: indexEach, owner: owner}
 }
 
 // Add compresses, seals and packs plain, whose id is id.
@@ -80,7 +87,7 @@ func (w *PackWriter) upload(ctx context.Context, pb *packBuilder) error {
 	return w.r.storeInBackground(ctx, w.sem, &w.wg, pb, func(pbs PackBlobs, size int, err error) {
 		var idx ID
 		if err == nil && w.indexEach {
-			idx, err = w.r.SaveIndex(ctx, &IndexData{Packs: []PackBlobs{pbs}})
+			idx, err = w.r.SaveIndexAs(ctx, w.owner, &IndexData{Packs: []PackBlobs{pbs}})
 		}
 		w.mu.Lock()
 		defer w.mu.Unlock()

@@ -183,22 +183,22 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResul
 	}
 
 	// 2. Snapshots first: a snapshot that is listed must stay whole.
-	ids := make([]repo.ID, 0, len(forgotten))
+	names := make([]string, 0, len(forgotten))
 	for _, sn := range forgotten {
-		ids = append(ids, sn.ID)
+		names = append(names, sn.Name)
 	}
-	if err := removeObjects(ctx, r, lk, repo.SnapshotFile, ids); err != nil {
+	if err := removeObjects(ctx, r, lk, repo.SnapshotFile, names); err != nil {
 		return nil, err
 	}
-	keptSet := make(map[repo.ID]bool, len(kept))
+	keptSet := make(map[string]bool, len(kept))
 	for _, sn := range kept {
-		keptSet[sn.ID] = true
+		keptSet[sn.Name] = true
 	}
 	// Under the exclusive lock no snapshot can appear; if one did, a
 	// backup ignored the lock, and its data must not be collected.
-	if err := r.List(ctx, repo.SnapshotFile, func(id repo.ID, _ int64) error {
-		if !keptSet[id] {
-			return fmt.Errorf("snapshot %s appeared while prune held the exclusive lock (a backup did not see the lock?); not collecting garbage now: run prune again", id.Str())
+	if err := r.ListObjects(ctx, repo.SnapshotFile, func(o repo.ObjectInfo) error {
+		if !keptSet[o.Name] {
+			return fmt.Errorf("snapshot %s appeared while prune held the exclusive lock (a backup did not see the lock?); not collecting garbage now: run prune again", o.ID.Str())
 		}
 		return nil
 	}); err != nil {
@@ -211,7 +211,7 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResul
 	}
 
 	// 3. Repack.
-	if len(p.repack) > 0 {
+	if len(p.copyBlobs) > 0 {
 		if err := p.runRepack(ctx, r, lk); err != nil {
 			return nil, err
 		}
@@ -220,36 +220,33 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResul
 		o.Log.Info("repacked", "packs_read", len(p.repack), "packs_written", len(p.newPacks), "blobs", st.BlobsRepacked)
 	}
 
-	// 4. The new index, before anything the old one names is deleted.
-	var oldIndex []repo.ID
+	// 4. The new index, before anything the old one names is deleted:
+	// one file per owner, the one that supersedes every old file last.
+	var oldIndex []string
 	if p.needIndex() {
 		if err := lk.Err(); err != nil {
 			return nil, fmt.Errorf("not writing the new index: %w", err)
 		}
-		d := &repo.IndexData{Packs: make([]repo.PackBlobs, 0, len(p.keep)+len(p.newPacks))}
-		for _, f := range p.idx.Files {
-			d.Supersedes = append(d.Supersedes, f.ID)
-		}
-		d.Supersedes = append(d.Supersedes, p.repackIndexes...)
-		for _, id := range p.keep {
-			d.Packs = append(d.Packs, *p.packs[id])
-		}
-		d.Packs = append(d.Packs, p.newPacks...)
-		if _, err := r.SaveIndex(ctx, d); err != nil {
+		written, err := p.writeIndex(ctx, r, o.Log)
+		if err != nil {
 			return nil, err
 		}
-		st.IndexFilesWritten = 1
-		o.Log.Info("wrote the new index", "packs", len(d.Packs), "supersedes", len(d.Supersedes))
-		oldIndex = d.Supersedes
+		st.IndexFilesWritten = written
+		for _, f := range p.idx.Files {
+			oldIndex = append(oldIndex, f.Name)
+		}
+		oldIndex = append(oldIndex, p.repackIndexes...)
 	}
 	// 5. The packs, then the index files the new one supersedes. While a
 	// superseded file remains, the packs it names that no effective index
 	// does are known to be prune's to delete, so a prune killed here is
 	// finished by the next without waiting for the margin.
-	var packs []repo.ID
-	packs = append(packs, p.delete...)
-	packs = append(packs, p.repack...)
-	packs = append(packs, p.unindexedOld...)
+	var packs []string
+	for _, ids := range [][]repo.ID{p.delete, p.repack, p.unindexedOld} {
+		for _, id := range ids {
+			packs = append(packs, id.String())
+		}
+	}
 	if err := removeObjects(ctx, r, lk, repo.PackFile, packs); err != nil {
 		return nil, err
 	}
@@ -284,17 +281,38 @@ type prunePlan struct {
 	used   map[repo.ID]uint8
 
 	keep, repack, delete, missing []repo.ID
-	copyBlobs                     map[repo.ID][]repo.BlobEntry // per pack to repack
+	copyBlobs                     map[repo.ID][]copyBlob // per pack to copy from
 	unindexedOld, unindexedYoung  []repo.ID
 
-	newPacks      []repo.PackBlobs
+	// Version 2 (host-scoped): the owner of every used blob (a host tag,
+	// or repo.SharedOwner when several hosts use it), the owner of the
+	// index file each pack that stays goes into, and of the file each
+	// pack is in now. In version 1 every owner is "".
+	blobOwner   map[repo.ID]string
+	dest, owner map[repo.ID]string
+	ownerFiles  map[string]int // index files per owner
+
+	newPacks      []ownedPack
 	newBytes      int64
-	repackIndexes []repo.ID  // an index file for each new pack, superseded by the final index
+	repackIndexes []string   // an index file for each new pack, superseded by the final index
 	st            PruneStats // counts filled while planning
 }
 
+// copyBlob is a used blob that repacking copies into a new pack of owner.
+type copyBlob struct {
+	repo.BlobEntry
+	owner string
+}
+
+// ownedPack is a new pack and the owner of the index file that names it.
+type ownedPack struct {
+	repo.PackBlobs
+	owner string
+}
+
 func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraUsed []repo.ID, o PruneOptions) (*prunePlan, error) {
-	p := &prunePlan{packs: map[repo.ID]*repo.PackBlobs{}, stored: map[repo.ID]repo.FileInfo{}, copyBlobs: map[repo.ID][]repo.BlobEntry{}}
+	p := &prunePlan{packs: map[repo.ID]*repo.PackBlobs{}, stored: map[repo.ID]repo.FileInfo{}, copyBlobs: map[repo.ID][]copyBlob{},
+		dest: map[repo.ID]string{}, owner: map[repo.ID]string{}, ownerFiles: map[string]int{}}
 	var err error
 	// Every index file must load: one left out would make its packs look
 	// like garbage.
@@ -305,10 +323,12 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraU
 		if p.idx.Superseded[f.ID] {
 			continue
 		}
+		p.ownerFiles[f.Owner]++
 		for i := range f.Data.Packs {
 			pb := &f.Data.Packs[i]
 			if _, ok := p.packs[pb.PackID]; !ok {
 				p.packs[pb.PackID] = pb
+				p.owner[pb.PackID] = f.Owner
 			}
 		}
 	}
@@ -327,7 +347,7 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraU
 	}
 	p.st.IndexFilesBefore = len(p.idx.Files)
 
-	if p.used, err = markUsed(ctx, r, kept); err != nil {
+	if p.used, p.blobOwner, err = markUsed(ctx, r, kept); err != nil {
 		return nil, err
 	}
 	idx := r.Index()
@@ -336,6 +356,9 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraU
 			return nil, fmt.Errorf("chunk %s of a tail object is not in the index; run snap check (prune changes nothing while a kept chain is damaged)", id)
 		}
 		p.used[id] = blobUsed
+		if p.blobOwner != nil {
+			p.blobOwner[id] = repo.SharedOwner // a chain's: not tied to a host here
+		}
 	}
 
 	ids := make([]repo.ID, 0, len(p.packs))
@@ -345,15 +368,24 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraU
 	slices.SortFunc(ids, func(a, b repo.ID) int { return compareID(a, b) })
 	for _, id := range ids {
 		pb := p.packs[id]
+		dest := p.destOf(id)
+		p.dest[id] = dest
 		var usedN int
-		var usedB, unusedB int64
+		var usedB, unusedB, misplacedB int64
 		for _, e := range pb.Blobs {
-			if p.used[e.ID] != 0 {
-				usedN++
-				usedB += int64(e.Length)
-			} else {
+			switch {
+			case p.used[e.ID] == 0:
 				p.st.BlobsUnused++
 				unusedB += int64(e.Length)
+			case !p.placed(e.ID, dest):
+				// Needed, but invisible here to a host that needs it:
+				// copied to its owner's pack, so for the decision it is
+				// as good as unused.
+				usedN++
+				misplacedB += int64(e.Length)
+			default:
+				usedN++
+				usedB += int64(e.Length)
 			}
 		}
 		p.st.BytesUnused += unusedB
@@ -367,7 +399,7 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraU
 			p.delete = append(p.delete, id)
 			p.st.PacksDeleted++
 			p.st.PackBytesDeleted += fi.Size
-		case unusedB > 0 && float64(unusedB) > o.MaxUnused*float64(usedB+unusedB):
+		case unusedB+misplacedB > 0 && float64(unusedB+misplacedB) > o.MaxUnused*float64(usedB+unusedB+misplacedB):
 			p.repack = append(p.repack, id)
 			p.st.PacksRepacked++
 			p.st.PackBytesRepacked += fi.Size
@@ -376,21 +408,37 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraU
 		}
 	}
 	p.st.MissingPacks = len(p.missing)
-	// A used blob stored twice is copied only if no kept pack has it.
+	// A used blob stored twice is copied only if no kept pack has it
+	// where its owner sees it.
 	for _, id := range p.keep {
 		for _, e := range p.packs[id].Blobs {
-			if p.used[e.ID] != 0 {
+			if p.used[e.ID] != 0 && p.placed(e.ID, p.dest[id]) {
 				p.used[e.ID] = blobSatisfied
 			}
 		}
 	}
+	copyOut := func(id repo.ID, e repo.BlobEntry, owner string) {
+		p.used[e.ID] = blobSatisfied
+		p.copyBlobs[id] = append(p.copyBlobs[id], copyBlob{BlobEntry: e, owner: owner})
+		p.st.BlobsRepacked++
+		p.st.BytesRepacked += int64(e.Length)
+	}
 	for _, id := range p.repack {
 		for _, e := range p.packs[id].Blobs {
-			if p.used[e.ID] == blobUsed {
-				p.used[e.ID] = blobSatisfied
-				p.copyBlobs[id] = append(p.copyBlobs[id], e)
-				p.st.BlobsRepacked++
-				p.st.BytesRepacked += int64(e.Length)
+			if p.used[e.ID] == blobUsed && p.placed(e.ID, p.dest[id]) {
+				copyOut(id, e, p.dest[id])
+			}
+		}
+	}
+	// Blobs left only where their owner does not look: into a pack of
+	// their owner (a shared one, for a blob several hosts use), so prune
+	// merges what two hosts stored twice.
+	for _, ids := range [][]repo.ID{p.keep, p.repack} {
+		for _, id := range ids {
+			for _, e := range p.packs[id].Blobs {
+				if p.used[e.ID] == blobUsed {
+					copyOut(id, e, p.blobOwner[e.ID])
+				}
 			}
 		}
 	}
@@ -456,20 +504,136 @@ func (p *prunePlan) fillStats(st *PruneStats) {
 	st.PackBytesAfter = st.PackBytesBefore - st.PackBytesDeleted - st.PackBytesRepacked - st.UnindexedBytes
 }
 
+// destOf is the owner of the index file a pack that stays goes into. In
+// version 1 it is "". In version 2: the one host whose kept snapshots use
+// every used blob of it, or shared where they are all used by several
+// hosts; a pack of mixed owners stays where it is (a host's, whose
+// blobs of other owners are then misplaced, or shared).
+func (p *prunePlan) destOf(pack repo.ID) string {
+	if p.blobOwner == nil {
+		return ""
+	}
+	dest := ""
+	for _, e := range p.packs[pack].Blobs {
+		if p.used[e.ID] == 0 {
+			continue
+		}
+		switch o := p.blobOwner[e.ID]; {
+		case dest == "":
+			dest = o
+		case dest != o:
+			if cur := p.owner[pack]; cur != "" && cur != repo.SharedOwner {
+				return cur
+			}
+			return repo.SharedOwner
+		}
+	}
+	if dest == "" { // nothing used: deleted
+		return repo.SharedOwner
+	}
+	return dest
+}
+
+// placed reports whether a used blob in a pack of dest's index file is
+// where its owner looks: in its own host's file, or a shared one.
+func (p *prunePlan) placed(blob repo.ID, dest string) bool {
+	return p.blobOwner == nil || dest == repo.SharedOwner || p.blobOwner[blob] == dest
+}
+
 // needIndex reports whether the index must be rewritten: something it
-// names goes, or there are several index files to consolidate.
+// names goes or moves to another owner's file, or an owner has several
+// index files to consolidate.
 func (p *prunePlan) needIndex() bool {
-	return len(p.delete) > 0 || len(p.repack) > 0 || len(p.missing) > 0 || len(p.idx.Files) > 1
+	if len(p.delete) > 0 || len(p.repack) > 0 || len(p.missing) > 0 || len(p.newPacks) > 0 {
+		return true
+	}
+	for _, n := range p.ownerFiles {
+		if n > 1 {
+			return true
+		}
+	}
+	for _, f := range p.idx.Files {
+		if p.idx.Superseded[f.ID] {
+			return true // an interrupted prune's old files: remove them
+		}
+	}
+	for _, id := range p.keep {
+		if p.dest[id] != p.owner[id] {
+			return true
+		}
+	}
+	return false
+}
+
+// writeIndex writes the index that replaces every file prune read: in
+// version 1 one file; in version 2 one per host that has packs, then the
+// shared one, last, superseding every old file (the host files supersede
+// nothing). A scoped reader, which reads the shared files and its own,
+// so sees the supersedes as soon as the old files stop counting; until
+// then old and new name the same packs alike. It returns how many files
+// it wrote.
+func (p *prunePlan) writeIndex(ctx context.Context, r *repo.Repository, log *slog.Logger) (int, error) {
+	byOwner := map[string][]repo.PackBlobs{}
+	for _, id := range p.keep {
+		byOwner[p.dest[id]] = append(byOwner[p.dest[id]], *p.packs[id])
+	}
+	for _, np := range p.newPacks {
+		byOwner[np.owner] = append(byOwner[np.owner], np.PackBlobs)
+	}
+	last := ""
+	if r.HostScoped() {
+		last = repo.SharedOwner
+	}
+	var supersedes []repo.ID
+	for _, f := range p.idx.Files {
+		supersedes = append(supersedes, f.ID)
+	}
+	for _, name := range p.repackIndexes {
+		if _, id, ok := repo.ParseObjectName(repo.IndexFile, name); ok {
+			supersedes = append(supersedes, id)
+		}
+	}
+	owners := make([]string, 0, len(byOwner))
+	for o := range byOwner {
+		if o != last {
+			owners = append(owners, o)
+		}
+	}
+	slices.Sort(owners)
+	written := 0
+	for _, o := range owners {
+		if _, err := r.SaveIndexAs(ctx, o, &repo.IndexData{Packs: byOwner[o]}); err != nil {
+			return written, err
+		}
+		written++
+	}
+	d := &repo.IndexData{Packs: byOwner[last], Supersedes: supersedes}
+	if _, err := r.SaveIndexAs(ctx, last, d); err != nil {
+		return written, err
+	}
+	written++
+	log.Info("wrote the new index", "files", written, "supersedes", len(supersedes))
+	return written, nil
 }
 
 // markUsed loads the tree of every kept snapshot and returns the set of
 // blobs they use: the trees and every chunk. Each must be in the index.
-func markUsed(ctx context.Context, r *repo.Repository, kept []*Snapshot) (map[repo.ID]uint8, error) {
+// In a version 2 repository it also returns each used blob's owner: the
+// tag of the one host whose kept snapshots use it, or repo.SharedOwner.
+func markUsed(ctx context.Context, r *repo.Repository, kept []*Snapshot) (map[repo.ID]uint8, map[repo.ID]string, error) {
 	used := map[repo.ID]uint8{}
+	var owner map[repo.ID]string
+	if r.HostScoped() {
+		owner = map[repo.ID]string{}
+	}
 	trees := map[repo.ID]*Snapshot{}
+	treeOwner := map[repo.ID]string{}
 	for _, sn := range kept {
 		if _, ok := trees[sn.Tree]; !ok {
 			trees[sn.Tree] = sn
+		}
+		if owner != nil {
+			treeOwner[sn.Tree] = mergeOwner(treeOwner[sn.Tree], r.HostTag(sn.Host))
 		}
 	}
 	var mu sync.Mutex
@@ -492,60 +656,111 @@ func markUsed(ctx context.Context, r *repo.Repository, kept []*Snapshot) (map[re
 			mu.Lock()
 			defer mu.Unlock()
 			used[tid] = blobUsed
+			o := treeOwner[tid]
+			if owner != nil {
+				owner[tid] = mergeOwner(owner[tid], o)
+			}
 			for _, f := range t.Files {
 				for _, c := range f.Chunks {
 					used[c] = blobUsed
+					if owner != nil {
+						owner[c] = mergeOwner(owner[c], o)
+					}
 				}
 			}
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return used, nil
+	return used, owner, nil
 }
 
-// runRepack copies the used blobs of the packs to repack into new packs.
+// mergeOwner is the owner of a blob owned by a and used by b's host too.
+func mergeOwner(a, b string) string {
+	if a == "" || a == b {
+		return b
+	}
+	return repo.SharedOwner
+}
+
+// runRepack copies the used blobs of the packs to repack, and blobs kept
+// where their owner does not look, into new packs: one writer per owner,
+// so that a new pack has one owner and goes into its index file.
 func (p *prunePlan) runRepack(ctx context.Context, r *repo.Repository, lk *repo.Lock) error {
 	if err := lk.Err(); err != nil {
 		return fmt.Errorf("not repacking: %w", err)
 	}
-	w := r.NewPackWriter(true)
+	var mu sync.Mutex
+	writers := map[string]*repo.PackWriter{}
+	writer := func(owner string) *repo.PackWriter {
+		mu.Lock()
+		defer mu.Unlock()
+		w := writers[owner]
+		if w == nil {
+			w = r.NewPackWriterFor(owner, true)
+			writers[owner] = w
+		}
+		return w
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.Connections())
-	for _, id := range p.repack {
-		entries := p.copyBlobs[id]
-		if len(entries) == 0 {
-			continue
+	sources := make([]repo.ID, 0, len(p.copyBlobs))
+	for id := range p.copyBlobs {
+		sources = append(sources, id)
+	}
+	slices.SortFunc(sources, compareID)
+	for _, id := range sources {
+		cbs := p.copyBlobs[id]
+		entries := make([]repo.BlobEntry, len(cbs))
+		ownerOf := make(map[repo.ID]string, len(cbs))
+		for i, cb := range cbs {
+			entries[i] = cb.BlobEntry
+			ownerOf[cb.ID] = cb.owner
 		}
 		g.Go(func() error {
 			return r.LoadBlobs(gctx, id, entries, func(e repo.BlobEntry, plain []byte) error {
 				// ctx, not gctx: Add starts uploads that must outlive
 				// the loads, and gctx ends when they do.
-				return w.Add(ctx, e.Type, e.ID, plain)
+				return writer(ownerOf[e.ID]).Add(ctx, e.Type, e.ID, plain)
 			})
 		})
 	}
 	gerr := g.Wait()
-	packs, n, err := w.Finish(ctx)
-	p.repackIndexes = w.Indexes()
-	if err := errors.Join(gerr, err); err != nil {
+	errs := []error{gerr}
+	owners := make([]string, 0, len(writers))
+	for o := range writers {
+		owners = append(owners, o)
+	}
+	slices.Sort(owners)
+	for _, o := range owners {
+		w := writers[o]
+		packs, n, err := w.Finish(ctx)
+		for _, id := range w.Indexes() {
+			p.repackIndexes = append(p.repackIndexes, r.IndexName(o, id))
+		}
+		errs = append(errs, err)
+		for _, pb := range packs {
+			p.newPacks = append(p.newPacks, ownedPack{PackBlobs: pb, owner: o})
+		}
+		p.newBytes += n
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("repack: %w", err)
 	}
-	p.newPacks, p.newBytes = packs, n
-	slices.SortFunc(p.newPacks, func(a, b repo.PackBlobs) int { return compareID(a.PackID, b.PackID) })
+	slices.SortFunc(p.newPacks, func(a, b ownedPack) int { return compareID(a.PackID, b.PackID) })
 	return nil
 }
 
 // removeObjects removes objects in parallel, each only while the lock
 // holds. Objects already gone are fine: an earlier prune got that far.
-func removeObjects(ctx context.Context, r *repo.Repository, lk *repo.Lock, t repo.FileType, ids []repo.ID) error {
+func removeObjects(ctx context.Context, r *repo.Repository, lk *repo.Lock, t repo.FileType, names []string) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.Connections())
-	for _, id := range ids {
+	for _, name := range names {
 		g.Go(func() error {
-			h := repo.Handle{Type: t, Name: id.String()}
+			h := repo.Handle{Type: t, Name: name}
 			if err := lk.Err(); err != nil {
 				return fmt.Errorf("not removing %s: %w", h, err)
 			}
