@@ -14,9 +14,11 @@ import (
 
 // TestPruneOwnersVersion2: hosts a and b each back up a file they have in
 // common beside their own, scoped, so each stores the common chunks in
-// its own pack. Prune moves the common chunks into one shared pack
-// (stored once), keeps each host's own chunks in a pack its own index
-// file names, and writes one index file per host and the shared one;
+// its own pack, and a file each of a pool an unscoped writer stored in
+// one shared pack. Prune moves the common chunks into one shared pack
+// (stored once), each host's own chunks and pool file into packs its own
+// index file names (the shared files keep only what several hosts use),
+// and writes one index file per host and the shared one;
 // then a reader scoped to either host knows every chunk of its snapshot
 // from those files alone, and check passes.
 func TestPruneOwnersVersion2(t *testing.T) {
@@ -24,13 +26,25 @@ func TestPruneOwnersVersion2(t *testing.T) {
 	newRepo(t, be)
 	rng := rand.New(rand.NewPCG(18, 2))
 	common := chunks(rng, 20000, 21000, 22000)
+	pool := map[string][][]byte{"a": chunks(rng, 10000, 11000), "b": chunks(rng, 12000, 13000)}
+	sw := reopen(t, be) // unscoped: its index files are shared
+	for _, host := range []string{"a", "b"} {
+		for _, c := range pool[host] {
+			if _, err := sw.SaveBlob(context.Background(), repo.DataBlob, sw.BlobID(c), c); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := sw.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	t0 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	wants := map[string]map[string][]byte{}
 	snaps := map[string]*snapshot.Snapshot{}
 	for i, host := range []string{"a", "b"} {
 		w := reopenScoped(t, be, host)
 		sn, want := handSnapshot(t, w, t0.Add(time.Duration(i)*time.Hour), host, nil,
-			handFile{"common.sst", common}, handFile{host + ".sst", chunks(rng, 30000, 31000)})
+			handFile{"common.sst", common}, handFile{host + ".sst", chunks(rng, 30000, 31000)}, handFile{"pool.sst", pool[host]})
 		wants[host], snaps[host] = want, sn
 	}
 	r := reopen(t, be)

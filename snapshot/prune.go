@@ -377,10 +377,10 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraU
 			case p.used[e.ID] == 0:
 				p.st.BlobsUnused++
 				unusedB += int64(e.Length)
-			case !p.placed(e.ID, dest):
-				// Needed, but invisible here to a host that needs it:
-				// copied to its owner's pack, so for the decision it is
-				// as good as unused.
+			case p.ownerOf(e.ID) != dest:
+				// Needed, but not where its owner's readers alone would
+				// look: a repack moves it to its owner's pack, so for the
+				// decision it is as good as unused.
 				usedN++
 				misplacedB += int64(e.Length)
 			default:
@@ -412,7 +412,7 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraU
 	// where its owner sees it.
 	for _, id := range p.keep {
 		for _, e := range p.packs[id].Blobs {
-			if p.used[e.ID] != 0 && p.placed(e.ID, p.dest[id]) {
+			if p.used[e.ID] != 0 && p.visible(e.ID, p.dest[id]) {
 				p.used[e.ID] = blobSatisfied
 			}
 		}
@@ -423,21 +423,16 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraU
 		p.st.BlobsRepacked++
 		p.st.BytesRepacked += int64(e.Length)
 	}
-	for _, id := range p.repack {
-		for _, e := range p.packs[id].Blobs {
-			if p.used[e.ID] == blobUsed && p.placed(e.ID, p.dest[id]) {
-				copyOut(id, e, p.dest[id])
-			}
-		}
-	}
-	// Blobs left only where their owner does not look: into a pack of
-	// their owner (a shared one, for a blob several hosts use), so prune
-	// merges what two hosts stored twice.
-	for _, ids := range [][]repo.ID{p.keep, p.repack} {
+	// Every used blob of a pack to repack, and one left only in a kept
+	// pack where its owner does not look, goes into a new pack of its
+	// owner (a shared one, for a blob several hosts use): so prune merges
+	// what two hosts stored twice, and moves what one host alone uses out
+	// of the shared files every host reads.
+	for _, ids := range [][]repo.ID{p.repack, p.keep} {
 		for _, id := range ids {
 			for _, e := range p.packs[id].Blobs {
 				if p.used[e.ID] == blobUsed {
-					copyOut(id, e, p.blobOwner[e.ID])
+					copyOut(id, e, p.ownerOf(e.ID))
 				}
 			}
 		}
@@ -534,10 +529,18 @@ func (p *prunePlan) destOf(pack repo.ID) string {
 	return dest
 }
 
-// placed reports whether a used blob in a pack of dest's index file is
-// where its owner looks: in its own host's file, or a shared one.
-func (p *prunePlan) placed(blob repo.ID, dest string) bool {
-	return p.blobOwner == nil || dest == repo.SharedOwner || p.blobOwner[blob] == dest
+// ownerOf is a used blob's owner: "" in version 1.
+func (p *prunePlan) ownerOf(blob repo.ID) string {
+	if p.blobOwner == nil {
+		return ""
+	}
+	return p.blobOwner[blob]
+}
+
+// visible reports whether a used blob in a pack of dest's index file is
+// where its owner's readers look: its own host's file, or a shared one.
+func (p *prunePlan) visible(blob repo.ID, dest string) bool {
+	return dest == repo.SharedOwner || p.ownerOf(blob) == dest
 }
 
 // needIndex reports whether the index must be rewritten: something it
@@ -687,66 +690,64 @@ func mergeOwner(a, b string) string {
 
 // runRepack copies the used blobs of the packs to repack, and blobs kept
 // where their owner does not look, into new packs: one writer per owner,
-// so that a new pack has one owner and goes into its index file.
+// so that a new pack has one owner and goes into its index file. Owners
+// are done r.Connections() at a time, each writer finished before the
+// next starts, so a fleet's thousand owners cost no more memory than a
+// few writers.
 func (p *prunePlan) runRepack(ctx context.Context, r *repo.Repository, lk *repo.Lock) error {
 	if err := lk.Err(); err != nil {
 		return fmt.Errorf("not repacking: %w", err)
 	}
-	var mu sync.Mutex
-	writers := map[string]*repo.PackWriter{}
-	writer := func(owner string) *repo.PackWriter {
-		mu.Lock()
-		defer mu.Unlock()
-		w := writers[owner]
-		if w == nil {
-			w = r.NewPackWriterFor(owner, true)
-			writers[owner] = w
+	// owner -> source pack -> blobs
+	work := map[string]map[repo.ID][]repo.BlobEntry{}
+	for id, cbs := range p.copyBlobs {
+		for _, cb := range cbs {
+			if work[cb.owner] == nil {
+				work[cb.owner] = map[repo.ID][]repo.BlobEntry{}
+			}
+			work[cb.owner][id] = append(work[cb.owner][id], cb.BlobEntry)
 		}
-		return w
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(r.Connections())
-	sources := make([]repo.ID, 0, len(p.copyBlobs))
-	for id := range p.copyBlobs {
-		sources = append(sources, id)
-	}
-	slices.SortFunc(sources, compareID)
-	for _, id := range sources {
-		cbs := p.copyBlobs[id]
-		entries := make([]repo.BlobEntry, len(cbs))
-		ownerOf := make(map[repo.ID]string, len(cbs))
-		for i, cb := range cbs {
-			entries[i] = cb.BlobEntry
-			ownerOf[cb.ID] = cb.owner
-		}
-		g.Go(func() error {
-			return r.LoadBlobs(gctx, id, entries, func(e repo.BlobEntry, plain []byte) error {
-				// ctx, not gctx: Add starts uploads that must outlive
-				// the loads, and gctx ends when they do.
-				return writer(ownerOf[e.ID]).Add(ctx, e.Type, e.ID, plain)
-			})
-		})
-	}
-	gerr := g.Wait()
-	errs := []error{gerr}
-	owners := make([]string, 0, len(writers))
-	for o := range writers {
+	owners := make([]string, 0, len(work))
+	for o := range work {
 		owners = append(owners, o)
 	}
 	slices.Sort(owners)
-	for _, o := range owners {
-		w := writers[o]
-		packs, n, err := w.Finish(ctx)
-		for _, id := range w.Indexes() {
-			p.repackIndexes = append(p.repackIndexes, r.IndexName(o, id))
-		}
-		errs = append(errs, err)
-		for _, pb := range packs {
-			p.newPacks = append(p.newPacks, ownedPack{PackBlobs: pb, owner: o})
-		}
-		p.newBytes += n
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(r.Connections())
+	for _, owner := range owners {
+		g.Go(func() error {
+			sources := make([]repo.ID, 0, len(work[owner]))
+			for id := range work[owner] {
+				sources = append(sources, id)
+			}
+			slices.SortFunc(sources, compareID)
+			w := r.NewPackWriterFor(owner, true)
+			var lerr error
+			for _, id := range sources {
+				// ctx, not gctx, for Add: it starts uploads that
+				// Finish waits for.
+				if lerr = r.LoadBlobs(gctx, id, work[owner][id], func(e repo.BlobEntry, plain []byte) error {
+					return w.Add(ctx, e.Type, e.ID, plain)
+				}); lerr != nil {
+					break
+				}
+			}
+			packs, n, err := w.Finish(ctx)
+			mu.Lock()
+			defer mu.Unlock()
+			for _, id := range w.Indexes() {
+				p.repackIndexes = append(p.repackIndexes, r.IndexName(owner, id))
+			}
+			for _, pb := range packs {
+				p.newPacks = append(p.newPacks, ownedPack{PackBlobs: pb, owner: owner})
+			}
+			p.newBytes += n
+			return errors.Join(lerr, err)
+		})
 	}
-	if err := errors.Join(errs...); err != nil {
+	if err := g.Wait(); err != nil {
 		return fmt.Errorf("repack: %w", err)
 	}
 	slices.SortFunc(p.newPacks, func(a, b ownedPack) int { return compareID(a.PackID, b.PackID) })
