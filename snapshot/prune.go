@@ -112,6 +112,17 @@ const (
 	blobSatisfied = 2 // and a copy stays: in a kept pack or copied by repack
 )
 
+// mark is a used blob's state (the low 2 bits) and, in version 2, its
+// owner: an index into prunePlan.owners (0: none, 1: shared, then host
+// tags). One map of 36-byte entries for every used blob of a fleet.
+type mark uint32
+
+func (m mark) state() uint8      { return uint8(m & 3) }
+func (m mark) owner() uint32     { return uint32(m >> 2) }
+func (m mark) with(s uint8) mark { return m&^3 | mark(s) }
+
+const sharedOwnerIndex = 1
+
 // Prune applies the retention policy and removes what no kept snapshot
 // needs (docs/design.md, "Prune"). Under an exclusive lock it:
 //
@@ -278,7 +289,7 @@ type prunePlan struct {
 	idx    *repo.IndexSet
 	packs  map[repo.ID]*repo.PackBlobs // every pack the effective index names
 	stored map[repo.ID]repo.FileInfo
-	used   map[repo.ID]uint8
+	used   map[repo.ID]mark
 
 	keep, repack, delete, missing []repo.ID
 	copyBlobs                     map[repo.ID][]copyBlob // per pack to copy from
@@ -288,7 +299,7 @@ type prunePlan struct {
 	// or repo.SharedOwner when several hosts use it), the owner of the
 	// index file each pack that stays goes into, and of the file each
 	// pack is in now. In version 1 every owner is "".
-	blobOwner   map[repo.ID]string
+	owners      []string // mark.owner's names; nil in version 1
 	dest, owner map[repo.ID]string
 	ownerFiles  map[string]int // index files per owner
 
@@ -347,7 +358,7 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraU
 	}
 	p.st.IndexFilesBefore = len(p.idx.Files)
 
-	if p.used, p.blobOwner, err = markUsed(ctx, r, kept); err != nil {
+	if p.used, p.owners, err = markUsed(ctx, r, kept); err != nil {
 		return nil, err
 	}
 	idx := r.Index()
@@ -355,10 +366,11 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraU
 		if !idx.Has(id) {
 			return nil, fmt.Errorf("chunk %s of a tail object is not in the index; run snap check (prune changes nothing while a kept chain is damaged)", id)
 		}
-		p.used[id] = blobUsed
-		if p.blobOwner != nil {
-			p.blobOwner[id] = repo.SharedOwner // a chain's: not tied to a host here
+		m := mark(blobUsed)
+		if p.owners != nil {
+			m |= sharedOwnerIndex << 2 // a chain's: not tied to a host here
 		}
+		p.used[id] = m
 	}
 
 	ids := make([]repo.ID, 0, len(p.packs))
@@ -374,7 +386,7 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraU
 		var usedB, unusedB, misplacedB int64
 		for _, e := range pb.Blobs {
 			switch {
-			case p.used[e.ID] == 0:
+			case p.used[e.ID] == 0: // not used
 				p.st.BlobsUnused++
 				unusedB += int64(e.Length)
 			case p.ownerOf(e.ID) != dest:
@@ -412,13 +424,13 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraU
 	// where its owner sees it.
 	for _, id := range p.keep {
 		for _, e := range p.packs[id].Blobs {
-			if p.used[e.ID] != 0 && p.visible(e.ID, p.dest[id]) {
-				p.used[e.ID] = blobSatisfied
+			if m := p.used[e.ID]; m != 0 && p.visible(e.ID, p.dest[id]) {
+				p.used[e.ID] = m.with(blobSatisfied)
 			}
 		}
 	}
 	copyOut := func(id repo.ID, e repo.BlobEntry, owner string) {
-		p.used[e.ID] = blobSatisfied
+		p.used[e.ID] = p.used[e.ID].with(blobSatisfied)
 		p.copyBlobs[id] = append(p.copyBlobs[id], copyBlob{BlobEntry: e, owner: owner})
 		p.st.BlobsRepacked++
 		p.st.BytesRepacked += int64(e.Length)
@@ -431,14 +443,14 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraU
 	for _, ids := range [][]repo.ID{p.repack, p.keep} {
 		for _, id := range ids {
 			for _, e := range p.packs[id].Blobs {
-				if p.used[e.ID] == blobUsed {
+				if p.used[e.ID].state() == blobUsed {
 					copyOut(id, e, p.ownerOf(e.ID))
 				}
 			}
 		}
 	}
-	for id, s := range p.used {
-		if s != blobSatisfied {
+	for id, m := range p.used {
+		if m.state() != blobSatisfied {
 			return nil, fmt.Errorf("blob %s is used but no pack that stays holds it (internal error; nothing was changed)", id)
 		}
 	}
@@ -505,7 +517,7 @@ func (p *prunePlan) fillStats(st *PruneStats) {
 // hosts; a pack of mixed owners stays where it is (a host's, whose
 // blobs of other owners are then misplaced, or shared).
 func (p *prunePlan) destOf(pack repo.ID) string {
-	if p.blobOwner == nil {
+	if p.owners == nil {
 		return ""
 	}
 	dest := ""
@@ -513,7 +525,7 @@ func (p *prunePlan) destOf(pack repo.ID) string {
 		if p.used[e.ID] == 0 {
 			continue
 		}
-		switch o := p.blobOwner[e.ID]; {
+		switch o := p.ownerOf(e.ID); {
 		case dest == "":
 			dest = o
 		case dest != o:
@@ -531,10 +543,10 @@ func (p *prunePlan) destOf(pack repo.ID) string {
 
 // ownerOf is a used blob's owner: "" in version 1.
 func (p *prunePlan) ownerOf(blob repo.ID) string {
-	if p.blobOwner == nil {
+	if p.owners == nil {
 		return ""
 	}
-	return p.blobOwner[blob]
+	return p.owners[p.used[blob].owner()]
 }
 
 // visible reports whether a used blob in a pack of dest's index file is
@@ -621,22 +633,31 @@ func (p *prunePlan) writeIndex(ctx context.Context, r *repo.Repository, log *slo
 
 // markUsed loads the tree of every kept snapshot and returns the set of
 // blobs they use: the trees and every chunk. Each must be in the index.
-// In a version 2 repository it also returns each used blob's owner: the
-// tag of the one host whose kept snapshots use it, or repo.SharedOwner.
-func markUsed(ctx context.Context, r *repo.Repository, kept []*Snapshot) (map[repo.ID]uint8, map[repo.ID]string, error) {
-	used := map[repo.ID]uint8{}
-	var owner map[repo.ID]string
+// In a version 2 repository each mark also holds the blob's owner, the
+// tag of the one host whose kept snapshots use it or shared, as an index
+// into the owner names it returns.
+func markUsed(ctx context.Context, r *repo.Repository, kept []*Snapshot) (map[repo.ID]mark, []string, error) {
+	used := map[repo.ID]mark{}
+	var owners []string
+	ownerIndex := map[string]uint32{}
 	if r.HostScoped() {
-		owner = map[repo.ID]string{}
+		owners = []string{"", repo.SharedOwner}
 	}
 	trees := map[repo.ID]*Snapshot{}
-	treeOwner := map[repo.ID]string{}
+	treeOwner := map[repo.ID]uint32{}
 	for _, sn := range kept {
 		if _, ok := trees[sn.Tree]; !ok {
 			trees[sn.Tree] = sn
 		}
-		if owner != nil {
-			treeOwner[sn.Tree] = mergeOwner(treeOwner[sn.Tree], r.HostTag(sn.Host))
+		if owners != nil {
+			tag := r.HostTag(sn.Host)
+			i, ok := ownerIndex[tag]
+			if !ok {
+				i = uint32(len(owners))
+				owners = append(owners, tag)
+				ownerIndex[tag] = i
+			}
+			treeOwner[sn.Tree] = mergeOwner(treeOwner[sn.Tree], i)
 		}
 	}
 	var mu sync.Mutex
@@ -658,17 +679,14 @@ func markUsed(ctx context.Context, r *repo.Repository, kept []*Snapshot) (map[re
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			used[tid] = blobUsed
 			o := treeOwner[tid]
-			if owner != nil {
-				owner[tid] = mergeOwner(owner[tid], o)
+			use := func(id repo.ID) {
+				used[id] = mark(blobUsed) | mark(mergeOwner(used[id].owner(), o))<<2
 			}
+			use(tid)
 			for _, f := range t.Files {
 				for _, c := range f.Chunks {
-					used[c] = blobUsed
-					if owner != nil {
-						owner[c] = mergeOwner(owner[c], o)
-					}
+					use(c)
 				}
 			}
 			return nil
@@ -677,15 +695,16 @@ func markUsed(ctx context.Context, r *repo.Repository, kept []*Snapshot) (map[re
 	if err := g.Wait(); err != nil {
 		return nil, nil, err
 	}
-	return used, owner, nil
+	return used, owners, nil
 }
 
-// mergeOwner is the owner of a blob owned by a and used by b's host too.
-func mergeOwner(a, b string) string {
-	if a == "" || a == b {
+// mergeOwner is the owner of a blob owned by a (0: none yet) and used by
+// b's host too.
+func mergeOwner(a, b uint32) uint32 {
+	if a == 0 || a == b {
 		return b
 	}
-	return repo.SharedOwner
+	return sharedOwnerIndex
 }
 
 // runRepack copies the used blobs of the packs to repack, and blobs kept
