@@ -234,3 +234,37 @@ func TestParseObjectName(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseObjectName: a name from a listing is accepted only in one of
+// the layout's forms, and then it is exactly that form of what it
+// returns.
+func FuzzParseObjectName(f *testing.F) {
+	hash := strings.Repeat("0f", 32)
+	for _, s := range []string{hash, "shared-" + hash, "0123456789abcdef-" + hash, "-" + hash, "shared--" + hash, "x"} {
+		f.Add(s, true)
+		f.Add(s, false)
+	}
+	f.Fuzz(func(t *testing.T, name string, index bool) {
+		typ := repo.SnapshotFile
+		if index {
+			typ = repo.IndexFile
+		}
+		owner, id, ok := repo.ParseObjectName(typ, name)
+		if !ok {
+			return
+		}
+		want := id.String()
+		if owner != "" {
+			want = owner + "-" + want
+		}
+		if name != want {
+			t.Fatalf("%q parsed as owner %q, id %s", name, owner, id)
+		}
+		if owner == repo.SharedOwner && !index {
+			t.Fatalf("snapshot %q accepted with the shared owner", name)
+		}
+		if owner != "" && owner != repo.SharedOwner && len(owner) != repo.HostTagLen {
+			t.Fatalf("owner %q of %q is not a host tag", owner, name)
+		}
+	})
+}
