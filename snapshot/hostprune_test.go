@@ -149,3 +149,33 @@ func reopenScoped(t *testing.T, be repo.Backend, host string) *repo.Repository {
 	}
 	return r
 }
+
+// TestCheckSnapshotTag: check fails a snapshot stored under another
+// host's tag (its host's scoped readers would never find it), and
+// ListHost of either host leaves it out.
+func TestCheckSnapshotTag(t *testing.T) {
+	be := mem.New()
+	r := newRepo(t, be)
+	rng := rand.New(rand.NewPCG(18, 3))
+	sn, _ := handSnapshot(t, r, time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), "a", nil, handFile{"f.sst", chunks(rng, 5000)})
+	data := loadObject(t, be, repo.Handle{Type: repo.SnapshotFile, Name: sn.Name})
+	if err := be.Remove(context.Background(), repo.Handle{Type: repo.SnapshotFile, Name: sn.Name}); err != nil {
+		t.Fatal(err)
+	}
+	misnamed := r.HostTag("b") + "-" + sn.ID.String()
+	if err := be.Save(context.Background(), repo.Handle{Type: repo.SnapshotFile, Name: misnamed}, data); err != nil {
+		t.Fatal(err)
+	}
+	res, err := snapshot.Check(context.Background(), reopen(t, be), snapshot.CheckOptions{Now: time.Now, NoLock: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Errors) != 1 || !strings.Contains(res.Errors[0].Message, "tag of its host") {
+		t.Errorf("check of a misnamed snapshot: %+v, want one error about its tag", res.Errors)
+	}
+	for _, host := range []string{"a", "b"} {
+		if list, err := snapshot.ListHost(context.Background(), reopen(t, be), host); err != nil || len(list) != 0 {
+			t.Errorf("ListHost(%s) = %v, %v; want none", host, list, err)
+		}
+	}
+}
