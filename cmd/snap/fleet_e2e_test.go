@@ -170,6 +170,28 @@ func TestFleetFormatVersion1(t *testing.T) {
 	}
 	e.ok(nil, "prune", "--keep-last", "1")
 	e.ok(nil, "check", "--read-data")
+
+	// The migration: snap copy into a new (version 2) repository names
+	// the snapshots by host, and a host's restore works there.
+	v2 := newEnv(t)
+	v2.ok(nil, "init")
+	v2.vars = append(v2.vars, "SNAP_FROM_PASSWORD=correct horse")
+	v2.ok(nil, "copy", "--from-repo", e.repo)
+	snaps, err := os.ReadDir(filepath.Join(v2.repo, "snapshots"))
+	if err != nil || len(snaps) != 2 {
+		t.Fatalf("copied snapshots %v, %v; want 2", snaps, err)
+	}
+	for _, f := range snaps {
+		if !tagNamed.MatchString(f.Name()) {
+			t.Errorf("copied snapshot %s is not named <host tag>-<hash>", f.Name())
+		}
+	}
+	target2 := filepath.Join(work, "restored2")
+	v2.ok(nil, "restore", "--latest", "--host", "a", "--target", target2)
+	if got, err := os.ReadFile(filepath.Join(target2, "000001.sst")); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("file restored from the copy differs (%v)", err)
+	}
+	v2.ok(nil, "check", "--read-data")
 	if r := e.run("init", "--format-version", "3", "--repo", filepath.Join(work, "other")); r.code == 0 {
 		t.Error("init --format-version 3 succeeded")
 	}
