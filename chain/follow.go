@@ -310,7 +310,8 @@ func (f *follower) observe() (t tick) {
 // start continues the host's newest chain when the server's files still
 // continue it, or starts a new one with a base snapshot.
 func (f *follower) start(ctx context.Context) error {
-	snaps, err := snapshot.List(ctx, f.r)
+	// Only this host's chains can be continued.
+	snaps, err := snapshot.ListHost(ctx, f.r, f.o.Host)
 	if err != nil {
 		return err
 	}

@@ -195,3 +195,29 @@ type TempRemover interface {
 	// reports how many and how many bytes.
 	RemoveTemp(ctx context.Context, cutoff time.Time) (n int, size int64, err error)
 }
+
+// PrefixLister is implemented by backends that can list only the objects
+// of a type whose names start with a prefix, without reading the others'
+// names (GCS: a query prefix). A scoped repository lists its own host's
+// index files and snapshots this way (docs/design.md, "Layout"). Find it
+// with As; ListPrefix below falls back to List and a filter.
+type PrefixLister interface {
+	// ListPrefix is List restricted to names that start with prefix,
+	// with List's guarantees. It is not defined for ConfigFile.
+	ListPrefix(ctx context.Context, t FileType, prefix string, fn func(FileInfo) error) error
+}
+
+// ListPrefix calls fn for every object of type t whose name starts with
+// prefix: through be's PrefixLister where it has one, else by List and a
+// filter.
+func ListPrefix(ctx context.Context, be Backend, t FileType, prefix string, fn func(FileInfo) error) error {
+	if pl, ok := As[PrefixLister](be); ok {
+		return pl.ListPrefix(ctx, t, prefix, fn)
+	}
+	return be.List(ctx, t, func(fi FileInfo) error {
+		if !strings.HasPrefix(fi.Name, prefix) {
+			return nil
+		}
+		return fn(fi)
+	})
+}

@@ -180,7 +180,7 @@ func TestObjectBounds(t *testing.T) {
 		be.add(t, big, bloat{listed: 2 * giB, streamed: 2 * giB})
 		wantBounded(t, r.LoadIndex(t.Context()), big, "1073741824")
 		var seen error
-		_, err := r.LoadIndexFiles(t.Context(), func(_ repo.ID, err error) error { seen = err; return nil })
+		_, err := r.LoadIndexFiles(t.Context(), func(_ repo.StoredIndex, err error) error { seen = err; return nil })
 		if err != nil {
 			t.Fatal(err)
 		}

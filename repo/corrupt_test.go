@@ -207,7 +207,7 @@ func TestLoadIndexCorrupt(t *testing.T) {
 	}
 	h := repo.Handle{Type: repo.IndexFile, Name: name}
 	orig := backendtest.LoadAll(t, be, h)
-	plain, err := r.LoadUnpacked(t.Context(), repo.IndexFile, mustParseID(t, name))
+	plain, err := r.LoadObject(t.Context(), repo.IndexFile, name, -1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,7 @@ const (
 	ctxEncryption = "snap repository v1 2026-11 encryption key"
 	ctxChunkID    = "snap repository v1 2026-11 chunk id key"
 	ctxChunker    = "snap repository v1 2026-11 chunker gear seed"
+	ctxHostTag    = "snap repository v2 2026-12 host tag key"
 )
 
 // Keys holds the derived keys of an open repository.
@@ -36,6 +37,7 @@ type Keys struct {
 	aead    cipher.AEAD
 	idKey   [32]byte
 	gearKey [32]byte
+	hostKey [32]byte
 	hashers sync.Pool // of keyed *blake3.Hasher
 }
 
@@ -49,6 +51,7 @@ func deriveKeys(mk MasterKey) (*Keys, error) {
 	k := &Keys{aead: aead}
 	blake3.DeriveKey(ctxChunkID, mk[:], k.idKey[:])
 	blake3.DeriveKey(ctxChunker, mk[:], k.gearKey[:])
+	blake3.DeriveKey(ctxHostTag, mk[:], k.hostKey[:])
 	return k, nil
 }
 
@@ -125,3 +128,20 @@ func (k *Keys) BlobID(plain []byte) ID {
 
 // GearSeed is the per-repository chunker seed.
 func (k *Keys) GearSeed() [32]byte { return k.gearKey }
+
+// HostTagLen is the length of a host tag: 16 lower-case hex digits.
+const HostTagLen = 16
+
+// HostTag is the tag of a host's objects in a version 2 repository: the
+// first 8 bytes of the keyed BLAKE3 of its name, in hex. Keyed, so names in
+// a listing do not reveal host names to someone without the master key.
+func (k *Keys) HostTag(host string) string {
+	h, err := blake3.NewKeyed(k.hostKey[:])
+	if err != nil {
+		panic(err) // only for a key that is not 32 bytes
+	}
+	h.Write([]byte(host))
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return fmt.Sprintf("%x", sum[:HostTagLen/2])
+}

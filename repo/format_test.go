@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -112,12 +113,38 @@ func specUnwrap(t *testing.T, be repo.Backend, pw string) specKeys {
 }
 
 func TestFormatMatchesSpec(t *testing.T) {
+	for _, version := range []int{1, 2} {
+		t.Run(fmt.Sprintf("version %d", version), func(t *testing.T) { testFormatMatchesSpec(t, version) })
+	}
+}
+
+// testFormatMatchesSpec: version 1 names an index file by its hash;
+// version 2 by <tag>-<hash>, the tag of the host a scoped writer works
+// for: the first 8 bytes, in hex, of the BLAKE3 of the host name keyed
+// with the host tag key.
+func testFormatMatchesSpec(t *testing.T, version int) {
 	rng := newRand(t)
 	be := mem.New()
 	o := smallOptions()
 	o.KDF = repo.KDFParams{Time: 2, MemoryKiB: 128, Threads: 1}
+	o.FormatVersion = version
 	r := initRepo(t, be, o)
 	k := specUnwrap(t, be, password)
+	prefix := ""
+	if version >= 2 {
+		var tagKey [32]byte
+		blake3.DeriveKey("snap repository v2 2026-12 host tag key", k.master[:], tagKey[:])
+		th, err := blake3.NewKeyed(tagKey[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		th.Write([]byte("host-a"))
+		prefix = fmt.Sprintf("%x-", th.Sum(nil)[:8])
+		if got := r.HostTag("host-a") + "-"; got != prefix {
+			t.Fatalf("host tag %q, want %q", got, prefix)
+		}
+		r.ScopeTo("host-a")
+	}
 
 	// Config.
 	cfgPlain := specOpen(t, k.enc[:], backendtest.LoadAll(t, be, repo.Handle{Type: repo.ConfigFile}))
@@ -125,7 +152,7 @@ func TestFormatMatchesSpec(t *testing.T) {
 	if err := json.Unmarshal(cfgPlain, &cfg); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]any{"version": 1.0, "id": r.Config().ID, "chunker_min": float64(o.ChunkerMin),
+	want := map[string]any{"version": float64(version), "id": r.Config().ID, "chunker_min": float64(o.ChunkerMin),
 		"chunker_avg": float64(o.ChunkerAvg), "chunker_max": float64(o.ChunkerMax),
 		"pack_size": float64(o.PackSize), "compression": "fastest"}
 	if len(cfg) != len(want) {
@@ -215,8 +242,8 @@ func TestFormatMatchesSpec(t *testing.T) {
 	inIndex := map[repo.ID]place{}
 	for name := range list(t, be, repo.IndexFile) {
 		stored := backendtest.LoadAll(t, be, repo.Handle{Type: repo.IndexFile, Name: name})
-		if repo.Hash(stored).String() != name {
-			t.Fatalf("index %s is not named by its hash", name)
+		if prefix+repo.Hash(stored).String() != name {
+			t.Fatalf("index %s is not named %q and its hash", name, prefix)
 		}
 		b := specOpen(t, k.enc[:], stored)
 		if string(b[:8]) != "SNAPIDX\x01" {
@@ -286,7 +313,7 @@ func TestOpenConfigContents(t *testing.T) {
 	}{
 		{"unchanged", good, false, ""},
 		{"unknown field", edit(func(m map[string]any) { m["future"] = true }), false, ""},
-		{"version 2", edit(func(m map[string]any) { m["version"] = 2 }), false, "upgrade snap"},
+		{"version 3", edit(func(m map[string]any) { m["version"] = 3 }), false, "upgrade snap"},
 		{"version 0", edit(func(m map[string]any) { m["version"] = 0 }), true, "version 0"},
 		{"no version", edit(func(m map[string]any) { delete(m, "version") }), true, ""},
 		{"chunker avg", edit(func(m map[string]any) { m["chunker_avg"] = 100000 }), true, ""},
@@ -337,7 +364,7 @@ func TestOpenForgedKeyFile(t *testing.T) {
 		{"time", func(m map[string]any) { m["time"] = 101 }, "out of range"},
 		{"threads", func(m map[string]any) { m["threads"] = 0 }, "out of range"},
 		{"threads over 16", func(m map[string]any) { m["threads"] = 17 }, "out of range"},
-		{"version", func(m map[string]any) { m["version"] = 2 }, "upgrade snap"},
+		{"version", func(m map[string]any) { m["version"] = 3 }, "upgrade snap"},
 		{"kdf", func(m map[string]any) { m["kdf"] = "scrypt" }, "scrypt"},
 		{"salt", func(m map[string]any) { m["salt"] = "AAAA" }, "salt"},
 	} {

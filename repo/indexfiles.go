@@ -9,9 +9,11 @@ import (
 
 // StoredIndex is one stored index file and what it says.
 type StoredIndex struct {
-	ID   ID
-	Size int64 // stored (sealed) bytes
-	Data *IndexData
+	ID    ID     // the hash of its stored bytes, which Supersedes name
+	Name  string // its name: the hash, or <owner>-<hash> (version 2)
+	Owner string // a host tag, SharedOwner, or "" for a bare-hash name
+	Size  int64  // stored (sealed) bytes
+	Data  *IndexData
 }
 
 // IndexSet is every index file of a repository, for prune and check,
@@ -21,16 +23,19 @@ type IndexSet struct {
 	Superseded map[ID]bool // files named in another file's Supersedes
 }
 
-// LoadIndexFiles reads and decodes every index file and makes the
-// in-memory index hold the blobs of those no other file supersedes (what
-// LoadIndex does). A file that cannot be read or decoded is passed to
-// onError: with a nil onError, or when it returns an error, loading stops;
-// otherwise the file is left out. Prune must not leave files out (it would
-// take their packs for garbage); check reports them and goes on.
-func (r *Repository) LoadIndexFiles(ctx context.Context, onError func(ID, error) error) (*IndexSet, error) {
+// LoadIndexFiles reads and decodes every index file, in either layout
+// and whatever the scope, and makes the in-memory index hold the blobs of
+// those no other file supersedes. A file that cannot be read or decoded
+// is passed to onError: with a nil onError, or when it
+// returns an error, loading stops; otherwise the file is left out. Prune
+// must not leave files out (it would take their packs for garbage); check
+// reports them and goes on.
+func (r *Repository) LoadIndexFiles(ctx context.Context, onError func(f StoredIndex, err error) error) (*IndexSet, error) {
+	r.indexMu.Lock()
+	defer r.indexMu.Unlock()
 	var files []StoredIndex
-	if err := r.List(ctx, IndexFile, func(id ID, size int64) error {
-		files = append(files, StoredIndex{ID: id, Size: size})
+	if err := r.ListObjects(ctx, IndexFile, func(o ObjectInfo) error {
+		files = append(files, StoredIndex{ID: o.ID, Name: o.Name, Owner: o.Owner, Size: o.Size})
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("list index: %w", err)
@@ -40,13 +45,9 @@ func (r *Repository) LoadIndexFiles(ctx context.Context, onError func(ID, error)
 	g.SetLimit(r.conns)
 	for i := range files {
 		g.Go(func() error {
-			plain, err := r.loadUnpacked(gctx, IndexFile, files[i].ID, files[i].Size)
-			if err == nil {
-				files[i].Data, err = DecodeIndex(plain)
-				if err != nil {
-					err = fmt.Errorf("index/%s: %w", files[i].ID, err)
-				}
-			}
+			f := &files[i]
+			d, err := r.loadIndexFile(gctx, ObjectInfo{Name: f.Name, Owner: f.Owner, ID: f.ID, Size: f.Size})
+			f.Data = d
 			if err != nil && (onError == nil || gctx.Err() != nil) {
 				return err
 			}
@@ -60,7 +61,7 @@ func (r *Repository) LoadIndexFiles(ctx context.Context, onError func(ID, error)
 	out := &IndexSet{Superseded: map[ID]bool{}}
 	for i, f := range files {
 		if errs[i] != nil {
-			if err := onError(f.ID, errs[i]); err != nil {
+			if err := onError(f, errs[i]); err != nil {
 				return nil, err
 			}
 			continue
@@ -72,6 +73,8 @@ func (r *Repository) LoadIndexFiles(ctx context.Context, onError func(ID, error)
 	}
 	r.idx.reset()
 	r.indexSeen = make(map[ID]bool, len(out.Files))
+	r.superseded = out.Superseded
+	r.widened = true // nothing outside any scope is left to load
 	for _, f := range out.Files {
 		r.indexSeen[f.ID] = true
 		if out.Superseded[f.ID] {
@@ -85,26 +88,36 @@ func (r *Repository) LoadIndexFiles(ctx context.Context, onError func(ID, error)
 }
 
 // RefreshIndex brings an index loaded before the caller took its lock up
-// to date. New index files from other writers are added. If an index file
-// read earlier is gone, or a new one supersedes others, a prune ran in
-// between and may have deleted packs the old index names: then the index
-// is loaded again from scratch, so nothing the prune removed is taken for
-// stored. Without an earlier load it just loads the index.
+// to date. New index files from other writers (of the scope, when scoped)
+// are added. If an index file read earlier is gone, or a new one
+// supersedes others, a prune ran in between and may have deleted packs the
+// old index names: then the index is loaded again from scratch, so nothing
+// the prune removed is taken for stored. A scoped reader sees a prune
+// too: prune writes its shared index file last, superseding every file it
+// replaced. Without an earlier load it just loads the index.
 func (r *Repository) RefreshIndex(ctx context.Context) error {
+	r.indexMu.Lock()
+	defer r.indexMu.Unlock()
 	if r.indexSeen == nil {
-		return r.LoadIndex(ctx)
+		return r.loadIndexLocked(ctx)
 	}
-	current := map[ID]bool{}
-	if err := r.List(ctx, IndexFile, func(id ID, _ int64) error {
-		current[id] = true
-		return nil
-	}); err != nil {
-		return fmt.Errorf("list index: %w", err)
+	if r.scoped() && r.widened {
+		// The files outside the scope were read best effort; start over
+		// from the scope, and let the next miss widen again.
+		r.idx.reset()
+		r.indexSeen = nil
+		return r.loadIndexLocked(ctx)
 	}
-	var fresh []ID
-	for id := range current {
-		if !r.indexSeen[id] {
-			fresh = append(fresh, id)
+	files, err := r.listIndexScope(ctx)
+	if err != nil {
+		return err
+	}
+	current := make(map[ID]bool, len(files))
+	var fresh []ObjectInfo
+	for _, f := range files {
+		current[f.ID] = true
+		if !r.indexSeen[f.ID] {
+			fresh = append(fresh, f)
 		}
 	}
 	stale := false
@@ -117,7 +130,6 @@ func (r *Repository) RefreshIndex(ctx context.Context) error {
 	var datas []*IndexData
 	if !stale && len(fresh) > 0 {
 		// A file removed since the listing (a prune) comes back nil: reload below.
-		var err error
 		if datas, err = r.loadIndexFiles(ctx, fresh, true); err != nil {
 			return err
 		}
@@ -131,13 +143,13 @@ func (r *Repository) RefreshIndex(ctx context.Context) error {
 		r.log.Info("the index changed since it was loaded (a prune ran); loading it again")
 		r.idx.reset()
 		r.indexSeen = nil
-		return r.LoadIndex(ctx)
+		return r.loadIndexLocked(ctx)
 	}
 	for i, d := range datas {
 		for _, p := range d.Packs {
 			r.idx.AddPack(p)
 		}
-		r.indexSeen[fresh[i]] = true
+		r.indexSeen[fresh[i].ID] = true
 	}
 	return nil
 }
@@ -145,6 +157,6 @@ func (r *Repository) RefreshIndex(ctx context.Context) error {
 // LoadIndexData reads and decodes the index files ids, without adding
 // them to the in-memory index: for prune, which takes in the files
 // written while it planned.
-func (r *Repository) LoadIndexData(ctx context.Context, ids []ID) ([]*IndexData, error) {
-	return r.loadIndexFiles(ctx, ids, false)
+func (r *Repository) LoadIndexData(ctx context.Context, files []ObjectInfo) ([]*IndexData, error) {
+	return r.loadIndexFiles(ctx, files, false)
 }

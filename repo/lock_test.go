@@ -561,9 +561,12 @@ func TestRefreshIndex(t *testing.T) {
 	var all []repo.ID
 	var keep []repo.PackBlobs
 	for name := range list(t, be, repo.IndexFile) {
-		id := mustParseID(t, name)
+		_, id, ok := repo.ParseObjectName(repo.IndexFile, name)
+		if !ok {
+			t.Fatalf("index file %s: not a name of the layout", name)
+		}
 		all = append(all, id)
-		plain, err := r.LoadUnpacked(ctx, repo.IndexFile, id)
+		plain, err := r.LoadObject(ctx, repo.IndexFile, name, -1)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -39,6 +39,10 @@ type SaverOptions struct {
 	// or the packs stay unindexed until a prune past its margin removes
 	// them.
 	NoIndex bool
+	// Owner is whose index files the session writes (as for
+	// SaveIndexAs): "" for the repository's scope, a host tag or
+	// SharedOwner (prune keeps each owner's packs apart).
+	Owner string
 }
 
 // Saver is one write session: blobs in, packs and index files out. Save
@@ -306,7 +310,7 @@ func (s *Saver) stored(ctx context.Context, pbs PackBlobs, size int) {
 // saveIndex writes the one kind of index file a Saver writes: the packs
 // it stored since the last one.
 func (s *Saver) saveIndex(ctx context.Context, packs []PackBlobs) error {
-	id, err := s.r.SaveIndex(ctx, &IndexData{Packs: packs})
+	id, err := s.r.SaveIndexAs(ctx, s.o.Owner, &IndexData{Packs: packs})
 	if err != nil {
 		return fmt.Errorf("save index: %w", err)
 	}

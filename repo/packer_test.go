@@ -42,9 +42,9 @@ func variants(base []byte, n int) [][]byte {
 }
 
 // loadIndexFile reads and decodes one stored index file.
-func loadIndexFile(t *testing.T, r *repo.Repository, id repo.ID) *repo.IndexData {
+func loadIndexFile(t *testing.T, r *repo.Repository, name string) *repo.IndexData {
 	t.Helper()
-	plain, err := r.LoadUnpacked(t.Context(), repo.IndexFile, id)
+	plain, err := r.LoadObject(t.Context(), repo.IndexFile, name, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestWriteOrdering(t *testing.T) {
 			continue
 		}
 		nIndex++
-		d := loadIndexFile(t, r, mustParseID(t, c.Handle.Name))
+		d := loadIndexFile(t, r, c.Handle.Name)
 		for _, p := range d.Packs {
 			named[p.PackID] = true
 			j, ok := packSave[p.PackID.String()]
@@ -236,7 +236,7 @@ func TestPackSaveFails(t *testing.T) {
 			// Every index file names stored packs only.
 			packs := list(t, inner, repo.PackFile)
 			for name := range list(t, inner, repo.IndexFile) {
-				d := loadIndexFile(t, r, mustParseID(t, name))
+				d := loadIndexFile(t, r, name)
 				for _, p := range d.Packs {
 					if _, ok := packs[p.PackID.String()]; !ok {
 						t.Errorf("index %s names missing pack %s", name[:8], p.PackID.Str())
@@ -365,7 +365,7 @@ func TestSaverRepack(t *testing.T) {
 	}
 	named := map[repo.ID]bool{}
 	for _, id := range ids {
-		d := loadIndexFile(t, r, id)
+		d := loadIndexFile(t, r, r.IndexName("", id))
 		if len(d.Packs) != 1 {
 			t.Fatalf("index %v names %d packs, want 1", id.Str(), len(d.Packs))
 		}

@@ -33,6 +33,7 @@ type DamagedPack struct {
 // DamagedIndex is an index file that did not load.
 type DamagedIndex struct {
 	ID    ID     `json:"index"`
+	Name  string `json:"name"` // its object name: the hash, or <owner>-<hash>
 	Error string `json:"error"`
 }
 
@@ -72,14 +73,16 @@ func (r *Repository) RepairIndex(ctx context.Context, o RepairIndexOptions) (*Re
 
 	res := &RepairIndexResult{DamagedPacks: []DamagedPack{}, DamagedIndex: []DamagedIndex{}}
 	var mu sync.Mutex
-	set, err := r.LoadIndexFiles(ctx, func(id ID, err error) error {
+	oldName := map[ID]string{}
+	set, err := r.LoadIndexFiles(ctx, func(f StoredIndex, err error) error {
 		if errors.Is(err, ErrNotFound) || ctx.Err() != nil {
 			return err
 		}
 		mu.Lock()
-		res.DamagedIndex = append(res.DamagedIndex, DamagedIndex{ID: id, Error: err.Error()})
+		res.DamagedIndex = append(res.DamagedIndex, DamagedIndex{ID: f.ID, Name: f.Name, Error: err.Error()})
+		oldName[f.ID] = f.Name
 		mu.Unlock()
-		r.log.Warn("index file does not load; rebuilding without it", "index", id, "err", err)
+		r.log.Warn("index file does not load; rebuilding without it", "index", f.Name, "err", err)
 		return nil
 	})
 	if err != nil {
@@ -90,6 +93,7 @@ func (r *Repository) RepairIndex(ctx context.Context, o RepairIndexOptions) (*Re
 	var old []ID
 	for _, f := range set.Files {
 		old = append(old, f.ID)
+		oldName[f.ID] = f.Name
 	}
 	for _, d := range res.DamagedIndex {
 		old = append(old, d.ID)
@@ -210,7 +214,7 @@ func (r *Repository) RepairIndex(ctx context.Context, o RepairIndexOptions) (*Re
 		res.IndexesWritten++
 	}
 	for _, id := range old {
-		h := Handle{Type: IndexFile, Name: id.String()}
+		h := Handle{Type: IndexFile, Name: oldName[id]}
 		if err := lk.Err(); err != nil {
 			return nil, fmt.Errorf("not removing %s: %w", h, err)
 		}

@@ -65,7 +65,7 @@ func TestRepairIndex(t *testing.T) {
 	if len(res.DamagedPacks) != 1 || res.DamagedPacks[0].ID != loc.Pack {
 		t.Errorf("damaged packs %+v, want %s", res.DamagedPacks, loc.Pack)
 	}
-	if len(res.DamagedIndex) != 1 || res.DamagedIndex[0].ID.String() != names[1] {
+	if len(res.DamagedIndex) != 1 || res.DamagedIndex[0].Name != names[1] {
 		t.Errorf("damaged index files %+v, want %s", res.DamagedIndex, names[1])
 	}
 	if res.IndexesRemoved != 2 || res.IndexesWritten != 1 {

@@ -21,9 +21,12 @@ import (
 	"github.com/snapbackup/snap/internal/directio"
 )
 
-// FormatVersion is the repository format this code writes and reads
-// (docs/design.md). A repository with a higher version is refused.
-const FormatVersion = 1
+// FormatVersion is the repository format this code writes by default and
+// the newest it reads (docs/design.md, "Compatibility"). A repository with
+// a higher version is refused. Version 2 names snapshots and index files
+// by host; version 1 (InitOptions.FormatVersion) is the flat layout older
+// snaps read.
+const FormatVersion = 2
 
 // Config is the repository's configuration, stored encrypted as "config".
 type Config struct {
@@ -93,6 +96,9 @@ type InitOptions struct {
 	PackSize                           int // zero: DefaultPackSize
 	Compression                        string
 	KDF                                KDFParams // zero: DefaultKDF
+	// FormatVersion is 1 or 2; zero: FormatVersion. Version 1 is the
+	// flat layout, for a repository that older snaps share.
+	FormatVersion int
 }
 
 // Options tune an open repository; they do not change the format.
@@ -124,7 +130,12 @@ type Repository struct {
 	saver    *Saver    // the default session: SaveBlob, Known, Flush, Stats
 	sealBufs sync.Pool // of *[]byte, sealBlob's buffers, for every session
 
-	indexSeen map[ID]bool // index files LoadIndex read; see RefreshIndex
+	indexMu    sync.Mutex  // held by LoadIndex, RefreshIndex and widenIndex
+	indexSeen  map[ID]bool // index files LoadIndex read; see RefreshIndex
+	superseded map[ID]bool // index files those name in Supersedes
+	widened    bool        // widenIndex loaded the files outside the scope
+	scopeHost  string      // ScopeTo
+	scopeTag   string      // its HostTag
 }
 
 // Init creates a repository in be, which must be empty, with one key file
@@ -139,8 +150,12 @@ func Init(ctx context.Context, be Backend, password string, o InitOptions, ro Op
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("stat config in %s: %w", be.Location(), err)
 	}
+	version := orDefault(o.FormatVersion, FormatVersion)
+	if version < 1 || version > FormatVersion {
+		return nil, fmt.Errorf("format version %d: this snap writes 1 or %d", version, FormatVersion)
+	}
 	cfg := Config{
-		Version:     FormatVersion,
+		Version:     version,
 		ChunkerMin:  orDefault(o.ChunkerMin, chunker.DefaultMin),
 		ChunkerAvg:  orDefault(o.ChunkerAvg, chunker.DefaultAvg),
 		ChunkerMax:  orDefault(o.ChunkerMax, chunker.DefaultMax),
@@ -530,26 +545,28 @@ func (r *Repository) List(ctx context.Context, t FileType, fn func(ID, int64) er
 	})
 }
 
-// LoadIndex reads every index file into memory. Index files superseded by
-// another are skipped (prune writes the replacement before removing them).
+// LoadIndex reads the index files into memory: every one, or in a
+// scoped version 2 repository (ScopeTo) the shared ones and the scope's.
+// Index files superseded by another it read are skipped (prune writes the
+// replacement before removing them).
 func (r *Repository) LoadIndex(ctx context.Context) error {
-	var ids []ID
-	var sizes []int64
+	r.indexMu.Lock()
+	defer r.indexMu.Unlock()
+	return r.loadIndexLocked(ctx)
+}
+
+func (r *Repository) loadIndexLocked(ctx context.Context) error {
+	var files []ObjectInfo
 	var datas []*IndexData
 	// A prune removes index files only after writing the index that
 	// supersedes them, so a file that vanished between listing and loading
 	// means a newer listing has its replacement.
 	for attempt := 1; ; attempt++ {
-		ids, sizes = ids[:0], sizes[:0]
-		if err := r.List(ctx, IndexFile, func(id ID, size int64) error {
-			ids = append(ids, id)
-			sizes = append(sizes, size)
-			return nil
-		}); err != nil {
-			return fmt.Errorf("list index: %w", err)
-		}
 		var err error
-		if datas, err = r.loadSizedIndexFiles(ctx, ids, sizes, attempt < maxIndexListings); err != nil {
+		if files, err = r.listIndexScope(ctx); err != nil {
+			return err
+		}
+		if datas, err = r.loadIndexFiles(ctx, files, attempt < maxIndexListings); err != nil {
 			return err
 		}
 		if !slices.Contains(datas, nil) {
@@ -565,7 +582,7 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 	}
 	n := 0
 	for i, d := range datas {
-		if !superseded[ids[i]] {
+		if !superseded[files[i].ID] {
 			for _, p := range d.Packs {
 				n += len(p.Blobs)
 			}
@@ -573,7 +590,7 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 	}
 	r.idx.Grow(n)
 	for i, d := range datas {
-		if superseded[ids[i]] {
+		if superseded[files[i].ID] {
 			continue
 		}
 		for _, p := range d.Packs {
@@ -581,43 +598,30 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 		}
 		datas[i] = nil // its entries are in the index now
 	}
-	r.indexSeen = make(map[ID]bool, len(ids))
-	for _, id := range ids {
-		r.indexSeen[id] = true
+	r.indexSeen = make(map[ID]bool, len(files))
+	for _, f := range files {
+		r.indexSeen[f.ID] = true
 	}
+	r.superseded = superseded
+	r.widened = false
 	return nil
 }
 
-// loadIndexFiles loads and decodes index files in parallel. With
+// loadIndexFiles loads and decodes listed index files in parallel. With
 // missingOK a file removed since it was listed (by a prune) leaves a nil
-// entry instead of failing. Their sizes are not known, so each is stat'ed
-// first (see loadSized).
-func (r *Repository) loadIndexFiles(ctx context.Context, ids []ID, missingOK bool) ([]*IndexData, error) {
-	return r.loadSizedIndexFiles(ctx, ids, nil, missingOK)
-}
-
-// loadSizedIndexFiles is loadIndexFiles of files whose sizes a listing
-// gave (nil: not known).
-func (r *Repository) loadSizedIndexFiles(ctx context.Context, ids []ID, sizes []int64, missingOK bool) ([]*IndexData, error) {
-	datas := make([]*IndexData, len(ids))
+// entry instead of failing.
+func (r *Repository) loadIndexFiles(ctx context.Context, files []ObjectInfo, missingOK bool) ([]*IndexData, error) {
+	datas := make([]*IndexData, len(files))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.conns)
-	for i, id := range ids {
+	for i, f := range files {
 		g.Go(func() error {
-			size := int64(-1)
-			if sizes != nil {
-				size = sizes[i]
-			}
-			plain, err := r.loadUnpacked(gctx, IndexFile, id, size)
+			d, err := r.loadIndexFile(gctx, f)
 			if missingOK && errors.Is(err, ErrNotFound) {
 				return nil
 			}
 			if err != nil {
 				return err
-			}
-			d, err := DecodeIndex(plain)
-			if err != nil {
-				return fmt.Errorf("index/%s: %w", id, err)
 			}
 			datas[i] = d
 			return nil
@@ -626,15 +630,23 @@ func (r *Repository) loadSizedIndexFiles(ctx context.Context, ids []ID, sizes []
 	return datas, g.Wait()
 }
 
-// SaveIndex writes one index file describing packs.
+// SaveIndex writes one index file describing packs, named for the
+// repository's scope (SaveIndexAs with owner "").
 func (r *Repository) SaveIndex(ctx context.Context, d *IndexData) (ID, error) {
-	return r.SaveUnpacked(ctx, IndexFile, EncodeIndex(d))
+	return r.SaveIndexAs(ctx, "", d)
 }
 
 // LoadBlob loads, decrypts, decompresses and verifies one blob, appending
 // its plaintext to dst.
 func (r *Repository) LoadBlob(ctx context.Context, id ID, dst []byte) ([]byte, error) {
 	loc, ok := r.idx.Lookup(id)
+	if !ok && r.scoped() {
+		// Another host's: load the index files outside the scope, once.
+		if err := r.widenIndex(ctx); err != nil {
+			return nil, fmt.Errorf("blob %s: %w", id, err)
+		}
+		loc, ok = r.idx.Lookup(id)
+	}
 	if !ok {
 		return nil, fmt.Errorf("blob %s: %w", id, ErrNotIndexed)
 	}

@@ -26,17 +26,17 @@ func TestInitOpen(t *testing.T) {
 		want repo.Config // ID is not compared
 	}{
 		{"defaults", repo.InitOptions{}, repo.Config{
-			Version: 1, ChunkerMin: 512 << 10, ChunkerAvg: 1 << 20, ChunkerMax: 8 << 20,
+			Version: 2, ChunkerMin: 512 << 10, ChunkerAvg: 1 << 20, ChunkerMax: 8 << 20,
 			PackSize: repo.DefaultPackSize, Compression: "fastest",
 		}},
 		{"custom", repo.InitOptions{
 			ChunkerMin: 64 << 10, ChunkerAvg: 256 << 10, ChunkerMax: 2 << 20, PackSize: 4 << 20, Compression: "better",
 		}, repo.Config{
-			Version: 1, ChunkerMin: 64 << 10, ChunkerAvg: 256 << 10, ChunkerMax: 2 << 20,
+			Version: 2, ChunkerMin: 64 << 10, ChunkerAvg: 256 << 10, ChunkerMax: 2 << 20,
 			PackSize: 4 << 20, Compression: "better",
 		}},
 		{"off", repo.InitOptions{PackSize: 1 << 20, Compression: "off"}, repo.Config{
-			Version: 1, ChunkerMin: 512 << 10, ChunkerAvg: 1 << 20, ChunkerMax: 8 << 20,
+			Version: 2, ChunkerMin: 512 << 10, ChunkerAvg: 1 << 20, ChunkerMax: 8 << 20,
 			PackSize: 1 << 20, Compression: "off",
 		}},
 	} {

@@ -101,6 +101,15 @@ func (s *fileSpooler) RemoveTemp(ctx context.Context, cutoff time.Time) (int, in
 	return tr.RemoveTemp(ctx, cutoff)
 }
 
+// ListPrefix is be's.
+func (s *fileSpooler) ListPrefix(ctx context.Context, t FileType, prefix string, fn func(FileInfo) error) error {
+	pl, ok := As[PrefixLister](s.Backend)
+	if !ok {
+		return fmt.Errorf("list %s in %s: %w", t, s.Location(), errors.ErrUnsupported)
+	}
+	return pl.ListPrefix(ctx, t, prefix, fn)
+}
+
 // staleSpool is how old a spool file must be before a later snap removes
 // it: a pack waits in one for seconds to minutes, so a day-old one was
 // left by a process that was killed.

@@ -3,7 +3,7 @@ package repo
 // Optional interfaces through decorators.
 //
 // A Backend may implement optional interfaces for what not every storage
-// can do: Spooler, StreamSaver and TempRemover on the Backend, PlacedReader
+// can do: Spooler, StreamSaver, TempRemover and PrefixLister on the Backend, PlacedReader
 // on the reader Load hands to its function. Decorators (limit, retry,
 // faulty, SpoolToFiles) sit above backends, and each used to hide them:
 // a rate limit around a local directory turned off its spooling and its
@@ -34,7 +34,7 @@ type Wrapper interface {
 }
 
 // As returns be's implementation of the optional interface T (Spooler,
-// StreamSaver, TempRemover), following the rule above.
+// StreamSaver, TempRemover, PrefixLister), following the rule above.
 func As[T any](be Backend) (T, bool) {
 	var zero T
 	c, ok := be.(T)

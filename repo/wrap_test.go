@@ -37,9 +37,10 @@ type capable struct {
 }
 
 var (
-	_ repo.Spooler     = (*capable)(nil)
-	_ repo.StreamSaver = (*capable)(nil)
-	_ repo.TempRemover = (*capable)(nil)
+	_ repo.Spooler      = (*capable)(nil)
+	_ repo.StreamSaver  = (*capable)(nil)
+	_ repo.TempRemover  = (*capable)(nil)
+	_ repo.PrefixLister = (*capable)(nil)
 )
 
 func newCapable() *capable {
@@ -113,6 +114,13 @@ func (c *capable) RemoveTemp(ctx context.Context, cutoff time.Time) (int, int64,
 		return 0, 0, err
 	}
 	return 3, 42, nil
+}
+
+func (c *capable) ListPrefix(ctx context.Context, t repo.FileType, prefix string, fn func(repo.FileInfo) error) error {
+	if err := c.call("listprefix"); err != nil {
+		return err
+	}
+	return c.Backend.ListPrefix(ctx, t, prefix, fn)
 }
 
 // Load hands fn a PlacedReader.
@@ -224,6 +232,26 @@ var capabilities = []capability{
 			return err
 		},
 		innerOp: "removetemp",
+	},
+	{
+		name: "PrefixLister",
+		has: func(t *testing.T, be repo.Backend) bool {
+			_, ok := repo.As[repo.PrefixLister](be)
+			return ok
+		},
+		use: func(ctx context.Context, be repo.Backend) error {
+			pl, _ := repo.As[repo.PrefixLister](be)
+			var names []string
+			err := pl.ListPrefix(ctx, repo.SnapshotFile, placedHandle.Name[:3], func(fi repo.FileInfo) error {
+				names = append(names, fi.Name)
+				return nil
+			})
+			if err == nil && !slices.Equal(names, []string{placedHandle.Name}) {
+				err = fmt.Errorf("listed %q, want %q", names, placedHandle.Name)
+			}
+			return err
+		},
+		innerOp: "listprefix",
 	},
 	{
 		name: "PlacedReader",
@@ -348,6 +376,7 @@ func capByName(name string) capability {
 
 func wrapperCases(t *testing.T) []wrapperCase {
 	spooler, streamer, remover, placedRd := capByName("Spooler"), capByName("StreamSaver"), capByName("TempRemover"), capByName("PlacedReader")
+	lister := capByName("PrefixLister")
 	spoolDir := t.TempDir()
 	toFiles := func(be repo.Backend) repo.Backend { return repo.SpoolToFiles(be, spoolDir) }
 	return []wrapperCase{
@@ -379,6 +408,10 @@ func wrapperCases(t *testing.T) []wrapperCase {
 				"TempRemover": passedOnce(remover, func(be repo.Backend) repo.Backend {
 					return limit.New(be, limit.NewLimiter(1), limit.NewLimiter(1))
 				}),
+				// Nor does a listing, as List is not.
+				"PrefixLister": passedOnce(lister, func(be repo.Backend) repo.Backend {
+					return limit.New(be, limit.NewLimiter(1), limit.NewLimiter(1))
+				}),
 				"PlacedReader": func(t *testing.T, ctx context.Context, inner *capable) {
 					be := limit.New(inner, nil, limit.NewLimiter(1))
 					if err := placedRd.use(deadline(t, ctx), be); !isRateLimit(err) {
@@ -404,6 +437,7 @@ func wrapperCases(t *testing.T) []wrapperCase {
 				},
 				"StreamSaver":  retried(streamer),
 				"TempRemover":  retried(remover),
+				"PrefixLister": retried(lister),
 				"PlacedReader": retried(placedRd),
 			},
 		},
@@ -424,8 +458,9 @@ func wrapperCases(t *testing.T) []wrapperCase {
 						t.Errorf("stat %s after a failed commit: %v, want not found", h, err)
 					}
 				},
-				"StreamSaver": injected(streamer, faulty.OpSave, repo.IndexFile),
-				"TempRemover": injected(remover, faulty.OpRemoveTemp, ""),
+				"StreamSaver":  injected(streamer, faulty.OpSave, repo.IndexFile),
+				"TempRemover":  injected(remover, faulty.OpRemoveTemp, ""),
+				"PrefixLister": injected(lister, faulty.OpList, repo.SnapshotFile),
 				"PlacedReader": func(t *testing.T, ctx context.Context, inner *capable) {
 					injected(placedRd, faulty.OpLoad, repo.SnapshotFile)(t, ctx, inner)
 				},
@@ -448,6 +483,7 @@ func wrapperCases(t *testing.T) []wrapperCase {
 				},
 				"StreamSaver":  passedOnce(streamer, toFiles),
 				"TempRemover":  passedOnce(remover, toFiles),
+				"PrefixLister": passedOnce(lister, toFiles),
 				"PlacedReader": passedOnce(placedRd, toFiles),
 			},
 		},
@@ -470,7 +506,7 @@ func TestWrappersKeepCapabilities(t *testing.T) {
 					}
 					return inner
 				}
-				bare := mem.New()
+				var bare repo.Backend = struct{ repo.Backend }{mem.New()} // no optional interface
 				if err := bare.Save(ctx, placedHandle, object); err != nil {
 					t.Fatal(err)
 				}
@@ -565,7 +601,7 @@ func TestOptionalInterfacesKnown(t *testing.T) {
 // interfaces with repo.As, which sees through wrappers; a type assertion
 // would miss them or find a wrapper's whose Backend beneath lacks it.
 func TestNoAssertionOfOptionalInterfaces(t *testing.T) {
-	backendLevel := []string{"Spooler", "StreamSaver", "TempRemover"}
+	backendLevel := []string{"Spooler", "StreamSaver", "TempRemover", "PrefixLister"}
 	fset := token.NewFileSet()
 	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
 		if err != nil {

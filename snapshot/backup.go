@@ -119,7 +119,8 @@ func Backup(ctx context.Context, r *repo.Repository, src source.Source, o Backup
 		return nil, err
 	}
 
-	snaps, err := List(ctx, r)
+	// Only this host's snapshots can be the parent: read only those.
+	snaps, err := ListHost(ctx, r, o.Host)
 	if err != nil {
 		return nil, err
 	}

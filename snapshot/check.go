@@ -188,9 +188,9 @@ func Check(ctx context.Context, r *repo.Repository, o CheckOptions) (*CheckResul
 	// Snapshots first, then the index: a snapshot is written after the
 	// index that names its blobs, so this order never sees a snapshot
 	// whose index is not yet listed.
-	var snapIDs []repo.ID
-	if err := r.List(ctx, repo.SnapshotFile, func(id repo.ID, _ int64) error {
-		snapIDs = append(snapIDs, id)
+	var snapIDs []repo.ObjectInfo
+	if err := r.ListObjects(ctx, repo.SnapshotFile, func(o repo.ObjectInfo) error {
+		snapIDs = append(snapIDs, o)
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("list snapshots: %w", err)
@@ -199,15 +199,22 @@ func Check(ctx context.Context, r *repo.Repository, o CheckOptions) (*CheckResul
 	{
 		g, gctx := errgroup.WithContext(ctx)
 		g.SetLimit(r.Connections())
-		for i, id := range snapIDs {
+		for i, o := range snapIDs {
 			g.Go(func() error {
-				sn, err := Load(gctx, r, id)
+				sn, err := LoadNamed(gctx, r, o.Name, o.Size)
 				if err != nil {
 					if gctx.Err() != nil {
 						return gctx.Err()
 					}
-					res.fail(Problem{Kind: "snapshot", Snapshot: id.String(), Message: err.Error()})
+					res.fail(Problem{Kind: "snapshot", Snapshot: o.ID.String(), Message: err.Error()})
 					return nil
+				}
+				// A version 2 name carries its host's tag, which scoped
+				// readers list by: under another tag a snapshot is lost
+				// to its host's backups and restores.
+				if o.Owner != "" && o.Owner != r.HostTag(sn.Host) {
+					res.fail(Problem{Kind: "snapshot", Snapshot: o.ID.String(),
+						Message: fmt.Sprintf("stored as snapshots/%s, but the tag of its host %q is %s: its host's backups and restores do not find it (snap copy it, or forget it)", o.Name, sn.Host, r.HostTag(sn.Host))})
 				}
 				snaps[i] = sn
 				return nil
@@ -220,11 +227,11 @@ func Check(ctx context.Context, r *repo.Repository, o CheckOptions) (*CheckResul
 	snaps = slices.DeleteFunc(snaps, func(s *Snapshot) bool { return s == nil })
 	res.Snapshots = len(snapIDs)
 
-	idx, err := r.LoadIndexFiles(ctx, func(id repo.ID, err error) error {
+	idx, err := r.LoadIndexFiles(ctx, func(f repo.StoredIndex, err error) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		res.fail(Problem{Kind: "index", Index: id.String(), Message: err.Error()})
+		res.fail(Problem{Kind: "index", Index: f.Name, Message: err.Error()})
 		return nil
 	})
 	if err != nil {
@@ -313,9 +320,9 @@ func Check(ctx context.Context, r *repo.Repository, o CheckOptions) (*CheckResul
 // checkIndex checks the effective index files against each other and the
 // stored packs. It returns each indexed pack's entries and which file
 // names it.
-func checkIndex(idx *repo.IndexSet, stored map[repo.ID]int64, res *checker) (map[repo.ID][]repo.BlobEntry, map[repo.ID]repo.ID) {
+func checkIndex(idx *repo.IndexSet, stored map[repo.ID]int64, res *checker) (map[repo.ID][]repo.BlobEntry, map[repo.ID]string) {
 	packs := map[repo.ID][]repo.BlobEntry{}
-	from := map[repo.ID]repo.ID{}
+	from := map[repo.ID]string{}
 	for _, f := range idx.Files {
 		if idx.Superseded[f.ID] {
 			res.SupersededFiles++
@@ -324,25 +331,25 @@ func checkIndex(idx *repo.IndexSet, stored map[repo.ID]int64, res *checker) (map
 		for _, pb := range f.Data.Packs {
 			if prev, ok := packs[pb.PackID]; ok {
 				if !slices.Equal(prev, pb.Blobs) {
-					res.fail(Problem{Kind: "index", Index: f.ID.String(), Pack: pb.PackID.String(),
+					res.fail(Problem{Kind: "index", Index: f.Name, Pack: pb.PackID.String(),
 						Message: fmt.Sprintf("lists this pack differently from index %s", from[pb.PackID])})
 				}
 				continue
 			}
 			packs[pb.PackID] = pb.Blobs
-			from[pb.PackID] = f.ID
+			from[pb.PackID] = f.Name
 			want, err := expectedPackSize(pb.Blobs)
 			if err != nil {
-				res.fail(Problem{Kind: "index", Index: f.ID.String(), Pack: pb.PackID.String(), Message: err.Error()})
+				res.fail(Problem{Kind: "index", Index: f.Name, Pack: pb.PackID.String(), Message: err.Error()})
 				continue
 			}
 			size, ok := stored[pb.PackID]
 			switch {
 			case !ok:
-				res.fail(Problem{Kind: "pack", Index: f.ID.String(), Pack: pb.PackID.String(),
+				res.fail(Problem{Kind: "pack", Index: f.Name, Pack: pb.PackID.String(),
 					Message: fmt.Sprintf("named by the index (%d blobs) but missing from storage", len(pb.Blobs))})
 			case size != want:
-				res.fail(Problem{Kind: "pack", Index: f.ID.String(), Pack: pb.PackID.String(),
+				res.fail(Problem{Kind: "pack", Index: f.Name, Pack: pb.PackID.String(),
 					Message: fmt.Sprintf("stored with %d bytes, but its %d index entries make %d", size, len(pb.Blobs), want)})
 			}
 		}
@@ -474,7 +481,7 @@ func checkFile(idx *repo.Index, sid string, f File, missingPacks map[repo.ID]boo
 
 // readData verifies the chosen packs in full and returns the blobs that
 // failed, with why.
-func readData(ctx context.Context, r *repo.Repository, o CheckOptions, packs map[repo.ID][]repo.BlobEntry, from map[repo.ID]repo.ID, stored map[repo.ID]int64, res *checker) (map[repo.ID]string, error) {
+func readData(ctx context.Context, r *repo.Repository, o CheckOptions, packs map[repo.ID][]repo.BlobEntry, from map[repo.ID]string, stored map[repo.ID]int64, res *checker) (map[repo.ID]string, error) {
 	var ids []repo.ID
 	for id := range packs {
 		if _, ok := stored[id]; ok {
@@ -533,7 +540,7 @@ func readData(ctx context.Context, r *repo.Repository, o CheckOptions, packs map
 				bad[b.Entry.ID] = fmt.Sprintf("in pack %s: %v", id.Str(), b.Err)
 			}
 			if entries != nil && !slices.Equal(entries, sortedByOffset(packs[id])) {
-				res.fail(Problem{Kind: "data", Pack: pid, Index: from[id].String(), Message: "the pack's header does not match its index entries"})
+				res.fail(Problem{Kind: "data", Pack: pid, Index: from[id], Message: "the pack's header does not match its index entries"})
 				for _, e := range packs[id] {
 					if !slices.Contains(entries, e) {
 						bad[e.ID] = fmt.Sprintf("pack %s does not hold it as the index says", id.Str())

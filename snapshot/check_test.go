@@ -127,7 +127,7 @@ func TestCheckFindsDamage(t *testing.T) {
 			for _, f := range set.Files {
 				for _, p := range f.Data.Packs {
 					if p.PackID == loc.Pack {
-						be.Remove(context.Background(), repo.Handle{Type: repo.IndexFile, Name: f.ID.String()})
+						be.Remove(context.Background(), repo.Handle{Type: repo.IndexFile, Name: f.Name})
 					}
 				}
 			}
@@ -145,7 +145,7 @@ func TestCheckFindsDamage(t *testing.T) {
 			return []string{"index " + name + ":", "data is corrupt"}
 		}},
 		{"corrupt snapshot", false, func(t *testing.T, be repo.Backend) []string {
-			h := repo.Handle{Type: repo.SnapshotFile, Name: snaps[1].ID.String()}
+			h := repo.Handle{Type: repo.SnapshotFile, Name: snaps[1].Name}
 			data := backendtest.LoadAll(t, be, h)
 			data[30] ^= 1
 			replace(t, be, h, data)

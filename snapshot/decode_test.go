@@ -468,7 +468,7 @@ func TestSaveLoadList(t *testing.T) {
 	}
 
 	// A snapshot changed in storage.
-	h := repo.Handle{Type: repo.SnapshotFile, Name: saved[2].ID.String()}
+	h := repo.Handle{Type: repo.SnapshotFile, Name: saved[2].Name}
 	if err := be.Remove(t.Context(), h); err != nil {
 		t.Fatal(err)
 	}

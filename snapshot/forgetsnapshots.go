@@ -93,11 +93,11 @@ func ForgetSnapshots(ctx context.Context, r *repo.Repository, o ForgetOptions) (
 	if o.DryRun || len(res.Removed) == 0 {
 		return res, nil
 	}
-	ids := make([]repo.ID, len(res.Removed))
+	names := make([]string, len(res.Removed))
 	for i, sn := range res.Removed {
-		ids[i] = sn.ID
+		names[i] = sn.Name
 	}
-	if err := removeObjects(ctx, r, lk, repo.SnapshotFile, ids); err != nil {
+	if err := removeObjects(ctx, r, lk, repo.SnapshotFile, names); err != nil {
 		return nil, err
 	}
 	return res, nil

@@ -74,8 +74,8 @@ func (b *gatedLoads) maxInFlight() int {
 func listOneByOne(t *testing.T, r *repo.Repository) []*snapshot.Snapshot {
 	t.Helper()
 	var out []*snapshot.Snapshot
-	if err := r.List(t.Context(), repo.SnapshotFile, func(id repo.ID, _ int64) error {
-		sn, err := snapshot.Load(t.Context(), r, id)
+	if err := r.ListObjects(t.Context(), repo.SnapshotFile, func(o repo.ObjectInfo) error {
+		sn, err := snapshot.Load(t.Context(), r, o.ID)
 		out = append(out, sn)
 		return err
 	}); err != nil {
@@ -174,7 +174,7 @@ func TestListDamaged(t *testing.T) {
 			be := mem.New()
 			copyObjects(t, inner, be)
 			bad := saved[17].ID
-			h := repo.Handle{Type: repo.SnapshotFile, Name: bad.String()}
+			h := repo.Handle{Type: repo.SnapshotFile, Name: saved[17].Name}
 			data := loadObject(t, be, h)
 			if err := be.Remove(t.Context(), h); err != nil {
 				t.Fatal(err)

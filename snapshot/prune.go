@@ -122,6 +122,17 @@ const (
 	blobSatisfied = 2 // and a copy stays: in a kept pack or copied by repack
 )
 
+// mark is a used blob's state (the low 2 bits) and, in version 2, its
+// owner: an index into prunePlan.owners (0: none, 1: shared, then host
+// tags). One map of 36-byte entries for every used blob of a fleet.
+type mark uint32
+
+func (m mark) state() uint8      { return uint8(m & 3) }
+func (m mark) owner() uint32     { return uint32(m >> 2) }
+func (m mark) with(s uint8) mark { return m&^3 | mark(s) }
+
+const sharedOwnerIndex = 1
+
 // Prune applies the retention policy and removes what no kept snapshot
 // needs (docs/design.md, "Prune"). Under its first lock (the exclusive
 // one if no other process holds a lock, else, when RetryLock lets it
@@ -200,7 +211,7 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResul
 
 	// 2. Repack, under a shared lock when other writers held theirs:
 	// their backups go on meanwhile.
-	if len(p.repack) > 0 {
+	if len(p.copyBlobs) > 0 {
 		if err := p.runRepack(ctx, r, lk); err != nil {
 			return nil, err
 		}
@@ -230,11 +241,11 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResul
 	st.PacksRepacked, st.PackBytesRepacked = p.st.PacksRepacked, p.st.PackBytesRepacked
 	st.UnindexedDeleted, st.UnindexedBytes = p.st.UnindexedDeleted, p.st.UnindexedBytes
 
-	ids := make([]repo.ID, 0, len(forgotten))
+	names := make([]string, 0, len(forgotten))
 	for _, sn := range forgotten {
-		ids = append(ids, sn.ID)
+		names = append(names, sn.Name)
 	}
-	if err := removeObjects(ctx, r, lk, repo.SnapshotFile, ids); err != nil {
+	if err := removeObjects(ctx, r, lk, repo.SnapshotFile, names); err != nil {
 		return nil, err
 	}
 	if extraRemove != nil {
@@ -243,36 +254,33 @@ func Prune(ctx context.Context, r *repo.Repository, o PruneOptions) (*PruneResul
 		}
 	}
 
-	// 5. The new index, before anything the old one names is deleted.
-	var oldIndex []repo.ID
+	// 5. The new index, before anything the old one names is deleted:
+	// one file per owner, the one that supersedes every old file last.
+	var oldIndex []string
 	if p.needIndex() {
 		if err := lk.Err(); err != nil {
 			return nil, fmt.Errorf("not writing the new index: %w", err)
 		}
-		d := &repo.IndexData{Packs: make([]repo.PackBlobs, 0, len(p.keep)+len(p.newPacks))}
-		for _, f := range p.idx.Files {
-			d.Supersedes = append(d.Supersedes, f.ID)
-		}
-		d.Supersedes = append(d.Supersedes, p.repackIndexes...)
-		for _, id := range p.keep {
-			d.Packs = append(d.Packs, *p.packs[id])
-		}
-		d.Packs = append(d.Packs, p.newPacks...)
-		if _, err := r.SaveIndex(ctx, d); err != nil {
+		written, err := p.writeIndex(ctx, r, o.Log)
+		if err != nil {
 			return nil, err
 		}
-		st.IndexFilesWritten = 1
-		o.Log.Info("wrote the new index", "packs", len(d.Packs), "supersedes", len(d.Supersedes))
-		oldIndex = d.Supersedes
+		st.IndexFilesWritten = written
+		for _, f := range p.idx.Files {
+			oldIndex = append(oldIndex, f.Name)
+		}
+		oldIndex = append(oldIndex, p.repackIndexes...)
 	}
 	// 6. The packs, then the index files the new one supersedes. While a
 	// superseded file remains, the packs it names that no effective index
 	// does are known to be prune's to delete, so a prune killed here is
 	// finished by the next without waiting for the margin.
-	var packs []repo.ID
-	packs = append(packs, p.delete...)
-	packs = append(packs, p.repack...)
-	packs = append(packs, p.unindexedOld...)
+	var packs []string
+	for _, ids := range [][]repo.ID{p.delete, p.repack, p.unindexedOld} {
+		for _, id := range ids {
+			packs = append(packs, id.String())
+		}
+	}
 	if err := removeObjects(ctx, r, lk, repo.PackFile, packs); err != nil {
 		return nil, err
 	}
@@ -304,21 +312,42 @@ type prunePlan struct {
 	idx    *repo.IndexSet
 	packs  map[repo.ID]*repo.PackBlobs // every pack the effective index names
 	stored map[repo.ID]repo.FileInfo
-	used   map[repo.ID]uint8
+	used   map[repo.ID]mark
 
 	keep, repack, delete, missing []repo.ID
-	copyBlobs                     map[repo.ID][]repo.BlobEntry // per pack to repack
+	copyBlobs                     map[repo.ID][]copyBlob // per pack to copy from
 	unindexedOld, unindexedYoung  []repo.ID
 
-	newPacks      []repo.PackBlobs
+	// Version 2 (host-scoped): the owner of every used blob (a host tag,
+	// or repo.SharedOwner when several hosts use it), the owner of the
+	// index file each pack that stays goes into, and of the file each
+	// pack is in now. In version 1 every owner is "".
+	owners      []string // mark.owner's names; nil in version 1
+	dest, owner map[repo.ID]string
+	ownerFiles  map[string]int // index files per owner
+
+	newPacks      []ownedPack
 	newBytes      int64
-	repackIndexes []repo.ID  // an index file for each new pack, superseded by the final index
+	repackIndexes []string   // an index file for each new pack, superseded by the final index
 	keptForNew    int        // packs reconcile moved to keep
 	st            PruneStats // counts filled while planning
 }
 
+// copyBlob is a used blob that repacking copies into a new pack of owner.
+type copyBlob struct {
+	repo.BlobEntry
+	owner string
+}
+
+// ownedPack is a new pack and the owner of the index file that names it.
+type ownedPack struct {
+	repo.PackBlobs
+	owner string
+}
+
 func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraUsed []repo.ID, o PruneOptions) (*prunePlan, error) {
-	p := &prunePlan{packs: map[repo.ID]*repo.PackBlobs{}, stored: map[repo.ID]repo.FileInfo{}, copyBlobs: map[repo.ID][]repo.BlobEntry{}}
+	p := &prunePlan{packs: map[repo.ID]*repo.PackBlobs{}, stored: map[repo.ID]repo.FileInfo{}, copyBlobs: map[repo.ID][]copyBlob{},
+		dest: map[repo.ID]string{}, owner: map[repo.ID]string{}, ownerFiles: map[string]int{}}
 	var err error
 	// Every index file must load: one left out would make its packs look
 	// like garbage.
@@ -329,10 +358,12 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraU
 		if p.idx.Superseded[f.ID] {
 			continue
 		}
+		p.ownerFiles[f.Owner]++
 		for i := range f.Data.Packs {
 			pb := &f.Data.Packs[i]
 			if _, ok := p.packs[pb.PackID]; !ok {
 				p.packs[pb.PackID] = pb
+				p.owner[pb.PackID] = f.Owner
 			}
 		}
 	}
@@ -351,7 +382,7 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraU
 	}
 	p.st.IndexFilesBefore = len(p.idx.Files)
 
-	if p.used, err = markUsed(ctx, r, kept); err != nil {
+	if p.used, p.owners, err = markUsed(ctx, r, kept); err != nil {
 		return nil, err
 	}
 	idx := r.Index()
@@ -359,7 +390,11 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraU
 		if !idx.Has(id) {
 			return nil, fmt.Errorf("chunk %s of a tail object is not in the index; run snap check (prune changes nothing while a kept chain is damaged)", id)
 		}
-		p.used[id] = blobUsed
+		m := mark(blobUsed)
+		if p.owners != nil {
+			m |= sharedOwnerIndex << 2 // a chain's: not tied to a host here
+		}
+		p.used[id] = m
 	}
 
 	ids := make([]repo.ID, 0, len(p.packs))
@@ -369,15 +404,24 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraU
 	slices.SortFunc(ids, func(a, b repo.ID) int { return compareID(a, b) })
 	for _, id := range ids {
 		pb := p.packs[id]
+		dest := p.destOf(id)
+		p.dest[id] = dest
 		var usedN int
-		var usedB, unusedB int64
+		var usedB, unusedB, misplacedB int64
 		for _, e := range pb.Blobs {
-			if p.used[e.ID] != 0 {
-				usedN++
-				usedB += int64(e.Length)
-			} else {
+			switch {
+			case p.used[e.ID] == 0: // not used
 				p.st.BlobsUnused++
 				unusedB += int64(e.Length)
+			case p.ownerOf(e.ID) != dest:
+				// Needed, but not where its owner's readers alone would
+				// look: a repack moves it to its owner's pack, so for the
+				// decision it is as good as unused.
+				usedN++
+				misplacedB += int64(e.Length)
+			default:
+				usedN++
+				usedB += int64(e.Length)
 			}
 		}
 		p.st.BytesUnused += unusedB
@@ -391,7 +435,7 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraU
 			p.delete = append(p.delete, id)
 			p.st.PacksDeleted++
 			p.st.PackBytesDeleted += fi.Size
-		case unusedB > 0 && float64(unusedB) > o.MaxUnused*float64(usedB+unusedB):
+		case unusedB+misplacedB > 0 && float64(unusedB+misplacedB) > o.MaxUnused*float64(usedB+unusedB+misplacedB):
 			p.repack = append(p.repack, id)
 			p.st.PacksRepacked++
 			p.st.PackBytesRepacked += fi.Size
@@ -400,26 +444,37 @@ func planPrune(ctx context.Context, r *repo.Repository, kept []*Snapshot, extraU
 		}
 	}
 	p.st.MissingPacks = len(p.missing)
-	// A used blob stored twice is copied only if no kept pack has it.
+	// A used blob stored twice is copied only if no kept pack has it
+	// where its owner sees it.
 	for _, id := range p.keep {
 		for _, e := range p.packs[id].Blobs {
-			if p.used[e.ID] != 0 {
-				p.used[e.ID] = blobSatisfied
+			if m := p.used[e.ID]; m != 0 && p.visible(e.ID, p.dest[id]) {
+				p.used[e.ID] = m.with(blobSatisfied)
 			}
 		}
 	}
-	for _, id := range p.repack {
-		for _, e := range p.packs[id].Blobs {
-			if p.used[e.ID] == blobUsed {
-				p.used[e.ID] = blobSatisfied
-				p.copyBlobs[id] = append(p.copyBlobs[id], e)
-				p.st.BlobsRepacked++
-				p.st.BytesRepacked += int64(e.Length)
+	copyOut := func(id repo.ID, e repo.BlobEntry, owner string) {
+		p.used[e.ID] = p.used[e.ID].with(blobSatisfied)
+		p.copyBlobs[id] = append(p.copyBlobs[id], copyBlob{BlobEntry: e, owner: owner})
+		p.st.BlobsRepacked++
+		p.st.BytesRepacked += int64(e.Length)
+	}
+	// Every used blob of a pack to repack, and one left only in a kept
+	// pack where its owner does not look, goes into a new pack of its
+	// owner (a shared one, for a blob several hosts use): so prune merges
+	// what two hosts stored twice, and moves what one host alone uses out
+	// of the shared files every host reads.
+	for _, ids := range [][]repo.ID{p.repack, p.keep} {
+		for _, id := range ids {
+			for _, e := range p.packs[id].Blobs {
+				if p.used[e.ID].state() == blobUsed {
+					copyOut(id, e, p.ownerOf(e.ID))
+				}
 			}
 		}
 	}
-	for id, s := range p.used {
-		if s != blobSatisfied {
+	for id, m := range p.used {
+		if m.state() != blobSatisfied {
 			return nil, fmt.Errorf("blob %s is used but no pack that stays holds it (internal error; nothing was changed)", id)
 		}
 	}
@@ -498,20 +553,153 @@ func (p *prunePlan) fillStats(st *PruneStats) {
 	st.PackBytesAfter = st.PackBytesBefore - st.PackBytesDeleted - st.PackBytesRepacked - st.UnindexedBytes
 }
 
+// destOf is the owner of the index file a pack that stays goes into. In
+// version 1 it is "". In version 2: the one host whose kept snapshots use
+// every used blob of it, or shared where they are all used by several
+// hosts; a pack of mixed owners stays where it is (a host's, whose
+// blobs of other owners are then misplaced, or shared).
+func (p *prunePlan) destOf(pack repo.ID) string {
+	if p.owners == nil {
+		return ""
+	}
+	dest := ""
+	for _, e := range p.packs[pack].Blobs {
+		if p.used[e.ID] == 0 {
+			continue
+		}
+		switch o := p.ownerOf(e.ID); {
+		case dest == "":
+			dest = o
+		case dest != o:
+			if cur := p.owner[pack]; cur != "" && cur != repo.SharedOwner {
+				return cur
+			}
+			return repo.SharedOwner
+		}
+	}
+	if dest == "" { // nothing used: deleted
+		return repo.SharedOwner
+	}
+	return dest
+}
+
+// ownerOf is a used blob's owner: "" in version 1.
+func (p *prunePlan) ownerOf(blob repo.ID) string {
+	if p.owners == nil {
+		return ""
+	}
+	return p.owners[p.used[blob].owner()]
+}
+
+// visible reports whether a used blob in a pack of dest's index file is
+// where its owner's readers look: its own host's file, or a shared one.
+func (p *prunePlan) visible(blob repo.ID, dest string) bool {
+	return dest == repo.SharedOwner || p.ownerOf(blob) == dest
+}
+
 // needIndex reports whether the index must be rewritten: something it
-// names goes, or there are several index files to consolidate.
+// names goes or moves to another owner's file, or an owner has several
+// index files to consolidate.
 func (p *prunePlan) needIndex() bool {
-	return len(p.delete) > 0 || len(p.repack) > 0 || len(p.missing) > 0 || len(p.idx.Files) > 1
+	if len(p.delete) > 0 || len(p.repack) > 0 || len(p.missing) > 0 || len(p.newPacks) > 0 {
+		return true
+	}
+	for _, n := range p.ownerFiles {
+		if n > 1 {
+			return true
+		}
+	}
+	for _, f := range p.idx.Files {
+		if p.idx.Superseded[f.ID] {
+			return true // an interrupted prune's old files: remove them
+		}
+	}
+	for _, id := range p.keep {
+		if p.dest[id] != p.owner[id] {
+			return true
+		}
+	}
+	return false
+}
+
+// writeIndex writes the index that replaces every file prune read: in
+// version 1 one file; in version 2 one per host that has packs, then the
+// shared one, last, superseding every old file (the host files supersede
+// nothing). A scoped reader, which reads the shared files and its own,
+// so sees the supersedes as soon as the old files stop counting; until
+// then old and new name the same packs alike. It returns how many files
+// it wrote.
+func (p *prunePlan) writeIndex(ctx context.Context, r *repo.Repository, log *slog.Logger) (int, error) {
+	byOwner := map[string][]repo.PackBlobs{}
+	for _, id := range p.keep {
+		byOwner[p.dest[id]] = append(byOwner[p.dest[id]], *p.packs[id])
+	}
+	for _, np := range p.newPacks {
+		byOwner[np.owner] = append(byOwner[np.owner], np.PackBlobs)
+	}
+	last := ""
+	if r.HostScoped() {
+		last = repo.SharedOwner
+	}
+	var supersedes []repo.ID
+	for _, f := range p.idx.Files {
+		supersedes = append(supersedes, f.ID)
+	}
+	for _, name := range p.repackIndexes {
+		if _, id, ok := repo.ParseObjectName(repo.IndexFile, name); ok {
+			supersedes = append(supersedes, id)
+		}
+	}
+	owners := make([]string, 0, len(byOwner))
+	for o := range byOwner {
+		if o != last {
+			owners = append(owners, o)
+		}
+	}
+	slices.Sort(owners)
+	written := 0
+	for _, o := range owners {
+		if _, err := r.SaveIndexAs(ctx, o, &repo.IndexData{Packs: byOwner[o]}); err != nil {
+			return written, err
+		}
+		written++
+	}
+	d := &repo.IndexData{Packs: byOwner[last], Supersedes: supersedes}
+	if _, err := r.SaveIndexAs(ctx, last, d); err != nil {
+		return written, err
+	}
+	written++
+	log.Info("wrote the new index", "files", written, "supersedes", len(supersedes))
+	return written, nil
 }
 
 // markUsed loads the tree of every kept snapshot and returns the set of
 // blobs they use: the trees and every chunk. Each must be in the index.
-func markUsed(ctx context.Context, r *repo.Repository, kept []*Snapshot) (map[repo.ID]uint8, error) {
-	used := map[repo.ID]uint8{}
+// In a version 2 repository each mark also holds the blob's owner, the
+// tag of the one host whose kept snapshots use it or shared, as an index
+// into the owner names it returns.
+func markUsed(ctx context.Context, r *repo.Repository, kept []*Snapshot) (map[repo.ID]mark, []string, error) {
+	used := map[repo.ID]mark{}
+	var owners []string
+	ownerIndex := map[string]uint32{}
+	if r.HostScoped() {
+		owners = []string{"", repo.SharedOwner}
+	}
 	trees := map[repo.ID]*Snapshot{}
+	treeOwner := map[repo.ID]uint32{}
 	for _, sn := range kept {
 		if _, ok := trees[sn.Tree]; !ok {
 			trees[sn.Tree] = sn
+		}
+		if owners != nil {
+			tag := r.HostTag(sn.Host)
+			i, ok := ownerIndex[tag]
+			if !ok {
+				i = uint32(len(owners))
+				owners = append(owners, tag)
+				ownerIndex[tag] = i
+			}
+			treeOwner[sn.Tree] = mergeOwner(treeOwner[sn.Tree], i)
 		}
 	}
 	var mu sync.Mutex
@@ -533,63 +721,110 @@ func markUsed(ctx context.Context, r *repo.Repository, kept []*Snapshot) (map[re
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			used[tid] = blobUsed
+			o := treeOwner[tid]
+			use := func(id repo.ID) {
+				used[id] = mark(blobUsed) | mark(mergeOwner(used[id].owner(), o))<<2
+			}
+			use(tid)
 			for _, f := range t.Files {
 				for _, c := range f.Chunks {
-					used[c] = blobUsed
+					use(c)
 				}
 			}
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return used, nil
+	return used, owners, nil
 }
 
-// runRepack copies the used blobs of the packs to repack into new packs.
+// mergeOwner is the owner of a blob owned by a (0: none yet) and used by
+// b's host too.
+func mergeOwner(a, b uint32) uint32 {
+	if a == 0 || a == b {
+		return b
+	}
+	return sharedOwnerIndex
+}
+
+// runRepack copies the used blobs of the packs to repack, and blobs kept
+// where their owner does not look, into new packs: one writer per owner,
+// so that a new pack has one owner and goes into its index file. Owners
+// are done r.Connections() at a time, each writer finished before the
+// next starts, so a fleet's thousand owners cost no more memory than a
+// few writers.
 func (p *prunePlan) runRepack(ctx context.Context, r *repo.Repository, lk *repo.Lock) error {
 	if err := lk.Err(); err != nil {
 		return fmt.Errorf("not repacking: %w", err)
 	}
-	w := r.NewSaver(repo.SaverOptions{Repack: true, IndexEvery: 1})
+	// owner -> source pack -> blobs
+	work := map[string]map[repo.ID][]repo.BlobEntry{}
+	for id, cbs := range p.copyBlobs {
+		for _, cb := range cbs {
+			if work[cb.owner] == nil {
+				work[cb.owner] = map[repo.ID][]repo.BlobEntry{}
+			}
+			work[cb.owner][id] = append(work[cb.owner][id], cb.BlobEntry)
+		}
+	}
+	owners := make([]string, 0, len(work))
+	for o := range work {
+		owners = append(owners, o)
+	}
+	slices.Sort(owners)
+	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.Connections())
-	for _, id := range p.repack {
-		entries := p.copyBlobs[id]
-		if len(entries) == 0 {
-			continue
-		}
+	for _, owner := range owners {
 		g.Go(func() error {
-			return r.LoadBlobs(gctx, id, entries, func(e repo.BlobEntry, plain []byte) error {
-				// ctx, not gctx: Save starts uploads that must outlive
-				// the loads, and gctx ends when they do.
-				_, err := w.Save(ctx, e.Type, e.ID, plain)
-				return err
-			})
+			sources := make([]repo.ID, 0, len(work[owner]))
+			for id := range work[owner] {
+				sources = append(sources, id)
+			}
+			slices.SortFunc(sources, compareID)
+			w := r.NewSaver(repo.SaverOptions{Repack: true, IndexEvery: 1, Owner: owner})
+			var lerr error
+			for _, id := range sources {
+				// ctx, not gctx, for Save: it starts uploads that
+				// Flush waits for.
+				if lerr = r.LoadBlobs(gctx, id, work[owner][id], func(e repo.BlobEntry, plain []byte) error {
+					_, err := w.Save(ctx, e.Type, e.ID, plain)
+					return err
+				}); lerr != nil {
+					break
+				}
+			}
+			err := w.Flush(ctx)
+			packs, n := w.Packs()
+			mu.Lock()
+			defer mu.Unlock()
+			for _, id := range w.Indexes() {
+				p.repackIndexes = append(p.repackIndexes, r.IndexName(owner, id))
+			}
+			for _, pb := range packs {
+				p.newPacks = append(p.newPacks, ownedPack{PackBlobs: pb, owner: owner})
+			}
+			p.newBytes += n
+			return errors.Join(lerr, err)
 		})
 	}
-	gerr := g.Wait()
-	err := w.Flush(ctx)
-	packs, n := w.Packs()
-	p.repackIndexes = w.Indexes()
-	if err := errors.Join(gerr, err); err != nil {
+	if err := g.Wait(); err != nil {
 		return fmt.Errorf("repack: %w", err)
 	}
-	p.newPacks, p.newBytes = packs, n
-	slices.SortFunc(p.newPacks, func(a, b repo.PackBlobs) int { return compareID(a.PackID, b.PackID) })
+	slices.SortFunc(p.newPacks, func(a, b ownedPack) int { return compareID(a.PackID, b.PackID) })
 	return nil
 }
 
 // removeObjects removes objects in parallel, each only while the lock
 // holds. Objects already gone are fine: an earlier prune got that far.
-func removeObjects(ctx context.Context, r *repo.Repository, lk *repo.Lock, t repo.FileType, ids []repo.ID) error {
+func removeObjects(ctx context.Context, r *repo.Repository, lk *repo.Lock, t repo.FileType, names []string) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.Connections())
-	for _, id := range ids {
+	for _, name := range names {
 		g.Go(func() error {
-			h := repo.Handle{Type: t, Name: id.String()}
+			h := repo.Handle{Type: t, Name: name}
 			if err := lk.Err(); err != nil {
 				return fmt.Errorf("not removing %s: %w", h, err)
 			}
@@ -670,26 +905,25 @@ func (p *prunePlan) reconcile(ctx context.Context, r *repo.Repository, snaps, ke
 	}
 
 	// Index files written meanwhile: backups', this prune's repack, Extra's.
-	planned := make(map[repo.ID]bool, len(p.idx.Files)+len(p.repackIndexes))
+	planned := make(map[string]bool, len(p.idx.Files)+len(p.repackIndexes))
 	for _, f := range p.idx.Files {
-		planned[f.ID] = true
+		planned[f.Name] = true
 	}
-	for _, id := range p.repackIndexes {
-		planned[id] = true
+	repacked := make(map[string]bool, len(p.repackIndexes))
+	for _, name := range p.repackIndexes {
+		repacked[name] = true
 	}
-	var newFiles []repo.ID
-	if err := r.List(ctx, repo.IndexFile, func(id repo.ID, _ int64) error {
-		if planned[id] {
-			delete(planned, id)
-		} else {
-			newFiles = append(newFiles, id)
+	var newFiles []repo.ObjectInfo
+	if err := r.ListObjects(ctx, repo.IndexFile, func(f repo.ObjectInfo) error {
+		switch {
+		case planned[f.Name]:
+			delete(planned, f.Name)
+		case !repacked[f.Name]:
+			newFiles = append(newFiles, f)
 		}
 		return nil
 	}); err != nil {
 		return nil, nil, nil, fmt.Errorf("list index: %w", err)
-	}
-	for _, id := range p.repackIndexes {
-		delete(planned, id) // one killed before its index was written is no loss
 	}
 	if len(planned) > 0 {
 		return nil, nil, nil, fmt.Errorf("%d index files prune read are gone (another prune ran meanwhile); nothing was collected: run prune again", len(planned))
@@ -719,7 +953,7 @@ func (p *prunePlan) reconcile(ctx context.Context, r *repo.Repository, snaps, ke
 	o.Log.Info("taking in what was stored while prune planned", "snapshots", len(fresh), "index_files", len(newFiles))
 
 	// Blobs needed now that the plan did not count as used.
-	used, err := markUsed(ctx, r, fresh)
+	used, _, err := markUsed(ctx, r, fresh)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -729,6 +963,12 @@ func (p *prunePlan) reconcile(ctx context.Context, r *repo.Repository, snaps, ke
 			return nil, nil, nil, fmt.Errorf("chunk %s of a tail object is not in the index; run snap check (prune changes nothing while a kept chain is damaged)", id)
 		}
 		used[id] = blobUsed
+	}
+	// Their owners are the next prune's to work out: until then they
+	// count as shared, which every reader sees.
+	taken := mark(blobSatisfied)
+	if p.owners != nil {
+		taken |= sharedOwnerIndex << 2
 	}
 	need := map[repo.ID]bool{}
 	for id := range used {
@@ -741,7 +981,7 @@ func (p *prunePlan) reconcile(ctx context.Context, r *repo.Repository, snaps, ke
 		for _, e := range pb.Blobs {
 			if need[e.ID] {
 				delete(need, e.ID)
-				p.used[e.ID] = blobSatisfied
+				p.used[e.ID] = taken
 				hit = true
 			}
 		}
@@ -751,7 +991,7 @@ func (p *prunePlan) reconcile(ctx context.Context, r *repo.Repository, snaps, ke
 		satisfy(p.packs[id])
 	}
 	for i := range p.newPacks {
-		satisfy(&p.newPacks[i])
+		satisfy(&p.newPacks[i].PackBlobs)
 	}
 	for i := range newPacks {
 		satisfy(&newPacks[i])

@@ -213,8 +213,33 @@ func diffNames(a, b map[string]int64) []string {
 	return out
 }
 
+// snapshotIDs are the ids (hashes) of the stored snapshots, in either
+// layout.
 func snapshotIDs(t testing.TB, be repo.Backend) []string {
-	return sortedNames(objects(t, be, repo.SnapshotFile))
+	var out []string
+	for _, name := range sortedNames(objects(t, be, repo.SnapshotFile)) {
+		_, id, ok := repo.ParseObjectName(repo.SnapshotFile, name)
+		if !ok {
+			t.Fatalf("snapshot %s: not a name of the layout", name)
+		}
+		out = append(out, id.String())
+	}
+	slices.Sort(out)
+	return out
+}
+
+// indexOwners counts the owners of the stored index files: after a prune
+// each has one file (version 1: one in all).
+func indexOwners(t testing.TB, be repo.Backend) int {
+	owners := map[string]bool{}
+	for name := range objects(t, be, repo.IndexFile) {
+		o, _, ok := repo.ParseObjectName(repo.IndexFile, name)
+		if !ok {
+			t.Fatalf("index file %s: not a name of the layout", name)
+		}
+		owners[o] = true
+	}
+	return len(owners)
 }
 
 func shortIDs(sns ...*snapshot.Snapshot) []string {

@@ -232,7 +232,7 @@ func (p *repairPlan) apply(ctx context.Context, r *repo.Repository, lk *repo.Loc
 			rs.NewID = c.ID
 		}
 	}
-	h := repo.Handle{Type: repo.SnapshotFile, Name: sn.ID.String()}
+	h := repo.Handle{Type: repo.SnapshotFile, Name: sn.Name}
 	if err := lk.Err(); err != nil {
 		return fmt.Errorf("not removing %s: %w", h, err)
 	}

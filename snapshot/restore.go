@@ -276,7 +276,9 @@ func (x *reloadOnce) reload(ctx context.Context) error {
 		return nil
 	}
 	x.done = true
-	if err := x.r.RefreshIndex(ctx); err != nil {
+	// LoadMissing: refreshed, and in a scoped repository the other
+	// hosts' index files too (a chunk only another host's file names).
+	if err := x.r.LoadMissing(ctx); err != nil {
 		return fmt.Errorf("snapshot %s: load the index again: %w", x.sn.ID.Str(), err)
 	}
 	return nil

@@ -73,7 +73,8 @@ type Snapshot struct {
 	// of one whose data was partly lost: it lacks the files that used it.
 	Repaired bool `json:"repaired,omitempty"`
 
-	ID repo.ID `json:"-"` // the name it is stored under; set by Save, Load and List
+	ID   repo.ID `json:"-"` // the hash of its stored bytes; set by Save, Load and List
+	Name string  `json:"-"` // its object name: ID, or <host tag>-<ID> (version 2)
 }
 
 // Identity is the stat identity used to skip unchanged files.
@@ -262,33 +263,65 @@ func cutLast(name string) (dir, base string, ok bool) {
 	return name[:i], name[i+1:], true
 }
 
-// Save stores sn and sets its ID. The tree it names must already be saved
-// and flushed: packs, then index, then snapshot.
+// Save stores sn and sets its ID and Name. The tree it names must already
+// be saved and flushed: packs, then index, then snapshot. In a version 2
+// repository it is named <tag>-<hash> with its host's tag, so that
+// ListHost finds it without reading any other host's.
 func Save(ctx context.Context, r *repo.Repository, sn *Snapshot) error {
 	sn.Version = snapshotVersion
 	data, err := json.Marshal(sn)
 	if err != nil {
 		return err
 	}
-	id, err := r.SaveUnpacked(ctx, repo.SnapshotFile, data)
+	if !r.HostScoped() {
+		id, err := r.SaveUnpacked(ctx, repo.SnapshotFile, data)
+		if err != nil {
+			return err
+		}
+		sn.ID, sn.Name = id, id.String()
+		return nil
+	}
+	name, err := r.SaveNamed(ctx, repo.SnapshotFile, r.HostTag(sn.Host), data)
 	if err != nil {
 		return err
 	}
-	sn.ID = id
+	_, id, _ := repo.SplitNamed(name)
+	sn.ID, sn.Name = id, name
 	return nil
 }
 
-// Load reads one snapshot.
+// Load reads the snapshot whose stored bytes hash to id, under either
+// layout's name: a version 2 name is found by a listing of names (no
+// snapshot but this one is read).
 func Load(ctx context.Context, r *repo.Repository, id repo.ID) (*Snapshot, error) {
-	data, err := r.LoadUnpacked(ctx, repo.SnapshotFile, id)
+	name := id.String()
+	if r.HostScoped() {
+		err := r.ListObjects(ctx, repo.SnapshotFile, func(o repo.ObjectInfo) error {
+			if o.ID == id {
+				name = o.Name
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list snapshots: %w", err)
+		}
+	}
+	return LoadNamed(ctx, r, name, -1)
+}
+
+// LoadNamed reads the snapshot stored as name; size is what a listing
+// said (-1: not known).
+func LoadNamed(ctx context.Context, r *repo.Repository, name string, size int64) (*Snapshot, error) {
+	data, err := r.LoadObject(ctx, repo.SnapshotFile, name, size)
 	if err != nil {
 		return nil, err
 	}
+	_, id, _ := repo.ParseObjectName(repo.SnapshotFile, name)
 	sn, err := Decode(data)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot %s: %w", id.Str(), err)
 	}
-	sn.ID = id
+	sn.ID, sn.Name = id, name
 	return sn, nil
 }
 
@@ -297,29 +330,67 @@ func Load(ctx context.Context, r *repo.Repository, id repo.ID) (*Snapshot, error
 // the repository was opened with.
 const minListLoads = 4
 
-// List loads every snapshot, oldest first. It loads up to
+// List loads every snapshot of every host, oldest first. It loads up to
 // r.Connections() of them at once (at least minListLoads): a repository
 // shared by many hosts holds thousands. The first error ends it: the
 // loads under way are cancelled and it returns that error, as Load gave
-// it.
+// it. Where the host is known, ListHost reads only its snapshots.
 func List(ctx context.Context, r *repo.Repository) ([]*Snapshot, error) {
-	var ids []repo.ID
-	if err := r.List(ctx, repo.SnapshotFile, func(id repo.ID, _ int64) error {
-		ids = append(ids, id)
+	var objs []repo.ObjectInfo
+	if err := r.ListObjects(ctx, repo.SnapshotFile, func(o repo.ObjectInfo) error {
+		objs = append(objs, o)
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("list snapshots: %w", err)
 	}
-	out := make([]*Snapshot, len(ids))
+	return loadListed(ctx, r, objs)
+}
+
+// ListHost loads the snapshots of host, oldest first. In a version 2
+// repository it lists only the names with host's tag and reads only those
+// (in parallel, as List does); one whose stored host is another (a tag
+// collision, or a misnamed object) is logged and left out. In a version 1
+// repository it is List and a filter.
+func ListHost(ctx context.Context, r *repo.Repository, host string) ([]*Snapshot, error) {
+	if !r.HostScoped() {
+		snaps, err := List(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		return slices.DeleteFunc(snaps, func(sn *Snapshot) bool { return sn.Host != host }), nil
+	}
+	var objs []repo.ObjectInfo
+	if err := r.ListOwned(ctx, repo.SnapshotFile, r.HostTag(host), func(o repo.ObjectInfo) error {
+		objs = append(objs, o)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list snapshots of %s: %w", host, err)
+	}
+	snaps, err := loadListed(ctx, r, objs)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(snaps, func(sn *Snapshot) bool {
+		if sn.Host != host {
+			r.Log().Warn("snapshot named with the host's tag is of another host; ignored", "snapshot", sn.Name, "host", sn.Host, "want", host)
+			return true
+		}
+		return false
+	}), nil
+}
+
+// loadListed loads listed snapshots in parallel and sorts them by time.
+func loadListed(ctx context.Context, r *repo.Repository, objs []repo.ObjectInfo) ([]*Snapshot, error) {
+	out := make([]*Snapshot, len(objs))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(r.Connections(), minListLoads))
-	for i, id := range ids {
+	for i, o := range objs {
 		// After a failure the loads still to start fail at once on the
 		// cancelled context (every backend refuses one), and Wait keeps
 		// the first error; a caller's cancellation reads as Load's, as
 		// it did one at a time.
 		g.Go(func() error {
-			sn, err := Load(gctx, r, id)
+			sn, err := LoadNamed(gctx, r, o.Name, o.Size)
 			out[i] = sn
 			return err
 		})

@@ -257,7 +257,7 @@ func (s *chunkStream) next(ctx context.Context) ([]byte, error) {
 		s.stop()
 		s.reloaded = true
 		s.reloads++
-		if err := s.r.RefreshIndex(ctx); err != nil {
+		if err := s.r.LoadMissing(ctx); err != nil {
 			return nil, errors.Join(b.err, fmt.Errorf("snapshot %s: load the index again: %w", s.sn.ID.Str(), err))
 		}
 		s.plan = b.start

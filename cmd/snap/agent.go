@@ -115,6 +115,7 @@ func (o *runOptions) backupGroup(ctx context.Context, g *snapshot.GroupRef, maxL
 		return nil, err
 	}
 	defer closeRepo(r)
+	r.ScopeTo(o.host)
 	if err := r.LoadIndex(ctx); err != nil {
 		return nil, err
 	}

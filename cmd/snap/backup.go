@@ -101,6 +101,9 @@ func runBackup(ctx context.Context, o backupOptions) error {
 		return err
 	}
 	defer r.Close()
+	// This host's index files and the shared ones (docs/design.md, "Index
+	// files"): the cost is the host's own data, not the fleet's.
+	r.ScopeTo(o.host)
 	if err := r.LoadIndex(ctx); err != nil {
 		return err
 	}

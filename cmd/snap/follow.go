@@ -123,6 +123,7 @@ func runFollow(ctx context.Context, o followOptions, listen string) error {
 		return err
 	}
 	defer r.Close()
+	r.ScopeTo(o.host)
 	if err := r.LoadIndex(ctx); err != nil {
 		return err
 	}

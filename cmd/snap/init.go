@@ -20,6 +20,7 @@ func initCommand() *cli.Command {
 		Name:  "init",
 		Usage: "create a new repository",
 		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "format-version", Value: repo.FormatVersion, Usage: "repository format: 2 names objects by host (a node reads only its own); 1 is the flat layout older snaps read"},
 			&cli.StringFlag{Name: "compression", Value: "fastest", Usage: "default compression for new data: off, fastest, default or better"},
 			&cli.IntFlag{Name: "pack-size", Value: repo.DefaultPackSize >> 20, Usage: "target pack size in MiB"},
 			&cli.IntFlag{Name: "chunk-min", Usage: "minimum chunk size in KiB (default 512)"},
@@ -39,12 +40,13 @@ func initCommand() *cli.Command {
 					repo.MaxKDFMemoryKiB>>10, repo.MaxKDFTime, repo.MaxKDFWork>>10, mem, passes), exitUsage)
 			}
 			o := initOptions{globalOptions: g, InitOptions: repo.InitOptions{
-				Compression: c.String("compression"),
-				PackSize:    c.Int("pack-size") << 20,
-				ChunkerMin:  c.Int("chunk-min") << 10,
-				ChunkerAvg:  c.Int("chunk-avg") << 10,
-				ChunkerMax:  c.Int("chunk-max") << 10,
-				KDF:         repo.KDFParams{Time: uint32(passes), MemoryKiB: uint32(mem) << 10, Threads: repo.DefaultKDF.Threads},
+				Compression:   c.String("compression"),
+				FormatVersion: c.Int("format-version"),
+				PackSize:      c.Int("pack-size") << 20,
+				ChunkerMin:    c.Int("chunk-min") << 10,
+				ChunkerAvg:    c.Int("chunk-avg") << 10,
+				ChunkerMax:    c.Int("chunk-max") << 10,
+				KDF:           repo.KDFParams{Time: uint32(passes), MemoryKiB: uint32(mem) << 10, Threads: repo.DefaultKDF.Threads},
 			}}
 			return runInit(c.Context, o)
 		},

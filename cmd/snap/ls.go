@@ -20,6 +20,7 @@ type lsOptions struct {
 	*globalOptions
 	id     string
 	chains bool
+	host   string // only this host's snapshots (ListHost)
 }
 
 func lsCommand() *cli.Command {
@@ -28,6 +29,7 @@ func lsCommand() *cli.Command {
 		Usage:     "list snapshots, or the files of one",
 		ArgsUsage: "[SNAPSHOT-ID]",
 		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "host", Usage: "list only this host's snapshots (reads only those)"},
 			&cli.BoolFlag{Name: "chains", Usage: "list the redis chains only: for each, the interval restore --at can bring back, and its gaps"},
 		},
 		Action: func(c *cli.Context) error {
@@ -41,7 +43,7 @@ func lsCommand() *cli.Command {
 			if c.NArg() == 1 && c.Bool("chains") {
 				return cli.Exit("give a snapshot id or --chains, not both", exitUsage)
 			}
-			return runLs(c.Context, lsOptions{globalOptions: g, id: c.Args().First(), chains: c.Bool("chains")})
+			return runLs(c.Context, lsOptions{globalOptions: g, id: c.Args().First(), chains: c.Bool("chains"), host: c.String("host")})
 		},
 	}
 }
@@ -84,7 +86,12 @@ func runLs(ctx context.Context, o lsOptions) error {
 		return err
 	}
 	defer r.Close()
-	snaps, err := snapshot.List(ctx, r)
+	var snaps []*snapshot.Snapshot
+	if o.host != "" {
+		snaps, err = snapshot.ListHost(ctx, r, o.host)
+	} else {
+		snaps, err = snapshot.List(ctx, r)
+	}
 	if err != nil {
 		return err
 	}
@@ -131,6 +138,7 @@ func runLs(ctx context.Context, o lsOptions) error {
 	if err != nil {
 		return err
 	}
+	r.ScopeTo(sn.Host) // its tree is in its host's index files or the shared ones
 	if err := r.LoadIndex(ctx); err != nil {
 		return err
 	}

@@ -226,7 +226,7 @@ func printPrune(w io.Writer, res *snapshot.PruneResult, o snapshot.PruneOptions)
 	}
 	fmt.Fprintf(w, "packs after: %d, %s (%d new packs, %s)\n", st.PacksAfter, bytesStr(st.PackBytesAfter), st.PacksWritten, bytesStr(st.PackBytesWritten))
 	if st.IndexFilesWritten > 0 {
-		fmt.Fprintf(w, "index: %d files consolidated into 1\n", st.IndexFilesRemoved)
+		fmt.Fprintf(w, "index: %d files consolidated into %d (one per owner)\n", st.IndexFilesRemoved, st.IndexFilesWritten)
 	}
 	if st.Beside {
 		fmt.Fprintf(w, "planned and repacked beside other processes' locks; took in %d snapshots written meanwhile, keeping %d packs they use\n", st.SnapshotsAppeared, st.PacksKeptForNew)

@@ -104,7 +104,15 @@ func runRestore(ctx context.Context, o restoreOptions) error {
 		return err
 	}
 	defer r.Close()
-	snaps, err := snapshot.List(ctx, r)
+	// With --host only that host's snapshots are read, and only the
+	// shared index files and that host's (docs/design.md, "Index files").
+	var snaps []*snapshot.Snapshot
+	if o.host != "" && o.group == "" {
+		snaps, err = snapshot.ListHost(ctx, r, o.host)
+		r.ScopeTo(o.host)
+	} else {
+		snaps, err = snapshot.List(ctx, r)
+	}
 	if err != nil {
 		return err
 	}
@@ -145,6 +153,9 @@ func runRestore(ctx context.Context, o restoreOptions) error {
 	} else if sn, err = snapshot.Find(snaps, o.id); err != nil {
 		return err
 	}
+	// The snapshot's host's index files and the shared ones hold what it
+	// needs; a chunk only another host's file names is found on a miss.
+	r.ScopeTo(sn.Host)
 	if err := r.LoadIndex(ctx); err != nil {
 		return err
 	}

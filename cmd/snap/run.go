@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -404,7 +405,14 @@ func (o *runOptions) prepare(ctx context.Context, st *runState) (time.Time, erro
 		return time.Time{}, err
 	}
 	defer closeRepo(r)
-	snaps, err := snapshot.List(ctx, r)
+	// A cluster node needs every group's parts; otherwise only this
+	// host's snapshots and --from-host's are read.
+	var snaps []*snapshot.Snapshot
+	if o.cluster {
+		snaps, err = snapshot.List(ctx, r)
+	} else {
+		snaps, err = listHosts(ctx, r, o.host, o.fromHost)
+	}
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -456,6 +464,7 @@ func (o *runOptions) prepare(ctx context.Context, st *runState) (time.Time, erro
 		return last, nil
 	}
 	var pr snapshot.Progress
+	r.ScopeTo(sn.Host)
 	err = r.LoadIndex(ctx)
 	if err == nil {
 		procs, restoreProcs := ioProcs()
@@ -474,6 +483,7 @@ func (o *runOptions) prepare(ctx context.Context, st *runState) (time.Time, erro
 // restoreChain restores the end of the newest chain of --from-host into
 // the data directory.
 func (o *runOptions) restoreChain(ctx context.Context, r *repo.Repository, snaps []*snapshot.Snapshot) error {
+	r.ScopeTo(o.fromHost)
 	if err := r.LoadIndex(ctx); err != nil {
 		return err
 	}
@@ -598,6 +608,7 @@ func (o *runOptions) backupOnce(ctx context.Context) (*snapshot.Snapshot, error)
 		return nil, err
 	}
 	defer closeRepo(r)
+	r.ScopeTo(o.host)
 	if err := r.LoadIndex(ctx); err != nil {
 		return nil, err
 	}
@@ -619,6 +630,7 @@ func (o *runOptions) followHook() (func(context.Context) error, <-chan struct{})
 			return err
 		}
 		defer closeRepo(r)
+		r.ScopeTo(o.host)
 		if err := r.LoadIndex(ctx); err != nil {
 			return err
 		}
@@ -1046,4 +1058,29 @@ func exitStatus(err error) int {
 		return code
 	}
 	return exitError
+}
+
+// listHosts reads the snapshots of the given hosts (each once), oldest
+// first, with snapshot.ListHost.
+func listHosts(ctx context.Context, r *repo.Repository, hosts ...string) ([]*snapshot.Snapshot, error) {
+	var out []*snapshot.Snapshot
+	seen := map[string]bool{}
+	for _, h := range hosts {
+		if seen[h] {
+			continue
+		}
+		seen[h] = true
+		snaps, err := snapshot.ListHost(ctx, r, h)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, snaps...)
+	}
+	slices.SortStableFunc(out, func(a, b *snapshot.Snapshot) int {
+		if c := a.Time.Compare(b.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID.String(), b.ID.String())
+	})
+	return out, nil
 }

@@ -48,6 +48,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) repo.Backend) {
 		{"SpoolAbort", testSpoolAbort},
 		{"SaveFrom", testSaveFrom},
 		{"TailNames", testTailNames},
+		{"ListPrefix", testListPrefix},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -694,5 +695,51 @@ func testTailNames(t *testing.T, be repo.Backend) {
 	delete(want, names[0])
 	if got := listNames(t, be, repo.TailFile); !mapsEqual(got, want) {
 		t.Errorf("list tails after a remove:\n got %v\nwant %v", got, want)
+	}
+}
+
+// testListPrefix: repo.ListPrefix (the backend's PrefixLister, or List and
+// a filter) lists exactly the names with the prefix, of the type asked,
+// with their sizes; a prefix nothing has lists nothing, and fn's error
+// ends the listing and comes back as it is.
+func testListPrefix(t *testing.T, be repo.Backend) {
+	r := rng(t)
+	want := map[string]int64{}
+	for i := range 6 {
+		owner := []string{"0123456789abcdef", "fedcba9876543210", "shared"}[i%3]
+		h := repo.Handle{Type: repo.IndexFile, Name: owner + "-" + randName(r)}
+		data := randBytes(r, 10+i)
+		mustSave(t, be, h, data)
+		if owner == "0123456789abcdef" {
+			want[h.Name] = int64(len(data))
+		}
+	}
+	// Same prefix, another type: not listed.
+	mustSave(t, be, repo.Handle{Type: repo.SnapshotFile, Name: "0123456789abcdef-" + randName(r)}, randBytes(r, 5))
+	got := map[string]int64{}
+	if err := repo.ListPrefix(t.Context(), be, repo.IndexFile, "0123456789abcdef-", func(fi repo.FileInfo) error {
+		got[fi.Name] = fi.Size
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !mapsEqual(got, want) {
+		t.Errorf("ListPrefix listed %v, want %v", got, want)
+	}
+	n := 0
+	if err := repo.ListPrefix(t.Context(), be, repo.IndexFile, "00-", func(repo.FileInfo) error {
+		n++
+		return nil
+	}); err != nil || n != 0 {
+		t.Errorf("ListPrefix of an absent prefix: %d names, %v; want none, nil", n, err)
+	}
+	errFn := errors.New("fn failed")
+	calls := 0
+	err := repo.ListPrefix(t.Context(), be, repo.IndexFile, "shared-", func(repo.FileInfo) error {
+		calls++
+		return errFn
+	})
+	if !errors.Is(err, errFn) || calls != 1 {
+		t.Errorf("ListPrefix with failing fn: %v after %d calls, want %v after 1", err, calls, errFn)
 	}
 }

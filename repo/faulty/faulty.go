@@ -149,6 +149,21 @@ func (b *Backend) List(ctx context.Context, t repo.FileType, fn func(repo.FileIn
 	return b.end(i, err)
 }
 
+// ListPrefix is a list (OpList, with a handle of type t and no name)
+// through the inner Backend's PrefixLister.
+func (b *Backend) ListPrefix(ctx context.Context, t repo.FileType, prefix string, fn func(repo.FileInfo) error) error {
+	i, err := b.begin(OpList, repo.Handle{Type: t})
+	if err == nil {
+		pl, ok := repo.As[repo.PrefixLister](b.inner)
+		if !ok {
+			err = fmt.Errorf("list %s in %s: %w", t, b.inner.Location(), errors.ErrUnsupported)
+		} else {
+			err = pl.ListPrefix(ctx, t, prefix, fn)
+		}
+	}
+	return b.end(i, err)
+}
+
 func (b *Backend) Remove(ctx context.Context, h repo.Handle) error {
 	i, err := b.begin(OpRemove, h)
 	if err == nil {

@@ -261,7 +261,16 @@ func checkObjects(t *testing.T, be repo.Backend, r *repo.Repository) {
 				if err != nil {
 					return err
 				}
-				if got := repo.Hash(data).String(); got != name {
+				want := name
+				if typ == repo.SnapshotFile || typ == repo.IndexFile {
+					// <owner>-<hash> in a version 2 repository
+					_, id, ok := repo.ParseObjectName(typ, name)
+					if !ok {
+						return fmt.Errorf("not a name of the layout")
+					}
+					want = id.String()
+				}
+				if got := repo.Hash(data).String(); got != want {
 					return fmt.Errorf("content hashes to %s", got)
 				}
 				return nil

@@ -57,7 +57,10 @@ type Backend struct {
 	prefix string // "" or ends in "/"
 }
 
-var _ repo.Backend = (*Backend)(nil)
+var (
+	_ repo.Backend      = (*Backend)(nil)
+	_ repo.PrefixLister = (*Backend)(nil)
+)
 
 var crc32c = crc32.MakeTable(crc32.Castagnoli)
 
@@ -355,6 +358,19 @@ func (b *Backend) Stat(ctx context.Context, h repo.Handle) (repo.FileInfo, error
 // Names that do not fit the layout (another tool's objects, a "folder"
 // placeholder) are skipped.
 func (b *Backend) List(ctx context.Context, t repo.FileType, fn func(repo.FileInfo) error) error {
+	return b.list(ctx, t, "", fn)
+}
+
+// ListPrefix lists the objects of type t whose names start with prefix,
+// with a query prefix: the bucket lists only those.
+func (b *Backend) ListPrefix(ctx context.Context, t repo.FileType, prefix string, fn func(repo.FileInfo) error) error {
+	if t == repo.ConfigFile {
+		return fmt.Errorf("list %s in %s: no prefix listing of the config", t, b.Location())
+	}
+	return b.list(ctx, t, prefix, fn)
+}
+
+func (b *Backend) list(ctx context.Context, t repo.FileType, prefix string, fn func(repo.FileInfo) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("list %s in %s: %w", t, b.Location(), err)
 	}
@@ -373,7 +389,7 @@ func (b *Backend) List(ctx context.Context, t repo.FileType, fn func(repo.FileIn
 		return fmt.Errorf("list %s in %s: invalid file type %q", t, b.Location(), t)
 	}
 	dir := b.prefix + string(t) + "/"
-	q := &storage.Query{Prefix: dir}
+	q := &storage.Query{Prefix: dir + prefix}
 	if t != repo.PackFile {
 		q.Delimiter = "/" // only direct children
 	}

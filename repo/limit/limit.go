@@ -261,6 +261,15 @@ func (b *Backend) List(ctx context.Context, t repo.FileType, fn func(repo.FileIn
 	return b.inner.List(ctx, t, fn)
 }
 
+// ListPrefix passes through: a listing is not paced, as List is not.
+func (b *Backend) ListPrefix(ctx context.Context, t repo.FileType, prefix string, fn func(repo.FileInfo) error) error {
+	pl, ok := repo.As[repo.PrefixLister](b.inner)
+	if !ok {
+		return fmt.Errorf("list %s in %s: %w", t, b.inner.Location(), errors.ErrUnsupported)
+	}
+	return pl.ListPrefix(ctx, t, prefix, fn)
+}
+
 // Remove passes through.
 func (b *Backend) Remove(ctx context.Context, h repo.Handle) error {
 	return b.inner.Remove(ctx, h)

@@ -43,7 +43,10 @@ type Backend struct {
 	dir string
 }
 
-var _ repo.Backend = (*Backend)(nil)
+var (
+	_ repo.Backend      = (*Backend)(nil)
+	_ repo.PrefixLister = (*Backend)(nil)
+)
 
 // Create makes the directory layout of a new repository at dir. It does not
 // write the config; the caller saves it through the Backend. It fails if dir
@@ -296,6 +299,21 @@ func (b *Backend) List(ctx context.Context, t repo.FileType, fn func(repo.FileIn
 	}
 	// fn's error is the caller's own; return it as is.
 	return err
+}
+
+// ListPrefix lists the objects of type t whose names start with prefix.
+// A directory has no cheaper way than to read every name; the filter
+// saves the caller the rest.
+func (b *Backend) ListPrefix(ctx context.Context, t repo.FileType, prefix string, fn func(repo.FileInfo) error) error {
+	if t == repo.ConfigFile {
+		return fmt.Errorf("list %s in %s: no prefix listing of the config", t, b.dir)
+	}
+	return b.List(ctx, t, func(fi repo.FileInfo) error {
+		if !strings.HasPrefix(fi.Name, prefix) {
+			return nil
+		}
+		return fn(fi)
+	})
 }
 
 func (b *Backend) list(ctx context.Context, t repo.FileType, fn func(repo.FileInfo) error) error {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,7 +22,10 @@ type Backend struct {
 	now   func() time.Time          // the storage's clock
 }
 
-var _ repo.Backend = (*Backend)(nil)
+var (
+	_ repo.Backend      = (*Backend)(nil)
+	_ repo.PrefixLister = (*Backend)(nil)
+)
 
 // New returns an empty Backend.
 func New() *Backend { return NewClocked(time.Now) }
@@ -145,6 +149,19 @@ func (b *Backend) List(ctx context.Context, t repo.FileType, fn func(repo.FileIn
 		}
 	}
 	return nil
+}
+
+// ListPrefix lists the objects of type t whose names start with prefix.
+func (b *Backend) ListPrefix(ctx context.Context, t repo.FileType, prefix string, fn func(repo.FileInfo) error) error {
+	if t == repo.ConfigFile {
+		return fmt.Errorf("list %s: no prefix listing of the config", t)
+	}
+	return b.List(ctx, t, func(fi repo.FileInfo) error {
+		if !strings.HasPrefix(fi.Name, prefix) {
+			return nil
+		}
+		return fn(fi)
+	})
 }
 
 // Remove deletes h.

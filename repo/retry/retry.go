@@ -434,6 +434,40 @@ func (b *Backend) List(ctx context.Context, t repo.FileType, fn func(repo.FileIn
 	})
 }
 
+// ListPrefix is List of the names that start with prefix, through the
+// inner Backend's PrefixLister, retried as List is.
+func (b *Backend) ListPrefix(ctx context.Context, t repo.FileType, prefix string, fn func(repo.FileInfo) error) error {
+	pl, ok := repo.As[repo.PrefixLister](b.inner)
+	if !ok {
+		return fmt.Errorf("list %s in %s: %w", t, b.inner.Location(), errors.ErrUnsupported)
+	}
+	var (
+		mu    sync.Mutex
+		seen  = make(map[string]struct{})
+		fnErr error
+	)
+	return b.do(ctx, "list", typeName(t), func(ctx context.Context) (bool, error) {
+		actx, wd, stop := watch(ctx, b.o.Timeout)
+		defer stop()
+		err := pl.ListPrefix(actx, t, prefix, func(fi repo.FileInfo) error {
+			mu.Lock()
+			defer mu.Unlock()
+			if _, ok := seen[fi.Name]; ok {
+				return nil
+			}
+			seen[fi.Name] = struct{}{}
+			wd.idle()
+			fnErr = fn(fi)
+			wd.busy()
+			return fnErr
+		})
+		if err != nil && fnErr != nil && errors.Is(err, fnErr) && ctx.Err() == nil {
+			return false, err // fn's own
+		}
+		return b.classify(ctx, actx, b.o.Timeout, err)
+	})
+}
+
 // Remove deletes h. If an attempt failed in a way that may have deleted
 // the object, a later one returns ErrNotFound, as the contract says for an
 // absent object: callers that remove garbage treat that as done.

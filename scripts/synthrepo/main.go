@@ -1,6 +1,9 @@
 // Command synthrepo writes a synthetic repository with many tiny blobs,
 // for measuring prune and check at scale (scripts/measure-gc.sh), and
-// with -hosts a fleet's repository (issue 18): many hosts sharing one.
+// with -hosts a fleet's repository (issue 18): many hosts sharing one,
+// in the version 2 layout (docs/design.md, "Layout"): each host's packs
+// indexed under its tag, the shared pool under shared-, snapshots named
+// by their host's tag. -format-version 1 writes the flat layout.
 //
 // Blob i (random bytes, so nothing deduplicates) belongs to snapshot
 // i mod S and blobs are stored in that order, so every pack holds blobs of
@@ -40,6 +43,7 @@ func main() {
 	size := flag.Int("size", 64, "bytes per blob")
 	hosts := flag.Int("hosts", 0, "split the blobs among this many hosts, each with -snapshots snapshots (0: one host, as before)")
 	shared := flag.Float64("shared", 0.1, "with -hosts: the fraction of the blobs every host references")
+	version := flag.Int("format-version", repo.FormatVersion, "repository format version (1: flat layout)")
 	flag.Parse()
 	if *hosts < 0 || *shared < 0 || *shared >= 1 || *snaps < 1 || *files < 1 || *size < 8 {
 		log.Fatal("want -hosts >= 0, 0 <= -shared < 1, -snapshots and -files >= 1, -size >= 8")
@@ -57,7 +61,7 @@ func main() {
 		log.Fatal(err)
 	}
 	r, err := repo.Init(ctx, be, pw, repo.InitOptions{
-		PackSize: 1 << 20, Compression: "off",
+		PackSize: 1 << 20, Compression: "off", FormatVersion: *version,
 		KDF: repo.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1},
 	}, repo.Options{Connections: 8})
 	if err != nil {
@@ -137,6 +141,11 @@ func fleet(ctx context.Context, r *repo.Repository, hosts, blobs, snaps, files, 
 	for i := range pool {
 		pool[i] = blob()
 	}
+	// The pool is indexed as shared (the repository is not scoped yet),
+	// as a prune that found several hosts using it would leave it.
+	if err := r.Flush(ctx); err != nil {
+		log.Fatal(err)
+	}
 	own := (blobs - len(pool)) / hosts
 	// A host's stretch of the pool: shared/(1-shared) of its own count,
 	// so shared is the fraction of its chunks; stretches start 1/hosts of
@@ -145,6 +154,9 @@ func fleet(ctx context.Context, r *repo.Repository, hosts, blobs, snaps, files, 
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for h := range hosts {
 		host := fmt.Sprintf("host-%04d", h)
+		// Each host's packs are indexed under its tag, as its backups
+		// would index them (Flush below ends each host's uploads).
+		r.ScopeTo(host)
 		ids := make([]repo.ID, own)
 		for i := range ids {
 			ids[i] = blob()
