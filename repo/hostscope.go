@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -216,82 +216,65 @@ func (r *Repository) LoadMissing(ctx context.Context) error {
 	return r.widenIndex(ctx)
 }
 
-// widenIndex loads the index files outside the scope, once.
+// widenIndex loads the index files outside the scope, once, best effort.
 func (r *Repository) widenIndex(ctx context.Context) error {
 	r.indexMu.Lock()
 	defer r.indexMu.Unlock()
 	if !r.scoped() || r.widened {
 		return nil
 	}
-	var files []ObjectInfo
+	var all, others []ObjectInfo
 	if err := r.ListObjects(ctx, IndexFile, func(o ObjectInfo) error {
+		all = append(all, o)
 		if !r.indexSeen[o.ID] {
-			files = append(files, o)
+			others = append(others, o)
 		}
 		return nil
 	}); err != nil {
 		return fmt.Errorf("list index: %w", err)
 	}
 	r.widened = true
-	r.log.Info("a blob is not in this host's index files; loading every other host's", "files", len(files))
-	datas := make([]*IndexData, len(files))
-	var mu sync.Mutex
-	bad := 0
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(r.conns)
-	for i, f := range files {
-		g.Go(func() error {
-			d, err := r.loadIndexFile(gctx, f)
-			if err != nil {
-				if gctx.Err() != nil {
-					return gctx.Err()
-				}
-				if !errors.Is(err, ErrNotFound) { // gone: a prune removed it
-					r.log.Warn("skipping an index file of another host that cannot be read", "file", "index/"+f.Name, "err", err)
-					mu.Lock()
-					bad++
-					mu.Unlock()
-				}
-				return nil
-			}
-			datas[i] = d
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+	r.log.Info("a blob is not in this host's index files; loading every other host's", "files", len(others))
+	var bad atomic.Int64
+	res, err := r.readIndexFiles(ctx, others, false, func(f ObjectInfo, err error) bool {
+		if !errors.Is(err, ErrNotFound) { // gone: a prune removed it
+			r.log.Warn("skipping an index file of another host that cannot be read", "file", "index/"+f.Name, "err", err)
+			bad.Add(1)
+		}
+		return false
+	})
+	if err != nil {
 		return err
 	}
-	for _, d := range datas {
-		if d != nil {
-			for _, s := range d.Supersedes {
-				r.superseded[s] = true
+	redo := false
+	for _, x := range res {
+		for _, id := range x.Supersedes {
+			redo = redo || r.indexSeen[id]
+			r.superseded[id] = true
+		}
+	}
+	for i, f := range others {
+		redo = redo || res[i].Err == nil && r.superseded[f.ID]
+	}
+	if redo {
+		// A file just read supersedes one already in the index (a prune
+		// is finishing): load everything again without the superseded.
+		r.idx.reset()
+		rest := make([]ObjectInfo, 0, len(all))
+		for _, f := range all {
+			if !r.superseded[f.ID] {
+				rest = append(rest, f)
 			}
 		}
+		if _, r.superseded, err = r.loadStreamed(ctx, rest, r.superseded, true); err != nil {
+			return err
+		}
 	}
-	for i, d := range datas {
-		r.indexSeen[files[i].ID] = true
-		if d == nil || r.superseded[files[i].ID] {
-			continue
-		}
-		for _, p := range d.Packs {
-			r.idx.AddPack(p)
-		}
-		datas[i] = nil
+	r.markSeen(others)
+	if n := bad.Load(); n > 0 {
+		r.log.Warn("index files of other hosts were left out; snap check names them", "files", n)
 	}
 	return nil
-}
-
-// loadIndexFile loads and decodes one listed index file.
-func (r *Repository) loadIndexFile(ctx context.Context, f ObjectInfo) (*IndexData, error) {
-	plain, err := r.loadHashed(ctx, Handle{Type: IndexFile, Name: f.Name}, f.ID, f.Size)
-	if err != nil {
-		return nil, err
-	}
-	d, err := DecodeIndex(plain)
-	if err != nil {
-		return nil, fmt.Errorf("index/%s: %w", f.Name, err)
-	}
-	return d, nil
 }
 
 // TrimOwner returns name's hash part, for short display.

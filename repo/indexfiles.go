@@ -2,9 +2,8 @@ package repo
 
 import (
 	"context"
+	"errors"
 	"fmt"
-
-	"golang.org/x/sync/errgroup"
 )
 
 // StoredIndex is one stored index file and what it says.
@@ -40,23 +39,17 @@ func (r *Repository) LoadIndexFiles(ctx context.Context, onError func(f StoredIn
 	}); err != nil {
 		return nil, fmt.Errorf("list index: %w", err)
 	}
-	errs := make([]error, len(files))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(r.conns)
-	for i := range files {
-		g.Go(func() error {
-			f := &files[i]
-			d, err := r.loadIndexFile(gctx, ObjectInfo{Name: f.Name, Owner: f.Owner, ID: f.ID, Size: f.Size})
-			f.Data = d
-			if err != nil && (onError == nil || gctx.Err() != nil) {
-				return err
-			}
-			errs[i] = err
-			return nil
-		})
+	objs := make([]ObjectInfo, len(files))
+	for i, f := range files {
+		objs[i] = ObjectInfo{Name: f.Name, Owner: f.Owner, ID: f.ID, Size: f.Size}
 	}
-	if err := g.Wait(); err != nil {
+	res, err := r.readIndexFiles(ctx, objs, true, func(ObjectInfo, error) bool { return onError == nil })
+	if err != nil {
 		return nil, err
+	}
+	errs := make([]error, len(files))
+	for i := range res {
+		files[i].Data, errs[i] = res[i].Data, res[i].Err
 	}
 	out := &IndexSet{Superseded: map[ID]bool{}}
 	for i, f := range files {
@@ -127,30 +120,24 @@ func (r *Repository) RefreshIndex(ctx context.Context) error {
 			break
 		}
 	}
-	var datas []*IndexData
 	if !stale && len(fresh) > 0 {
-		// A file removed since the listing (a prune) comes back nil: reload below.
-		if datas, err = r.loadIndexFiles(ctx, fresh, true); err != nil {
+		// A file removed since the listing (a prune) is left out: reload below.
+		res, err := r.readIndexFiles(ctx, fresh, false, func(_ ObjectInfo, err error) bool { return !errors.Is(err, ErrNotFound) })
+		if err != nil {
 			return err
 		}
-		for _, d := range datas {
-			if d == nil || len(d.Supersedes) > 0 {
+		for _, x := range res {
+			if x.Err != nil || len(x.Supersedes) > 0 {
 				stale = true
 			}
 		}
 	}
 	if stale {
 		r.log.Info("the index changed since it was loaded (a prune ran); loading it again")
-		r.idx.reset()
 		r.indexSeen = nil
 		return r.loadIndexLocked(ctx)
 	}
-	for i, d := range datas {
-		for _, p := range d.Packs {
-			r.idx.AddPack(p)
-		}
-		r.indexSeen[fresh[i].ID] = true
-	}
+	r.markSeen(fresh)
 	return nil
 }
 
@@ -158,5 +145,13 @@ func (r *Repository) RefreshIndex(ctx context.Context) error {
 // them to the in-memory index: for prune, which takes in the files
 // written while it planned.
 func (r *Repository) LoadIndexData(ctx context.Context, files []ObjectInfo) ([]*IndexData, error) {
-	return r.loadIndexFiles(ctx, files, false)
+	res, err := r.readIndexFiles(ctx, files, true, func(ObjectInfo, error) bool { return true })
+	if err != nil {
+		return nil, err
+	}
+	datas := make([]*IndexData, len(res))
+	for i := range res {
+		datas[i] = res[i].Data
+	}
+	return datas, nil
 }

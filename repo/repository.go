@@ -10,12 +10,10 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/snapbackup/snap/chunker"
 	"github.com/snapbackup/snap/internal/directio"
@@ -556,78 +554,30 @@ func (r *Repository) LoadIndex(ctx context.Context) error {
 }
 
 func (r *Repository) loadIndexLocked(ctx context.Context) error {
-	var files []ObjectInfo
-	var datas []*IndexData
 	// A prune removes index files only after writing the index that
 	// supersedes them, so a file that vanished between listing and loading
 	// means a newer listing has its replacement.
 	for attempt := 1; ; attempt++ {
-		var err error
-		if files, err = r.listIndexScope(ctx); err != nil {
+		files, err := r.listIndexScope(ctx)
+		if err != nil {
 			return err
 		}
-		if datas, err = r.loadIndexFiles(ctx, files, attempt < maxIndexListings); err != nil {
-			return err
-		}
-		if !slices.Contains(datas, nil) {
-			break
-		}
-		r.log.Debug("an index file was removed while loading (a prune); listing again")
-	}
-	superseded := map[ID]bool{}
-	for _, d := range datas {
-		for _, s := range d.Supersedes {
-			superseded[s] = true
-		}
-	}
-	n := 0
-	for i, d := range datas {
-		if !superseded[files[i].ID] {
-			for _, p := range d.Packs {
-				n += len(p.Blobs)
-			}
-		}
-	}
-	r.idx.Grow(n)
-	for i, d := range datas {
-		if superseded[files[i].ID] {
+		r.idx.reset()
+		_, superseded, err := r.loadStreamed(ctx, files, nil, false)
+		if errors.Is(err, ErrNotFound) && attempt < maxIndexListings {
+			r.log.Debug("an index file was removed while loading (a prune); listing again")
 			continue
 		}
-		for _, p := range d.Packs {
-			r.idx.AddPack(p)
+		if err != nil {
+			r.idx.reset()
+			return err
 		}
-		datas[i] = nil // its entries are in the index now
+		r.indexSeen = nil
+		r.markSeen(files)
+		r.superseded = superseded
+		r.widened = false
+		return nil
 	}
-	r.indexSeen = make(map[ID]bool, len(files))
-	for _, f := range files {
-		r.indexSeen[f.ID] = true
-	}
-	r.superseded = superseded
-	r.widened = false
-	return nil
-}
-
-// loadIndexFiles loads and decodes listed index files in parallel. With
-// missingOK a file removed since it was listed (by a prune) leaves a nil
-// entry instead of failing.
-func (r *Repository) loadIndexFiles(ctx context.Context, files []ObjectInfo, missingOK bool) ([]*IndexData, error) {
-	datas := make([]*IndexData, len(files))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(r.conns)
-	for i, f := range files {
-		g.Go(func() error {
-			d, err := r.loadIndexFile(gctx, f)
-			if missingOK && errors.Is(err, ErrNotFound) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			datas[i] = d
-			return nil
-		})
-	}
-	return datas, g.Wait()
 }
 
 // SaveIndex writes one index file describing packs, named for the
