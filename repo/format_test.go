@@ -127,7 +127,7 @@ func TestFormatMatchesSpec(t *testing.T) {
 	}
 	want := map[string]any{"version": 1.0, "id": r.Config().ID, "chunker_min": float64(o.ChunkerMin),
 		"chunker_avg": float64(o.ChunkerAvg), "chunker_max": float64(o.ChunkerMax),
-		"pack_size": float64(o.PackSize), "compression": "fastest"}
+		"pack_size": float64(o.PackSize), "compression": "auto"}
 	if len(cfg) != len(want) {
 		t.Errorf("config %v, want %v", cfg, want)
 	}

@@ -138,27 +138,6 @@ func (p *packer) newBuilder(ctx context.Context) (*packBuilder, error) {
 	return newPackBuilder(ctx, p.r.be, p.r.cfg.PackSize+64<<10)
 }
 
-// sealBlob compresses (when that shrinks it) and encrypts plain into a
-// pooled buffer. The payload is compressed to where the sealed blob's
-// ciphertext goes and encrypted in place, so each blob is written once by
-// zstd and once by the cipher, with no copy between.
-func (r *Repository) sealBlob(plain []byte) ([]byte, Compression) {
-	buf := r.getBuf(Overhead + len(plain))[:nonceSize]
-	comp := CompressionNone
-	if r.enc != nil {
-		buf = r.enc.EncodeAll(plain, buf)
-		if len(buf)-nonceSize < len(plain) {
-			comp = CompressionZstd
-		} else {
-			buf = buf[:nonceSize]
-		}
-	}
-	if comp == CompressionNone {
-		buf = append(buf, plain...)
-	}
-	return r.keys.sealInPlace(buf), comp
-}
-
 func (r *Repository) getBuf(n int) []byte {
 	if bp, ok := r.packer.blobBufs.Get().(*[]byte); ok && cap(*bp) >= n {
 		return (*bp)[:0]
