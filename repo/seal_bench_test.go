@@ -386,4 +386,3 @@ func BenchmarkSealCalibrate(b *testing.B) {
 			float64(fast)/t, float64(flit)/t, float64(def)/t, float64(better)/t)
 	}
 }
-
