@@ -17,8 +17,11 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -27,9 +30,20 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
+// benchKinds are sealKinds and, from SNAP_SEAL_FILES (a space-separated
+// list of globs), real files as "files:GLOB" (1 MiB chunks, or whole
+// files when smaller; up to the input's size).
+func benchKinds() []string {
+	kinds := slices.Clone(sealKinds)
+	for _, g := range strings.Fields(os.Getenv("SNAP_SEAL_FILES")) {
+		kinds = append(kinds, "files:"+g)
+	}
+	return kinds
+}
+
 // sealKinds are the benchmark inputs, in table order.
 var sealKinds = []string{"sst-none", "sst-none-small", "sst-lean-small", "sst-snappy", "sst-snappy-small",
-	"sst-dbbench", "sst-dbbench-small", "sst-series-small", "sst-hex-small", "sst-random-values", "json", "aof", "random"}
+	"sst-dbbench", "sst-dbbench-snappy", "sst-dbbench-small", "sst-series-small", "sst-hex-small", "sst-random-values", "json", "aof", "random"}
 
 // sealInput returns reproducible blobs of one kind, about total bytes in
 // all: 1 MiB chunks, or whole small tables for the -small kinds.
@@ -68,6 +82,8 @@ func sealInput(tb testing.TB, kind string, total int) [][]byte {
 		return small(sstable.SnappyCompression, 400)
 	case "sst-dbbench":
 		return cut(benchTable(tb, rng, sstable.NoCompression, total, -4))
+	case "sst-dbbench-snappy":
+		return cut(benchTable(tb, rng, sstable.SnappyCompression, total, -4))
 	case "sst-dbbench-small":
 		return small(sstable.NoCompression, -4)
 	case "sst-series-small":
@@ -80,6 +96,24 @@ func sealInput(tb testing.TB, kind string, total int) [][]byte {
 		return cut(benchAOF(rng, total))
 	case "json", "random":
 		return cut(BenchInput(kind, total))
+	}
+	if glob, ok := strings.CutPrefix(kind, "files:"); ok {
+		files, err := filepath.Glob(glob)
+		if err != nil || len(files) == 0 {
+			tb.Fatalf("input %s: no files (%v)", kind, err)
+		}
+		var out [][]byte
+		for n := 0; n < total && len(files) > 0; files = files[1:] {
+			b, err := os.ReadFile(files[0])
+			if err != nil {
+				tb.Fatal(err)
+			}
+			for _, c := range cut(b) {
+				out = append(out, c)
+				n += len(c)
+			}
+		}
+		return out
 	}
 	tb.Fatalf("unknown input %q", kind)
 	return nil
@@ -236,7 +270,7 @@ func BenchmarkSealAuto(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, kind := range sealKinds {
+	for _, kind := range benchKinds() {
 		blobs := sealInput(b, kind, 8<<20)
 		var total int
 		for _, p := range blobs {
@@ -288,16 +322,20 @@ func cpuLoop(b *testing.B, n int, fn func()) {
 // autoClass is the class auto puts p in: 0 stored as it is, 1 SpeedFastest,
 // 2 SpeedDefault.
 func autoClass(e *encoders, p []byte) int {
-	var r float64
 	if len(p) <= autoWhole {
-		r = ratio(len(e.fast.EncodeAll(p, nil)), len(p))
-	} else {
-		r = e.sampleRatio(p)
+		switch {
+		case ratio(len(e.fast.EncodeAll(p, nil)), len(p)) >= autoRawRatio:
+			return 0
+		case len(p) > farReach && e.farShare(p, anchorByte(p[:autoPieces*autoPiece])) >= autoFarShare:
+			return 2
+		}
+		return 1
 	}
+	r, c := e.sample(p)
 	switch {
 	case r >= autoRawRatio:
 		return 0
-	case r < autoHardRatio:
+	case r < autoHardRatio || e.farShare(p, c) >= autoFarShare:
 		return 2
 	}
 	return 1
@@ -313,6 +351,10 @@ func BenchmarkSealSample(b *testing.B) {
 		e := benchEncoders(b, "auto")
 		b.Run(kind+"/zstd", func(b *testing.B) {
 			cpuLoop(b, len(p), func() { e.sampleRatio(p) })
+		})
+		b.Run(kind+"/far", func(b *testing.B) {
+			_, c := e.sample(p)
+			cpuLoop(b, len(p), func() { e.farShare(p, c) })
 		})
 		b.Run(kind+"/entropy", func(b *testing.B) {
 			s := make([]byte, 0, autoPieces*autoPiece)
@@ -355,11 +397,12 @@ func BenchmarkSealCalibrate(b *testing.B) {
 	defer lit.Close()
 	for b.Loop() {
 	}
-	b.Logf("%-18s %7s %8s %11s %8s %8s %8s %8s %8s", "input", "blobs", "sample", "min/max", "entropy", "fastest", "fast+lit", "default", "better")
-	for _, kind := range sealKinds {
+	b.Logf("%-18s %7s %8s %11s %8s %11s %8s %8s %8s %8s %8s", "input", "blobs", "sample", "min/max", "far", "min/max", "entropy", "fastest", "fast+lit", "default", "better")
+	for _, kind := range benchKinds() {
 		blobs := sealInput(b, kind, 8<<20)
 		var total, fast, flit, def, better int
-		var sample, ent float64
+		var sample, ent, far float64
+		flo, fhi := math.Inf(1), math.Inf(-1)
 		lo, hi := math.Inf(1), math.Inf(-1)
 		for _, p := range blobs {
 			total += len(p)
@@ -370,6 +413,15 @@ func BenchmarkSealCalibrate(b *testing.B) {
 				r = levels["auto"].sampleRatio(p)
 			}
 			lo, hi = min(lo, r), max(hi, r)
+			if len(p) > farReach {
+				c := anchorByte(p[:autoPieces*autoPiece])
+				if len(p) > autoWhole {
+					_, c = levels["auto"].sample(p)
+				}
+				f := levels["auto"].farShare(p, c)
+				far += f * float64(len(p))
+				flo, fhi = min(flo, f), max(fhi, f)
+			}
 			sample += r * float64(len(p))
 			s := p
 			if len(p) > autoPieces*autoPiece {
@@ -382,7 +434,49 @@ func BenchmarkSealCalibrate(b *testing.B) {
 			better += len(levels["better"].fast.EncodeAll(p, nil))
 		}
 		t := float64(total)
-		b.Logf("%-18s %7d %8.3f  %.2f/%.2f %8.3f %8.3f %8.3f %8.3f %8.3f", kind, len(blobs), sample/t, lo, hi, ent/t,
-			float64(fast)/t, float64(flit)/t, float64(def)/t, float64(better)/t)
+		b.Logf("%-18s %7d %8.3f  %.2f/%.2f %8.3f  %.2f/%.2f %8.3f %8.3f %8.3f %8.3f %8.3f", kind, len(blobs), sample/t, lo, hi,
+			far/t, flo, fhi, ent/t, float64(fast)/t, float64(flit)/t, float64(def)/t, float64(better)/t)
+	}
+}
+
+// BenchmarkSealMemory reports the heap a repository's encoders keep once
+// they have compressed 1 MiB chunks of every class (an AOF, which auto
+// compresses at SpeedDefault, and an uncompressed table, at SpeedFastest),
+// per setting and memory mode, from two goroutines: what auto's second
+// encoder costs.
+func BenchmarkSealMemory(b *testing.B) {
+	blobs := append(sealInput(b, "aof", 4<<20), sealInput(b, "sst-none", 4<<20)...)
+	for _, comp := range []string{"fastest", "default", "auto"} {
+		for _, low := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%s/lowmem=%v", comp, low), func(b *testing.B) {
+				var heap uint64
+				for b.Loop() {
+					var m0, m1 runtime.MemStats
+					runtime.GC()
+					runtime.ReadMemStats(&m0)
+					e, err := newEncoders(comp, low)
+					if err != nil {
+						b.Fatal(err)
+					}
+					done := make(chan struct{})
+					for g := range 2 {
+						go func() {
+							defer func() { done <- struct{}{} }()
+							dst := make([]byte, 0, 2<<20)
+							for i := g; i < len(blobs); i += 2 {
+								dst, _ = e.compress(blobs[i], dst[:0])
+							}
+						}()
+					}
+					<-done
+					<-done
+					runtime.GC()
+					runtime.ReadMemStats(&m1)
+					heap = m1.HeapInuse - m0.HeapInuse
+					e.close()
+				}
+				b.ReportMetric(float64(heap)/(1<<20), "heap-MiB")
+			})
+		}
 	}
 }
