@@ -76,10 +76,10 @@ func newEncoders(comp string, lowMemory bool) (*encoders, error) {
 	if lowMemory {
 		concurrency = 1
 	}
-	newEnc := func(level zstd.EncoderLevel, allLit bool) (*zstd.Encoder, error) {
-		return zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderCRC(false),
+	newEnc := func(level zstd.EncoderLevel, allLit bool, opts ...zstd.EOption) (*zstd.Encoder, error) {
+		return zstd.NewWriter(nil, append([]zstd.EOption{zstd.WithEncoderLevel(level), zstd.WithEncoderCRC(false),
 			zstd.WithEncoderConcurrency(concurrency), zstd.WithZeroFrames(true),
-			zstd.WithAllLitEntropyCompression(allLit), zstd.WithLowerEncoderMem(lowMemory))
+			zstd.WithAllLitEntropyCompression(allLit), zstd.WithLowerEncoderMem(lowMemory)}, opts...)...)
 	}
 	var err error
 	switch {
@@ -94,7 +94,13 @@ func newEncoders(comp string, lowMemory bool) (*encoders, error) {
 		if e.fast, err = newEnc(zstd.SpeedFastest, true); err != nil {
 			return nil, err
 		}
-		if e.hard, err = newEnc(zstd.SpeedDefault, true); err != nil {
+		// With lowMemory (a follower's AOF chunks, mostly under 1 MiB)
+		// SpeedDefault's history is 1 MiB instead of 8: BenchmarkSealMemory.
+		var hardOpts []zstd.EOption
+		if lowMemory {
+			hardOpts = append(hardOpts, zstd.WithWindowSize(1<<20))
+		}
+		if e.hard, err = newEnc(zstd.SpeedDefault, true, hardOpts...); err != nil {
 			e.fast.Close()
 			return nil, err
 		}
