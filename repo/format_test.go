@@ -154,7 +154,7 @@ func testFormatMatchesSpec(t *testing.T, version int) {
 	}
 	want := map[string]any{"version": float64(version), "id": r.Config().ID, "chunker_min": float64(o.ChunkerMin),
 		"chunker_avg": float64(o.ChunkerAvg), "chunker_max": float64(o.ChunkerMax),
-		"pack_size": float64(o.PackSize), "compression": "fastest"}
+		"pack_size": float64(o.PackSize), "compression": "auto"}
 	if len(cfg) != len(want) {
 		t.Errorf("config %v, want %v", cfg, want)
 	}

@@ -213,27 +213,6 @@ func (s *Saver) newBuilder(ctx context.Context) (*packBuilder, error) {
 	return newPackBuilder(ctx, s.r.be, s.r.cfg.PackSize+64<<10)
 }
 
-// sealBlob compresses (when that shrinks it) and encrypts plain into a
-// pooled buffer. The payload is compressed to where the sealed blob's
-// ciphertext goes and encrypted in place, so each blob is written once by
-// zstd and once by the cipher, with no copy between.
-func (r *Repository) sealBlob(plain []byte) ([]byte, Compression) {
-	buf := r.getBuf(Overhead + len(plain))[:nonceSize]
-	comp := CompressionNone
-	if r.enc != nil {
-		buf = r.enc.EncodeAll(plain, buf)
-		if len(buf)-nonceSize < len(plain) {
-			comp = CompressionZstd
-		} else {
-			buf = buf[:nonceSize]
-		}
-	}
-	if comp == CompressionNone {
-		buf = append(buf, plain...)
-	}
-	return r.keys.sealInPlace(buf), comp
-}
-
 func (r *Repository) getBuf(n int) []byte {
 	if bp, ok := r.sealBufs.Get().(*[]byte); ok && cap(*bp) >= n {
 		return (*bp)[:0]

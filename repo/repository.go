@@ -34,8 +34,9 @@ type Config struct {
 	ChunkerAvg int    `json:"chunker_avg"`
 	ChunkerMax int    `json:"chunker_max"`
 	PackSize   int    `json:"pack_size"`
-	// Compression is the default for new blobs: "off", "fastest",
-	// "default" or "better". Readers need only the per-blob flag.
+	// Compression is the default for new blobs: "auto" (chosen per blob,
+	// seal.go), "off", "fastest", "default" or "better". Readers need only
+	// the per-blob flag.
 	Compression string `json:"compression"`
 }
 
@@ -45,7 +46,8 @@ const (
 	maxPackSize     = 512 << 20
 )
 
-// CompressionLevels maps Config.Compression to zstd levels.
+// CompressionLevels maps Config.Compression's fixed levels to zstd levels;
+// "auto" and "off" are the other known settings.
 var CompressionLevels = map[string]zstd.EncoderLevel{
 	"fastest": zstd.SpeedFastest,
 	"default": zstd.SpeedDefault,
@@ -73,14 +75,14 @@ func (c *Config) validateDefaults() error {
 		return fmt.Errorf("pack size %d outside [%d, %d]", c.PackSize, minPackSize, maxPackSize)
 	}
 	if !knownCompression(c.Compression) {
-		return fmt.Errorf("unknown compression %q (want off, fastest, default or better)", c.Compression)
+		return fmt.Errorf("unknown compression %q (want auto, off, fastest, default or better)", c.Compression)
 	}
 	return nil
 }
 
 func knownCompression(c string) bool {
 	_, ok := CompressionLevels[c]
-	return ok || c == "off"
+	return ok || c == "off" || c == "auto"
 }
 
 func (c *Config) chunkerParams(seed [32]byte) (chunker.Params, error) {
@@ -121,7 +123,7 @@ type Repository struct {
 	log   *slog.Logger
 	conns int
 
-	enc      *zstd.Encoder // nil when compression is off
+	enc      *encoders
 	dec      *zstd.Decoder
 	chunkerP chunker.Params
 
@@ -161,7 +163,7 @@ func Init(ctx context.Context, be Backend, password string, o InitOptions, ro Op
 		Compression: o.Compression,
 	}
 	if cfg.Compression == "" {
-		cfg.Compression = "fastest"
+		cfg.Compression = "auto"
 	}
 	var rid [16]byte
 	if _, err := rand.Read(rid[:]); err != nil {
@@ -284,8 +286,8 @@ func newRepository(be Backend, keys *Keys, cfg Config, o Options) (*Repository, 
 	}
 	comp := cfg.Compression
 	if !knownCompression(comp) {
-		r.log.Warn("repository default compression unknown to this snap; using fastest", "compression", comp)
-		comp = "fastest"
+		r.log.Warn("repository default compression unknown to this snap; using auto", "compression", comp)
+		comp = "auto"
 	}
 	if o.Compression != "" {
 		comp = o.Compression
@@ -294,21 +296,11 @@ func newRepository(be Backend, keys *Keys, cfg Config, o Options) (*Repository, 
 		r.log.Warn("repository pack size out of range; clamping", "pack_size", r.cfg.PackSize)
 		r.cfg.PackSize = min(max(r.cfg.PackSize, minPackSize), maxPackSize)
 	}
-	if comp != "off" {
-		level, ok := CompressionLevels[comp]
-		if !ok {
-			return nil, fmt.Errorf("unknown compression %q (want off, fastest, default or better)", comp)
-		}
-		concurrency := runtime.GOMAXPROCS(0)
-		if o.LowMemory {
-			concurrency = 1
-		}
-		r.enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderCRC(false),
-			zstd.WithEncoderConcurrency(concurrency), zstd.WithZeroFrames(true),
-			zstd.WithAllLitEntropyCompression(level >= zstd.SpeedDefault), zstd.WithLowerEncoderMem(o.LowMemory))
-		if err != nil {
-			return nil, err
-		}
+	if !knownCompression(comp) {
+		return nil, fmt.Errorf("unknown compression %q (want auto, off, fastest, default or better)", comp)
+	}
+	if r.enc, err = newEncoders(comp, o.LowMemory); err != nil {
+		return nil, err
 	}
 	decoders := runtime.GOMAXPROCS(0)
 	if o.LowMemory {
@@ -345,9 +337,7 @@ func checkBlobSize(e BlobEntry) error {
 // (uploads already under way finish first).
 func (r *Repository) Close() error {
 	r.saver.abort()
-	if r.enc != nil {
-		r.enc.Close()
-	}
+	r.enc.close()
 	r.dec.Close()
 	return nil
 }

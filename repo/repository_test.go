@@ -27,7 +27,7 @@ func TestInitOpen(t *testing.T) {
 	}{
 		{"defaults", repo.InitOptions{}, repo.Config{
 			Version: 2, ChunkerMin: 512 << 10, ChunkerAvg: 1 << 20, ChunkerMax: 8 << 20,
-			PackSize: repo.DefaultPackSize, Compression: "fastest",
+			PackSize: repo.DefaultPackSize, Compression: "auto",
 		}},
 		{"custom", repo.InitOptions{
 			ChunkerMin: 64 << 10, ChunkerAvg: 256 << 10, ChunkerMax: 2 << 20, PackSize: 4 << 20, Compression: "better",

@@ -64,7 +64,7 @@ func backupCommand() *cli.Command {
 			&cli.StringFlag{Name: "host", Value: hostname(), EnvVars: []string{"SNAP_HOST"}, Usage: "host name recorded in the snapshot"},
 			&cli.StringSliceFlag{Name: "tag", Usage: "tag the snapshot (repeatable)"},
 			&cli.BoolFlag{Name: "force", Usage: "read every file, even those unchanged since the last snapshot"},
-			&cli.StringFlag{Name: "compression", Usage: "override the repository's default: off, fastest, default or better"},
+			&cli.StringFlag{Name: "compression", Usage: "override the repository's default: auto, off, fastest, default or better"},
 			lockRetryFlag(), metricsPushFlag(),
 		), sourceFlags()...),
 		Action: func(c *cli.Context) error {

@@ -21,7 +21,7 @@ func initCommand() *cli.Command {
 		Usage: "create a new repository",
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "format-version", Value: repo.FormatVersion, Usage: "repository format: 2 names objects by host (a node reads only its own); 1 is the flat layout older snaps read"},
-			&cli.StringFlag{Name: "compression", Value: "fastest", Usage: "default compression for new data: off, fastest, default or better"},
+			&cli.StringFlag{Name: "compression", Value: "auto", Usage: "default compression for new data: auto (per chunk, from a sample: stored as it is, fastest or default), off, fastest, default or better"},
 			&cli.IntFlag{Name: "pack-size", Value: repo.DefaultPackSize >> 20, Usage: "target pack size in MiB"},
 			&cli.IntFlag{Name: "chunk-min", Usage: "minimum chunk size in KiB (default 512)"},
 			&cli.IntFlag{Name: "chunk-avg", Usage: "average chunk size in KiB, a power of two (default 1024)"},
