@@ -12,11 +12,11 @@
 //
 // With -hosts H, the blobs are split among H hosts (host-0000, ...), each
 // with -snapshots snapshots of its own blobs, stored host by host as each
-// host's backups would store them. A -shared fraction of the blobs is a
+// host's backups would store them. A -shared fraction of each host's chunks comes from a
 // pool common to the fleet: each host's snapshots reference a stretch of
 // it (so that that fraction of a host's chunks are shared), the stretches
 // of neighbouring hosts overlapping, so each pool blob is referenced by
-// several hosts.
+// -overlap hosts (4 by default), and stays shared after a prune.
 package main
 
 import (
@@ -42,11 +42,12 @@ func main() {
 	files := flag.Int("files", 50, "files per snapshot")
 	size := flag.Int("size", 64, "bytes per blob")
 	hosts := flag.Int("hosts", 0, "split the blobs among this many hosts, each with -snapshots snapshots (0: one host, as before)")
-	shared := flag.Float64("shared", 0.1, "with -hosts: the fraction of the blobs every host references")
+	shared := flag.Float64("shared", 0.1, "with -hosts: the fraction of each host's chunks that come from the fleet's shared pool")
+	overlap := flag.Int("overlap", 4, "with -hosts: how many hosts reference each blob of the shared pool")
 	version := flag.Int("format-version", repo.FormatVersion, "repository format version (1: flat layout)")
 	flag.Parse()
-	if *hosts < 0 || *shared < 0 || *shared >= 1 || *snaps < 1 || *files < 1 || *size < 8 {
-		log.Fatal("want -hosts >= 0, 0 <= -shared < 1, -snapshots and -files >= 1, -size >= 8")
+	if *hosts < 0 || *shared < 0 || *shared >= 1 || *snaps < 1 || *files < 1 || *size < 8 || *overlap < 1 || *hosts > 0 && *overlap > *hosts {
+		log.Fatal("want -hosts >= 0, 0 <= -shared < 1, -snapshots and -files >= 1, -size >= 8, 1 <= -overlap <= -hosts")
 	}
 	if *dir == "" {
 		log.Fatal("-repo is required")
@@ -69,7 +70,7 @@ func main() {
 	}
 	start := time.Now()
 	if *hosts > 0 {
-		fleet(ctx, r, *hosts, *blobs, *snaps, *files, *size, *shared)
+		fleet(ctx, r, *hosts, *blobs, *snaps, *files, *size, *shared, *overlap)
 		st := r.Stats()
 		fmt.Printf("wrote %d blobs in %d packs (%d bytes), %d index files, %d hosts with %d snapshots each in %v\n",
 			st.BlobsNew, st.Packs, st.BytesSaved, st.Indexes, *hosts, *snaps, time.Since(start).Round(time.Millisecond))
@@ -124,7 +125,7 @@ func main() {
 
 // fleet writes the -hosts repository: a shared pool first, then each
 // host's own blobs and snapshots.
-func fleet(ctx context.Context, r *repo.Repository, hosts, blobs, snaps, files, size int, shared float64) {
+func fleet(ctx context.Context, r *repo.Repository, hosts, blobs, snaps, files, size int, shared float64, overlap int) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	buf := make([]byte, size)
 	blob := func() repo.ID {
@@ -137,7 +138,14 @@ func fleet(ctx context.Context, r *repo.Repository, hosts, blobs, snaps, files, 
 		}
 		return id
 	}
-	pool := make([]repo.ID, int(float64(blobs)*shared))
+	// A host has n chunks: stretch = shared*n from the pool, own the rest.
+	// Each pool blob is in overlap hosts' stretches, so the pool holds
+	// hosts*stretch/overlap blobs, and the blobs add up to -blobs:
+	// hosts*(own + stretch/overlap).
+	n := float64(blobs) / (float64(hosts) * ((1 - shared) + shared/float64(overlap)))
+	stretch := int(n * shared)
+	own := int(n) - stretch
+	pool := make([]repo.ID, max(1, hosts*stretch/overlap))
 	for i := range pool {
 		pool[i] = blob()
 	}
@@ -146,11 +154,9 @@ func fleet(ctx context.Context, r *repo.Repository, hosts, blobs, snaps, files, 
 	if err := r.Flush(ctx); err != nil {
 		log.Fatal(err)
 	}
-	own := (blobs - len(pool)) / hosts
-	// A host's stretch of the pool: shared/(1-shared) of its own count,
-	// so shared is the fraction of its chunks; stretches start 1/hosts of
-	// the pool apart.
-	stretch := min(len(pool), int(float64(own)*shared/(1-shared)))
+	stretch = min(stretch, len(pool))
+	// Stretches start len(pool)/hosts apart, so each pool blob is in
+	// the stretches of overlap neighbouring hosts.
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for h := range hosts {
 		host := fmt.Sprintf("host-%04d", h)
