@@ -5,7 +5,9 @@
 #
 #   1. Build, once, a fleet repository with scripts/synthrepo (FLEET_HOSTS
 #      hosts, FLEET_BLOBS blobs in all, FLEET_SNAPSHOTS snapshots a host, a
-#      tenth of the blobs a pool common to neighbouring hosts) and a Pebble
+#      tenth of each host's chunks from a pool whose every blob
+#      FLEET_OVERLAP hosts reference), an empty repository written by
+#      synthrepo too (so both have the same config and key cost), and a Pebble
 #      database of DB_SIZE (internal/testpebble); both cached in BENCH_DIR
 #      and rebuilt when the code that writes them changes.
 #   2. Per run, RUNS times, on a fresh copy of the fleet repository and on a
@@ -25,7 +27,7 @@
 # Nothing here asserts on timings: the numbers are reported, not judged.
 #
 # Environment: FLEET_HOSTS (1000), FLEET_BLOBS (2000000), FLEET_SNAPSHOTS
-# (2), DB_SIZE (50MiB), RUNS (3), FLEET_CACHE (warm or cold; default warm:
+# (2), FLEET_OVERLAP (4), DB_SIZE (50MiB), RUNS (3), FLEET_CACHE (warm or cold; default warm:
 # the fleet's cost is the index, which a node reads from the bucket, not
 # the page cache), BENCH_DIR (/var/tmp/snap-bench), RESULTS_DIR
 # (bench/results), TAG.
@@ -36,6 +38,7 @@ root=$PWD
 FLEET_HOSTS=${FLEET_HOSTS:-1000}
 FLEET_BLOBS=${FLEET_BLOBS:-2000000}
 FLEET_SNAPSHOTS=${FLEET_SNAPSHOTS:-2}
+FLEET_OVERLAP=${FLEET_OVERLAP:-4}
 DB_SIZE=${DB_SIZE:-50MiB}
 RUNS=${RUNS:-3}
 CACHE=${FLEET_CACHE:-warm}
@@ -75,12 +78,18 @@ export SNAP_PASSWORD=bench SNAP_LOG_LEVEL=warn
 
 # The cached fleet is rebuilt when what writes it changed.
 version=$(git log -1 --format=%h -- scripts/synthrepo repo snapshot 2>/dev/null || echo unknown)
-fleet=$BENCH_DIR/fleet-$FLEET_HOSTS-$FLEET_BLOBS-$FLEET_SNAPSHOTS
+fleet=$BENCH_DIR/fleet-$FLEET_HOSTS-$FLEET_BLOBS-$FLEET_SNAPSHOTS-$FLEET_OVERLAP
 if [ "$(cat "$fleet/.done" 2>/dev/null)" != "$version" ]; then
-	log "building a fleet repository: $FLEET_HOSTS hosts, $FLEET_BLOBS blobs, $FLEET_SNAPSHOTS snapshots a host"
+	log "building a fleet repository: $FLEET_HOSTS hosts, $FLEET_BLOBS blobs, $FLEET_SNAPSHOTS snapshots a host, pool blobs in $FLEET_OVERLAP hosts"
 	rm -rf "$fleet"
-	"$BENCH_DIR/bin/synthrepo" -repo "$fleet" -hosts "$FLEET_HOSTS" -blobs "$FLEET_BLOBS" -snapshots "$FLEET_SNAPSHOTS" >/dev/null
+	"$BENCH_DIR/bin/synthrepo" -repo "$fleet" -hosts "$FLEET_HOSTS" -blobs "$FLEET_BLOBS" -snapshots "$FLEET_SNAPSHOTS" -overlap "$FLEET_OVERLAP" >/dev/null
 	echo "$version" >"$fleet/.done"
+fi
+empty=$BENCH_DIR/fleet-empty
+if [ "$(cat "$empty/.done" 2>/dev/null)" != "$version" ]; then
+	rm -rf "$empty"
+	"$BENCH_DIR/bin/synthrepo" -repo "$empty" -blobs 0 -snapshots 1 >/dev/null
+	echo "$version" >"$empty/.done"
 fi
 keys=$((bytes / 110))
 more=$((keys / 100))
@@ -120,7 +129,7 @@ measure() {
 fresh_repo() { # KIND DIR
 	rm -rf "$2"
 	case $1 in
-	empty) SNAP_REPO=$2 "$snap" init >/dev/null ;;
+	empty) cp -a "$empty" "$2" && rm -f "$2/.done" ;;
 	fleet) cp -a "$fleet" "$2" && rm -f "$2/.done" ;;
 	esac
 }
@@ -167,7 +176,7 @@ spread() { # STEP KIND COLUMN: min-max
 }
 out=$RESULTS_DIR/$(date +%Y-%m-%d)-fleet-$FLEET_HOSTS${TAG:+-$TAG}.md
 {
-	echo "### Fleet: $FLEET_HOSTS hosts, $FLEET_BLOBS blobs, $FLEET_SNAPSHOTS snapshots a host; a $DB_SIZE Pebble checkpoint ($(git rev-parse --short HEAD), $(nproc) cores, CACHE=$CACHE, medians of $RUNS)"
+	echo "### Fleet: $FLEET_HOSTS hosts, $FLEET_BLOBS blobs, $FLEET_SNAPSHOTS snapshots a host, pool blobs in $FLEET_OVERLAP hosts; a $DB_SIZE Pebble checkpoint ($(git rev-parse --short HEAD), $(nproc) cores, CACHE=$CACHE, medians of $RUNS)"
 	echo
 	echo "| step | empty repo: wall s | peak RSS MiB | fleet repo: wall s (runs) | peak RSS MiB | wall fleet/empty (target <= 1.5) | RSS fleet/empty (target <= 1.25) |"
 	echo "|---|---|---|---|---|---|---|"
