@@ -289,8 +289,12 @@ func (b *Backend) stat(ctx context.Context, h repo.Handle) (fs.FileInfo, error) 
 
 // List calls fn for every object of type t. Temp files are skipped.
 func (b *Backend) List(ctx context.Context, t repo.FileType, fn func(repo.FileInfo) error) error {
+	return b.listWrapped(ctx, t, nil, fn)
+}
+
+func (b *Backend) listWrapped(ctx context.Context, t repo.FileType, match func(string) bool, fn func(repo.FileInfo) error) error {
 	var fnErr error
-	err := b.list(ctx, t, func(fi repo.FileInfo) error {
+	err := b.listMatching(ctx, t, match, func(fi repo.FileInfo) error {
 		fnErr = fn(fi)
 		return fnErr
 	})
@@ -308,15 +312,18 @@ func (b *Backend) ListPrefix(ctx context.Context, t repo.FileType, prefix string
 	if t == repo.ConfigFile {
 		return fmt.Errorf("list %s in %s: no prefix listing of the config", t, b.dir)
 	}
-	return b.List(ctx, t, func(fi repo.FileInfo) error {
-		if !strings.HasPrefix(fi.Name, prefix) {
-			return nil
-		}
-		return fn(fi)
-	})
+	return b.listWrapped(ctx, t, func(name string) bool { return strings.HasPrefix(name, prefix) }, fn)
 }
 
 func (b *Backend) list(ctx context.Context, t repo.FileType, fn func(repo.FileInfo) error) error {
+	return b.listMatching(ctx, t, nil, fn)
+}
+
+// listMatching lists the objects of t whose names match (nil: all). The
+// names are matched before each file is stat'ed, so a prefix listing of
+// a fleet's index costs a read of the directory, not a stat of every
+// host's files.
+func (b *Backend) listMatching(ctx context.Context, t repo.FileType, match func(string) bool, fn func(repo.FileInfo) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -335,7 +342,7 @@ func (b *Backend) list(ctx context.Context, t repo.FileType, fn func(repo.FileIn
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			err := listDir(filepath.Join(b.dir, string(t), fmt.Sprintf("%02x", i)), fn)
+			err := listDir(filepath.Join(b.dir, string(t), fmt.Sprintf("%02x", i)), match, fn)
 			if err != nil {
 				return err
 			}
@@ -350,14 +357,14 @@ func (b *Backend) list(ctx context.Context, t repo.FileType, fn func(repo.FileIn
 				return err
 			}
 		}
-		return listDir(dir, fn)
+		return listDir(dir, match, fn)
 	default:
 		return fmt.Errorf("invalid file type %q", t)
 	}
 }
 
 // listDir calls fn for each regular file in dir that is not a temp file.
-func listDir(dir string, fn func(repo.FileInfo) error) error {
+func listDir(dir string, match func(string) bool, fn func(repo.FileInfo) error) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
@@ -366,7 +373,7 @@ func listDir(dir string, fn func(repo.FileInfo) error) error {
 	for {
 		ents, err := d.ReadDir(listBatch)
 		for _, e := range ents {
-			if strings.HasPrefix(e.Name(), tempPrefix) || !e.Type().IsRegular() {
+			if strings.HasPrefix(e.Name(), tempPrefix) || !e.Type().IsRegular() || match != nil && !match(e.Name()) {
 				continue
 			}
 			fi, err := e.Info()
