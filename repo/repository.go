@@ -899,3 +899,7 @@ func (r *Repository) ReadPackHeader(ctx context.Context, pack ID, size int64) ([
 	}
 	return entries, nil
 }
+
+// Lookup says where the in-memory index has a blob: Index().Lookup, for
+// readers that need no more of the index than that.
+func (r *Repository) Lookup(id ID) (Location, bool) { return r.idx.Lookup(id) }

@@ -86,7 +86,7 @@ type chunkJob struct {
 // Backup freezes src, stores every listed file in r, and saves a snapshot.
 // The freeze is always ended, also when the backup fails; if ending it fails
 // after the snapshot was saved, both are returned.
-func Backup(ctx context.Context, r *repo.Repository, src source.Source, o BackupOptions) (_ *Snapshot, err error) {
+func Backup(ctx context.Context, r Backuper, src source.Source, o BackupOptions) (_ *Snapshot, err error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -229,7 +229,7 @@ func Backup(ctx context.Context, r *repo.Repository, src source.Source, o Backup
 // not shrink is read from the start of its last stored chunk, which is
 // where the chunker would cut it again. It keeps no file open: a listing
 // can hold more files than the process may open.
-func planFiles(r *repo.Repository, frozen *source.Frozen, parent map[string]File) ([]*fileJob, error) {
+func planFiles(r BlobWriter, frozen *source.Frozen, parent map[string]File) ([]*fileJob, error) {
 	jobs := make([]*fileJob, 0, len(frozen.Listing.Files))
 	for _, f := range frozen.Listing.Files {
 		if f.Type != source.EntryFile {
@@ -281,7 +281,7 @@ func planFiles(r *repo.Repository, frozen *source.Frozen, parent map[string]File
 	return jobs, nil
 }
 
-func allKnown(r *repo.Repository, ids []repo.ID) bool {
+func allKnown(r BlobWriter, ids []repo.ID) bool {
 	for _, id := range ids {
 		if !r.Known(id) {
 			return false
@@ -340,7 +340,7 @@ func (j *fileJob) finish() File {
 // are being stored, which bounds memory to (Readers + 2*Workers) * chunker
 // max + packs in flight, and typically to a fifth of that (2 * chunker avg
 // a buffer).
-func storeFiles(ctx context.Context, r *repo.Repository, frozen *source.Frozen, jobs []*fileJob, o BackupOptions) error {
+func storeFiles(ctx context.Context, r Backuper, frozen *source.Frozen, jobs []*fileJob, o BackupOptions) error {
 	ch, err := chunker.New(r.ChunkerParams())
 	if err != nil {
 		return err

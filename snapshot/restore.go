@@ -62,7 +62,7 @@ type RestoreOptions struct {
 // loads the index again, once, and goes on (reloadOnce). Only a
 // blob that is gone for good, because its snapshot was forgotten, fails
 // it. r's index must be loaded.
-func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOptions) (err error) {
+func Restore(ctx context.Context, r BlobReader, sn *Snapshot, o RestoreOptions) (err error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -265,7 +265,7 @@ func Restore(ctx context.Context, r *repo.Repository, sn *Snapshot, o RestoreOpt
 // reloadOnce loads a restore's index again when a prune removed a pack
 // under it, at most once per restore.
 type reloadOnce struct {
-	r    *repo.Repository
+	r    BlobReader
 	sn   *Snapshot
 	log  *slog.Logger
 	done bool
@@ -314,7 +314,7 @@ func locateChunks(ctx context.Context, ix *reloadOnce, sn *Snapshot, files []Fil
 // locateBlobs groups by pack the chunks of files, or only those in want
 // if it is not nil, checking each chunk's length in the index against the
 // tree's.
-func locateBlobs(r *repo.Repository, sn *Snapshot, files []File, want []repo.BlobEntry) (map[repo.ID][]repo.BlobEntry, error) {
+func locateBlobs(r BlobReader, sn *Snapshot, files []File, want []repo.BlobEntry) (map[repo.ID][]repo.BlobEntry, error) {
 	var only map[repo.ID]bool
 	if want != nil {
 		only = make(map[repo.ID]bool, len(want))
@@ -322,7 +322,7 @@ func locateBlobs(r *repo.Repository, sn *Snapshot, files []File, want []repo.Blo
 			only[e.ID] = true
 		}
 	}
-	idx := r.Index()
+	idx := r
 	byPack := map[repo.ID][]repo.BlobEntry{}
 	for _, f := range files {
 		for k, id := range f.Chunks {

@@ -283,7 +283,7 @@ type writeJob struct {
 // A pack that is not found (a prune removed it after the index was
 // loaded) fails nothing: its blobs that were not read are returned in
 // gone, for the caller to find in the packs a fresh index names.
-func restoreChunks(ctx context.Context, r *repo.Repository, packs []repo.ID, byPack map[repo.ID][]repo.BlobEntry, targets map[repo.ID][]blobTarget, o RestoreOptions) (gone []repo.BlobEntry, err error) {
+func restoreChunks(ctx context.Context, r BlobReader, packs []repo.ID, byPack map[repo.ID][]repo.BlobEntry, targets map[repo.ID][]blobTarget, o RestoreOptions) (gone []repo.BlobEntry, err error) {
 	// Readers: r's connections, what --connections asks of the store (a
 	// remote one hides its latency behind several requests; a local disk
 	// read as fast with 2, 3 and 4 readers: medians of 5 cold 2 GiB
@@ -413,7 +413,7 @@ type sealedChunk struct {
 // decodeChunk decodes c into a slot, where the first of its places in the
 // files wants it (placement), so that its pages are written without a
 // copy.
-func decodeChunk(ctx context.Context, r *repo.Repository, c sealedChunk, t []blobTarget, slots bufSlots) (writeJob, error) {
+func decodeChunk(ctx context.Context, r BlobReader, c sealedChunk, t []blobTarget, slots bufSlots) (writeJob, error) {
 	pad := placement(t[0].offset)
 	buf, err := slots.get(ctx, pad+int(c.e.RawLength))
 	if err != nil {

@@ -267,7 +267,7 @@ func cutLast(name string) (dir, base string, ok bool) {
 // be saved and flushed: packs, then index, then snapshot. In a version 2
 // repository it is named <tag>-<hash> with its host's tag, so that
 // ListHost finds it without reading any other host's.
-func Save(ctx context.Context, r *repo.Repository, sn *Snapshot) error {
+func Save(ctx context.Context, r SnapshotWriter, sn *Snapshot) error {
 	sn.Version = snapshotVersion
 	data, err := json.Marshal(sn)
 	if err != nil {
@@ -293,7 +293,7 @@ func Save(ctx context.Context, r *repo.Repository, sn *Snapshot) error {
 // Load reads the snapshot whose stored bytes hash to id, under either
 // layout's name: a version 2 name is found by a listing of names (no
 // snapshot but this one is read).
-func Load(ctx context.Context, r *repo.Repository, id repo.ID) (*Snapshot, error) {
+func Load(ctx context.Context, r Lister, id repo.ID) (*Snapshot, error) {
 	name := id.String()
 	if r.HostScoped() {
 		err := r.ListObjects(ctx, repo.SnapshotFile, func(o repo.ObjectInfo) error {
@@ -311,7 +311,7 @@ func Load(ctx context.Context, r *repo.Repository, id repo.ID) (*Snapshot, error
 
 // LoadNamed reads the snapshot stored as name; size is what a listing
 // said (-1: not known).
-func LoadNamed(ctx context.Context, r *repo.Repository, name string, size int64) (*Snapshot, error) {
+func LoadNamed(ctx context.Context, r Lister, name string, size int64) (*Snapshot, error) {
 	data, err := r.LoadObject(ctx, repo.SnapshotFile, name, size)
 	if err != nil {
 		return nil, err
@@ -335,7 +335,7 @@ const minListLoads = 4
 // shared by many hosts holds thousands. The first error ends it: the
 // loads under way are cancelled and it returns that error, as Load gave
 // it. Where the host is known, ListHost reads only its snapshots.
-func List(ctx context.Context, r *repo.Repository) ([]*Snapshot, error) {
+func List(ctx context.Context, r Lister) ([]*Snapshot, error) {
 	var objs []repo.ObjectInfo
 	if err := r.ListObjects(ctx, repo.SnapshotFile, func(o repo.ObjectInfo) error {
 		objs = append(objs, o)
@@ -351,7 +351,7 @@ func List(ctx context.Context, r *repo.Repository) ([]*Snapshot, error) {
 // (in parallel, as List does); one whose stored host is another (a tag
 // collision, or a misnamed object) is logged and left out. In a version 1
 // repository it is List and a filter.
-func ListHost(ctx context.Context, r *repo.Repository, host string) ([]*Snapshot, error) {
+func ListHost(ctx context.Context, r Lister, host string) ([]*Snapshot, error) {
 	if !r.HostScoped() {
 		snaps, err := List(ctx, r)
 		if err != nil {
@@ -380,7 +380,7 @@ func ListHost(ctx context.Context, r *repo.Repository, host string) ([]*Snapshot
 }
 
 // loadListed loads listed snapshots in parallel and sorts them by time.
-func loadListed(ctx context.Context, r *repo.Repository, objs []repo.ObjectInfo) ([]*Snapshot, error) {
+func loadListed(ctx context.Context, r Lister, objs []repo.ObjectInfo) ([]*Snapshot, error) {
 	out := make([]*Snapshot, len(objs))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(max(r.Connections(), minListLoads))
@@ -443,7 +443,7 @@ func Latest(snaps []*Snapshot, match func(*Snapshot) bool) *Snapshot {
 
 // SaveTree stores t as a tree blob; the caller flushes the repository. A
 // tree that needs nothing of version 2 is written as version 1.
-func SaveTree(ctx context.Context, r *repo.Repository, t *Tree) (repo.ID, error) {
+func SaveTree(ctx context.Context, r BlobWriter, t *Tree) (repo.ID, error) {
 	t.Version = 1
 	for _, f := range t.Files {
 		if !f.v1() {
@@ -466,7 +466,7 @@ func SaveTree(ctx context.Context, r *repo.Repository, t *Tree) (repo.ID, error)
 }
 
 // LoadTree loads and validates the tree blob id.
-func LoadTree(ctx context.Context, r *repo.Repository, id repo.ID) (*Tree, error) {
+func LoadTree(ctx context.Context, r BlobReader, id repo.ID) (*Tree, error) {
 	data, err := r.LoadBlob(ctx, id, nil)
 	if err != nil {
 		return nil, fmt.Errorf("load tree %s: %w", id.Str(), err)

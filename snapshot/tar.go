@@ -56,7 +56,7 @@ const tarBatchBytes = 4 << 20
 // unexpected end of the archive instead of extracting a part as if it
 // were the whole (GNU tar accepts a stream that merely lacks the end
 // marker). r's index must be loaded.
-func WriteTar(ctx context.Context, r *repo.Repository, sn *Snapshot, w io.Writer, o TarOptions) (st TarStats, err error) {
+func WriteTar(ctx context.Context, r BlobReader, sn *Snapshot, w io.Writer, o TarOptions) (st TarStats, err error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -183,7 +183,7 @@ func incompleteMarker() []byte {
 // A batch is a run of consecutive chunks that lie in one pack at
 // increasing offsets, read with one LoadBlobs.
 type chunkStream struct {
-	r      *repo.Repository
+	r      BlobReader
 	sn     *Snapshot
 	files  []File
 	log    *slog.Logger
@@ -307,7 +307,7 @@ func (s *chunkStream) fill(ctx context.Context) {
 // or names with another type or length than the tree's, makes a batch of
 // its own that holds the error.
 func (s *chunkStream) planBatch() *tarBatch {
-	idx := s.r.Index()
+	idx := s.r
 	var b *tarBatch
 	for s.plan.file < len(s.files) {
 		f := &s.files[s.plan.file]
