@@ -407,6 +407,14 @@ func (b *Backend) Stat(ctx context.Context, h repo.Handle) (repo.FileInfo, error
 // again and skips the names fn has seen, which it remembers for the length
 // of the call (some 50 bytes per object).
 func (b *Backend) List(ctx context.Context, t repo.FileType, fn func(repo.FileInfo) error) error {
+	return b.list(ctx, t, fn, func(ctx context.Context, fn func(repo.FileInfo) error) error {
+		return b.inner.List(ctx, t, fn)
+	})
+}
+
+// list retries a listing (inner), passing each name to fn once however
+// many attempts list it.
+func (b *Backend) list(ctx context.Context, t repo.FileType, fn func(repo.FileInfo) error, inner func(context.Context, func(repo.FileInfo) error) error) error {
 	var (
 		mu    sync.Mutex
 		seen  = make(map[string]struct{})
@@ -415,7 +423,7 @@ func (b *Backend) List(ctx context.Context, t repo.FileType, fn func(repo.FileIn
 	return b.do(ctx, "list", typeName(t), func(ctx context.Context) (bool, error) {
 		actx, wd, stop := watch(ctx, b.o.Timeout)
 		defer stop()
-		err := b.inner.List(actx, t, func(fi repo.FileInfo) error {
+		err := inner(actx, func(fi repo.FileInfo) error {
 			mu.Lock()
 			defer mu.Unlock()
 			if _, ok := seen[fi.Name]; ok {
@@ -441,30 +449,8 @@ func (b *Backend) ListPrefix(ctx context.Context, t repo.FileType, prefix string
 	if !ok {
 		return fmt.Errorf("list %s in %s: %w", t, b.inner.Location(), errors.ErrUnsupported)
 	}
-	var (
-		mu    sync.Mutex
-		seen  = make(map[string]struct{})
-		fnErr error
-	)
-	return b.do(ctx, "list", typeName(t), func(ctx context.Context) (bool, error) {
-		actx, wd, stop := watch(ctx, b.o.Timeout)
-		defer stop()
-		err := pl.ListPrefix(actx, t, prefix, func(fi repo.FileInfo) error {
-			mu.Lock()
-			defer mu.Unlock()
-			if _, ok := seen[fi.Name]; ok {
-				return nil
-			}
-			seen[fi.Name] = struct{}{}
-			wd.idle()
-			fnErr = fn(fi)
-			wd.busy()
-			return fnErr
-		})
-		if err != nil && fnErr != nil && errors.Is(err, fnErr) && ctx.Err() == nil {
-			return false, err // fn's own
-		}
-		return b.classify(ctx, actx, b.o.Timeout, err)
+	return b.list(ctx, t, fn, func(ctx context.Context, fn func(repo.FileInfo) error) error {
+		return pl.ListPrefix(ctx, t, prefix, fn)
 	})
 }
 
