@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -98,21 +97,7 @@ func printForget(w io.Writer, res *snapshot.ForgetResult, o snapshot.ForgetOptio
 		removed, remove = "would be removed", "would remove"
 	}
 	if res.Groups != nil {
-		fmt.Fprintf(w, "%s (group by %s, time zone %s)\n", o.Policy, o.GroupBy, o.Location)
-		for _, g := range res.Groups {
-			fmt.Fprintf(w, "\n%s:\n", g.Key())
-			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			for _, d := range g.Decisions {
-				sn := d.Snapshot
-				what := "keep"
-				if !d.Keep {
-					what = remove
-				}
-				fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", what, sn.ID.Str(), sn.Time.In(o.Location).Format("2006-01-02 15:04:05 MST"),
-					strings.Join(sn.Tags, ","), strings.Join(d.Reasons, "; "))
-			}
-			tw.Flush()
-		}
+		printDecisions(w, res.Groups, o.Policy, o.GroupBy, o.Location, remove)
 		fmt.Fprintln(w)
 	} else {
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

@@ -190,26 +190,12 @@ func pruneJSON(res *snapshot.PruneResult) map[string]any {
 
 func printPrune(w io.Writer, res *snapshot.PruneResult, o snapshot.PruneOptions) {
 	st := res.Stats
-	fmt.Fprintf(w, "%s (group by %s, time zone %s)\n", o.Policy, o.GroupBy, o.Location)
 	// Past tense for what was done, conditional for a dry run.
 	remove, removed, deleted, repacked := "remove", "removed", "deleted", "repacked"
 	if res.DryRun {
 		remove, removed, deleted, repacked = "would remove", "would be removed", "would delete", "would repack"
 	}
-	for _, g := range res.Groups {
-		fmt.Fprintf(w, "\n%s:\n", g.Key())
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		for _, d := range g.Decisions {
-			sn := d.Snapshot
-			what := "keep"
-			if !d.Keep {
-				what = remove
-			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", what, sn.ID.Str(), sn.Time.In(o.Location).Format("2006-01-02 15:04:05 MST"),
-				strings.Join(sn.Tags, ","), strings.Join(d.Reasons, "; "))
-		}
-		tw.Flush()
-	}
+	printDecisions(w, res.Groups, o.Policy, o.GroupBy, o.Location, remove)
 	fmt.Fprintf(w, "\n%d snapshots kept, %d %s\n", st.SnapshotsKept, st.SnapshotsRemoved, removed)
 	fmt.Fprintf(w, "packs before: %d, %s (%d unused blobs, %s)\n", st.PacksBefore, bytesStr(st.PackBytesBefore), st.BlobsUnused, bytesStr(st.BytesUnused))
 	fmt.Fprintf(w, "  %s %d packs with no used blob (%s)\n", deleted, st.PacksDeleted, bytesStr(st.PackBytesDeleted))
@@ -239,4 +225,25 @@ func printPrune(w io.Writer, res *snapshot.PruneResult, o snapshot.PruneOptions)
 // lockRetryFlag is shared by the commands that take a lock.
 func lockRetryFlag() cli.Flag {
 	return &cli.DurationFlag{Name: "retry-lock", EnvVars: []string{"SNAP_RETRY_LOCK"}, Usage: "while another process holds a conflicting lock, keep trying for up to `DURATION` (with backoff) before failing"}
+}
+
+// printDecisions prints a retention policy's decisions, group by group,
+// as prune and forget show them; remove is the verb for a snapshot that
+// goes ("remove", or "would remove" when dry).
+func printDecisions(w io.Writer, groups []snapshot.Group, p snapshot.Policy, by snapshot.GroupBy, loc *time.Location, remove string) {
+	fmt.Fprintf(w, "%s (group by %s, time zone %s)\n", p, by, loc)
+	for _, g := range groups {
+		fmt.Fprintf(w, "\n%s:\n", g.Key())
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		for _, d := range g.Decisions {
+			sn := d.Snapshot
+			what := "keep"
+			if !d.Keep {
+				what = remove
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", what, sn.ID.Str(), sn.Time.In(loc).Format("2006-01-02 15:04:05 MST"),
+				strings.Join(sn.Tags, ","), strings.Join(d.Reasons, "; "))
+		}
+		tw.Flush()
+	}
 }
