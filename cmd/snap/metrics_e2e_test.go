@@ -64,7 +64,9 @@ func waitFollowMetrics(t *testing.T, scrape func() map[string]float64) map[strin
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		m := scrape()
-		if m["snap_follow_tail_objects_total"] > 0 && m["snap_follow_tail_bytes_total"] > 0 {
+		// The counters move as a tail is stored; the gauges of the
+		// tick that stored it follow a moment later: wait for both.
+		if m["snap_follow_tail_objects_total"] > 0 && m["snap_follow_tail_bytes_total"] > 0 && m["snap_follow_last_stored_timestamp_seconds"] > 0 {
 			return m
 		}
 		if time.Now().After(deadline) {
