@@ -81,6 +81,16 @@ func (k *Keys) Open(dst, sealed []byte) ([]byte, error) {
 	return openWith(k.aead, dst, sealed)
 }
 
+// OpenInPlace is Open with the plaintext written over sealed, which it
+// then holds.
+func (k *Keys) OpenInPlace(sealed []byte) ([]byte, error) {
+	ns := k.aead.NonceSize()
+	if len(sealed) < ns {
+		return openWith(k.aead, nil, sealed) // its error
+	}
+	return openWith(k.aead, sealed[ns:ns], sealed)
+}
+
 func sealWith(aead cipher.AEAD, dst, plain []byte) []byte {
 	n := len(dst)
 	need := n + aead.NonceSize() + len(plain) + aead.Overhead()

@@ -223,6 +223,9 @@ func (r *Repository) widenIndex(ctx context.Context) error {
 	if !r.scoped() || r.widened {
 		return nil
 	}
+	if _, err := r.unparkLocked(); err != nil {
+		return err
+	}
 	var all, others []ObjectInfo
 	if err := r.ListObjects(ctx, IndexFile, func(o ObjectInfo) error {
 		all = append(all, o)
@@ -259,7 +262,7 @@ func (r *Repository) widenIndex(ctx context.Context) error {
 	if redo {
 		// A file just read supersedes one already in the index (a prune
 		// is finishing): load everything again without the superseded.
-		r.idx.reset()
+		r.resetIndex()
 		rest := make([]ObjectInfo, 0, len(all))
 		for _, f := range all {
 			if !r.superseded[f.ID] {

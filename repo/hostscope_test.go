@@ -206,6 +206,87 @@ func TestScopedRefreshSeesPrune(t *testing.T) {
 	if !r.Known(f.sh[0]) || r.Known(f.b[0]) {
 		t.Error("after the refresh the scoped reader knows not what shared files name, or what b's do")
 	}
+	// A prune killed before it removed the old files: a new reader parks
+	// the shared file, but still leaves out the files it supersedes.
+	fresh := openRepo(t, f.be)
+	fresh.ScopeTo("a")
+	if err := fresh.LoadIndex(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if fresh.Index().Has(f.a[0]) || fresh.Known(f.a[0]) {
+		t.Error("a file the parked shared file supersedes was loaded")
+	}
+}
+
+// TestScopedParksShared: a scoped load reads the shared files but adds
+// their blobs only when needed: a lookup or Known that misses adds them,
+// and so does the saver once the new data passes their size; below that a
+// blob only they name is written again (the bounded loss prune merges).
+func TestScopedParksShared(t *testing.T) {
+	f := newFleet(t, 2)
+	// A small blob of the shared files, to save again below the threshold.
+	w := openRepo(t, f.be)
+	small := []byte("tiny shared blob")
+	smallID := w.BlobID(small)
+	if _, err := w.SaveBlob(t.Context(), repo.DataBlob, smallID, small); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	open := func() (*repo.Repository, *faulty.Backend) {
+		fb := faulty.New(f.be)
+		r := openRepo(t, fb)
+		r.ScopeTo("a")
+		if err := r.LoadIndex(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if r.Index().Has(f.sh[0]) || !r.Index().Has(f.a[0]) {
+			t.Fatal("after a scoped load the index has a shared blob, or lacks one of a's")
+		}
+		return r, fb
+	}
+	sharedLoads := func(fb *faulty.Backend) int {
+		n := 0
+		for _, c := range fb.Calls() {
+			if c.Op == faulty.OpLoad && c.Handle.Type == repo.IndexFile && strings.HasPrefix(c.Handle.Name, repo.SharedOwner+"-") {
+				n++
+			}
+		}
+		return n
+	}
+
+	r, fb := open()
+	if _, ok := r.Lookup(f.sh[1]); !ok {
+		t.Error("a lookup of a parked blob missed")
+	}
+	if !r.Index().Has(f.sh[0]) {
+		t.Error("after a lookup missed, the parked files were not added")
+	}
+	if n := sharedLoads(fb); n != len(f.indexOfSh)+1 {
+		t.Errorf("shared index files read %d times, want once each (%d)", n, len(f.indexOfSh)+1)
+	}
+
+	r, _ = open()
+	if !r.Known(f.sh[2]) {
+		t.Error("Known missed a parked blob")
+	}
+
+	r, _ = open()
+	isNew, err := r.SaveBlob(t.Context(), repo.DataBlob, smallID, small)
+	if err != nil || !isNew {
+		t.Fatalf("a small blob only a parked file names: new %v, %v; want written again", isNew, err)
+	}
+	if r.Index().Has(f.sh[0]) {
+		t.Fatal("the parked files were added for a blob smaller than they are")
+	}
+	big := f.plainOf[f.sh[0]]
+	if isNew, err := r.SaveBlob(t.Context(), repo.DataBlob, f.sh[0], big); err != nil || isNew {
+		t.Errorf("a blob past the parked files' size: new %v, %v; want it found once they are added", isNew, err)
+	}
+	if err := r.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestParseObjectName: both layouts' names, and what is not one.

@@ -752,3 +752,58 @@ func TestIndexMemory(t *testing.T) {
 		}
 	}
 }
+
+// FuzzBlobEntryFast: where the fast entry decoder takes an entry, the
+// checked fields decode the same entry from the same bytes, to the same
+// end.
+func FuzzBlobEntryFast(f *testing.F) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	for range 8 {
+		for _, e := range memPack(rng, 2, func() ID { return memID(rng, hashed) }).Blobs {
+			b := append(e.ID[:], byte(e.Type), byte(e.Compression))
+			b = binary.AppendUvarint(b, uint64(e.Offset))
+			b = binary.AppendUvarint(b, uint64(e.Length))
+			b = binary.AppendUvarint(b, uint64(e.RawLength))
+			f.Add(append(b, make([]byte, 15)...))
+		}
+	}
+	f.Add(append(make([]byte, 34), 0x80, 0x80, 0x80, 0x80, 0x80, 0x00, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+	f.Add(append(make([]byte, 34), 0xff, 0xff, 0xff, 0xff, 0x1f, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, n, ok := blobEntryFast(b)
+		if !ok {
+			return
+		}
+		d := &decoder{b: b}
+		want := BlobEntry{ID: d.id("blob id")}
+		want.Type = BlobType(d.byte("blob type"))
+		want.Compression = Compression(d.byte("compression"))
+		want.Offset = uint32(d.uvarint("blob offset", 1<<32-1))
+		want.Length = uint32(d.uvarint("blob length", 1<<32-1))
+		want.RawLength = uint32(d.uvarint("blob raw length", 1<<32-1))
+		if d.err != nil {
+			t.Fatalf("fast decoder took an entry the checked one rejects: %v", d.err)
+		}
+		if e != want || n != len(b)-len(d.b) {
+			t.Fatalf("fast %+v (%d bytes), checked %+v (%d bytes)", e, n, want, len(b)-len(d.b))
+		}
+	})
+}
+
+// FuzzIndexSupersedes: the header-only decoder of a parked index file
+// never fails where DecodeIndex succeeds, and agrees with it.
+func FuzzIndexSupersedes(f *testing.F) {
+	for _, b := range addEncodedSeeds() {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		sup, err := IndexSupersedes(b)
+		d, derr := DecodeIndex(b)
+		if derr != nil {
+			return
+		}
+		if err != nil || !slices.Equal(sup, d.Supersedes) {
+			t.Fatalf("IndexSupersedes: %v, %v; DecodeIndex: %v", sup, err, d.Supersedes)
+		}
+	})
+}

@@ -64,7 +64,8 @@ func (r *Repository) LoadIndexFiles(ctx context.Context, onError func(f StoredIn
 			out.Superseded[s] = true
 		}
 	}
-	r.idx.reset()
+	r.resetIndex()
+	r.parkShared = false
 	r.indexSeen = make(map[ID]bool, len(out.Files))
 	r.superseded = out.Superseded
 	r.widened = true // nothing outside any scope is left to load
@@ -97,7 +98,6 @@ func (r *Repository) RefreshIndex(ctx context.Context) error {
 	if r.scoped() && r.widened {
 		// The files outside the scope were read best effort; start over
 		// from the scope, and let the next miss widen again.
-		r.idx.reset()
 		r.indexSeen = nil
 		return r.loadIndexLocked(ctx)
 	}
@@ -130,6 +130,9 @@ func (r *Repository) RefreshIndex(ctx context.Context) error {
 			if x.Err != nil || len(x.Supersedes) > 0 {
 				stale = true
 			}
+		}
+		if !stale {
+			r.park(fresh, res, nil)
 		}
 	}
 	if stale {

@@ -121,12 +121,17 @@ func (s *Saver) Stats() SaveStats {
 }
 
 // Known reports whether a blob is in the index or saved by this session
-// and about to be stored.
+// and about to be stored. A miss adds the parked shared index files
+// first (a parent's chunk that a prune moved to a shared pack).
 func (s *Saver) Known(id ID) bool {
 	s.mu.Lock()
 	_, ok := s.pending[id]
 	s.mu.Unlock()
-	return ok || s.r.idx.Has(id)
+	if ok || s.r.idx.Has(id) {
+		return true
+	}
+	_, found := s.r.Lookup(id)
+	return found
 }
 
 // Save stores plain as a blob with the given id (which must be
@@ -145,12 +150,32 @@ func (s *Saver) Save(ctx context.Context, t BlobType, id ID, plain []byte) (bool
 		s.mu.Unlock()
 		return false, err
 	}
-	if !s.o.Repack {
+	for !s.o.Repack {
 		if _, ok := s.pending[id]; ok || s.r.idx.Has(id) {
 			s.mu.Unlock()
 			return false, nil
 		}
+		if s.r.parkedN.Load() != 0 {
+			// New to the index as loaded: a blob only a parked shared
+			// file names is written again until the new data passes
+			// their size (a bounded loss prune merges); then they are
+			// added and it is looked up again.
+			s.mu.Unlock()
+			added, err := s.r.unparkFor(len(plain))
+			if err != nil {
+				return false, err
+			}
+			s.mu.Lock()
+			if added {
+				continue
+			}
+			if _, ok := s.pending[id]; ok {
+				s.mu.Unlock()
+				return false, nil
+			}
+		}
 		s.pending[id] = struct{}{}
+		break
 	}
 	s.mu.Unlock()
 

@@ -223,7 +223,7 @@ func (r *Repository) RepairIndex(ctx context.Context, o RepairIndexOptions) (*Re
 		}
 		res.IndexesRemoved++
 	}
-	r.idx.reset()
+	r.resetIndex()
 	r.indexSeen = nil
 	if err := r.LoadIndex(ctx); err != nil {
 		return nil, fmt.Errorf("load the new index: %w", err)

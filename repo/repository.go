@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -136,6 +137,15 @@ type Repository struct {
 	widened    bool        // widenIndex loaded the files outside the scope
 	scopeHost  string      // ScopeTo
 	scopeTag   string      // its HostTag
+	// A scoped load parks the shared files (parkShared): read and
+	// verified, their supersedes taken into account, their blobs added
+	// only when first needed (unpark). missBytes counts what the saver
+	// found new meanwhile.
+	parkShared bool
+	parked     []parkedIndex
+	parkedN    atomic.Int64 // len(parked), read without indexMu
+	parkedSize int64
+	missBytes  atomic.Int64
 }
 
 // Init creates a repository in be, which must be empty, with one key file
@@ -513,7 +523,9 @@ func (r *Repository) loadHashed(ctx context.Context, h Handle, id ID, size int64
 	if Hash(sealed) != id {
 		return nil, fmt.Errorf("%s: %w: content does not match its name", h, ErrCorrupt)
 	}
-	plain, err := r.keys.Open(nil, sealed)
+	// In place: an index file's plaintext is as large as the file, and a
+	// load holds one per connection.
+	plain, err := r.keys.OpenInPlace(sealed)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", h, err)
 	}
@@ -552,14 +564,16 @@ func (r *Repository) loadIndexLocked(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		r.idx.reset()
+		r.resetIndex()
+		r.parkShared = r.scoped()
+		r.missBytes.Store(0)
 		_, superseded, err := r.loadStreamed(ctx, files, nil, false)
 		if errors.Is(err, ErrNotFound) && attempt < maxIndexListings {
 			r.log.Debug("an index file was removed while loading (a prune); listing again")
 			continue
 		}
 		if err != nil {
-			r.idx.reset()
+			r.resetIndex()
 			return err
 		}
 		r.indexSeen = nil
@@ -579,7 +593,7 @@ func (r *Repository) SaveIndex(ctx context.Context, d *IndexData) (ID, error) {
 // LoadBlob loads, decrypts, decompresses and verifies one blob, appending
 // its plaintext to dst.
 func (r *Repository) LoadBlob(ctx context.Context, id ID, dst []byte) ([]byte, error) {
-	loc, ok := r.idx.Lookup(id)
+	loc, ok := r.Lookup(id)
 	if !ok && r.scoped() {
 		// Another host's: load the index files outside the scope, once.
 		if err := r.widenIndex(ctx); err != nil {
@@ -902,4 +916,15 @@ func (r *Repository) ReadPackHeader(ctx context.Context, pack ID, size int64) ([
 
 // Lookup says where the in-memory index has a blob: Index().Lookup, for
 // readers that need no more of the index than that.
-func (r *Repository) Lookup(id ID) (Location, bool) { return r.idx.Lookup(id) }
+func (r *Repository) Lookup(id ID) (Location, bool) {
+	loc, ok := r.idx.Lookup(id)
+	if !ok {
+		if added, err := r.unpark(); added {
+			if err != nil {
+				r.log.Error("a shared index file cannot be decoded; its blobs are left out (run snap check)", "err", err)
+			}
+			loc, ok = r.idx.Lookup(id)
+		}
+	}
+	return loc, ok
+}

@@ -102,11 +102,9 @@ func runBackup(ctx context.Context, o backupOptions) error {
 	}
 	defer r.Close()
 	// This host's index files and the shared ones (docs/design.md, "Index
-	// files"): the cost is the host's own data, not the fleet's.
+	// files"): the cost is the host's own data, not the fleet's. Backup
+	// loads them once it holds its lock, so they are listed and read once.
 	r.ScopeTo(o.host)
-	if err := r.LoadIndex(ctx); err != nil {
-		return err
-	}
 	var pr snapshot.Progress
 	pl := startProgress(o.stderr, !o.json && isTerminal(o.stderr), "backup", &pr)
 	sn, err := backupInto(ctx, r, o, &pr)
