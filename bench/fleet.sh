@@ -11,8 +11,9 @@
 #      database of DB_SIZE (internal/testpebble); both cached in BENCH_DIR
 #      and rebuilt when the code that writes them changes.
 #   2. Per run, RUNS times, on a fresh copy of the fleet repository and on a
-#      fresh empty one, in a rotating order, each command timed by
-#      /usr/bin/time -v (with FLEET_CACHE=cold after evicting the data, the
+#      fresh empty one, in a rotating order, each command timed by the
+#      clock in nanoseconds, its peak RSS taken from /usr/bin/time -v
+#      (with FLEET_CACHE=cold after evicting the data, the
 #      repository and snap from the page cache with bench/evict):
 #        first backup of a checkpoint of the database by a new host;
 #        its incremental after 1% more keys (new tables);
@@ -116,12 +117,17 @@ measure() {
 	local step=$1 kind=$2 run=$3
 	shift 3
 	drop_caches
+	# Wall time from the clock in nanoseconds: time -v gives hundredths,
+	# too coarse for an incremental of some 30 ms.
+	local t0 t1
+	t0=$(date +%s%N)
 	/usr/bin/time -v -o "$work/time" "$@" >"$work/out" 2>"$work/err" || {
 		cat "$work/err" "$work/out" >&2
 		die "$kind $step failed"
 	}
+	t1=$(date +%s%N)
 	local secs rss
-	secs=$(awk -F': ' '/Elapsed \(wall clock\)/ {n = split($2, a, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + a[i]; print s}' "$work/time")
+	secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.4f", (b - a) / 1e9}')
 	rss=$(awk -F': ' '/Maximum resident/ {print $2}' "$work/time")
 	printf '%s\t%s\t%s\t%s\t%s\n' "$step" "$kind" "$run" "$secs" "$rss" >>"$work/runs.tsv"
 }
@@ -183,7 +189,7 @@ out=$RESULTS_DIR/$(date +%Y-%m-%d)-fleet-$FLEET_HOSTS${TAG:+-$TAG}.md
 	for step in first incremental restore; do
 		ew=$(med $step empty 4) er=$(med $step empty 5) fw=$(med $step fleet 4) fr=$(med $step fleet 5)
 		awk -v s="$step" -v ew="$ew" -v er="$er" -v fw="$fw" -v fr="$fr" -v sp="$(spread $step fleet 4)" 'BEGIN {
-			printf "| %s | %.2f | %.0f | %.2f (%s) | %.0f | %.2f | %.2f |\n", s, ew, er / 1024, fw, sp, fr / 1024, (ew > 0 ? fw / ew : 0), (er > 0 ? fr / er : 0)
+			printf "| %s | %.3f | %.0f | %.3f (%s) | %.0f | %.2f | %.2f |\n", s, ew, er / 1024, fw, sp, fr / 1024, (ew > 0 ? fw / ew : 0), (er > 0 ? fr / er : 0)
 		}'
 	done
 	echo
