@@ -915,7 +915,8 @@ func (r *Repository) ReadPackHeader(ctx context.Context, pack ID, size int64) ([
 }
 
 // Lookup says where the in-memory index has a blob: Index().Lookup, for
-// readers that need no more of the index than that.
+// readers that need no more of the index than that, except that a miss
+// first adds the parked shared index files (see unpark).
 func (r *Repository) Lookup(id ID) (Location, bool) {
 	loc, ok := r.idx.Lookup(id)
 	if !ok {
