@@ -26,12 +26,13 @@ import (
 // when every one is in use, an acquire waits for a release.
 type fileCache struct {
 	max     int
+	batch   *syncBatch   // nil: every file is fsynced when finished
 	waiting atomic.Int32 // acquires looking for a free descriptor; releases wake them
 	mu      sync.Mutex
 	idle    *sync.Cond     // on mu: a descriptor lost its last user, or a file was opened
 	ring    []*restoreFile // the files with a descriptor; nil: a free slot
 	hand    int            // where the clock looks next
-	reopens int            // descriptors opened after a file was created
+	reopens int            // descriptors opened after a file was created; under mu
 }
 
 func newFileCache(n int) *fileCache {
@@ -40,39 +41,46 @@ func newFileCache(n int) *fileCache {
 	return c
 }
 
-// create creates (or truncates) path for a file of size bytes, reserves
-// its blocks and keeps its descriptor if that leaves a slot free: the next
-// file is created in it, so the cache and the file being created never
-// hold more than max.
-func (c *fileCache) create(path string, size int64) (*restoreFile, error) {
-	fh, err := directio.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	f, err := newRestoreFile(fh, path, size)
-	if err != nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	room := len(c.ring)+1 < c.max
-	c.mu.Unlock()
-	if room {
-		c.keep(f)
-		return f, nil
-	}
-	f.cache, f.fh = c, nil
-	if err := fh.Close(); err != nil {
-		return nil, fmt.Errorf("close %s: %w", path, err)
-	}
-	return f, nil
+// add makes the restoreFile for path, a file of size bytes. It is created
+// (or truncated) and sized by its first acquire, or ahead of it by
+// precreate, whichever comes first.
+func (c *fileCache) add(path string, size int64) *restoreFile {
+	f := &restoreFile{name: path, size: size, cache: c}
+	f.left.Store(size)
+	return f
 }
 
-// keep puts f, whose descriptor f.fh has no users, into the cache, which
-// must have room for it.
+// precreate creates f before a writer needs it, unless one did already,
+// and leaves its descriptor idle in the cache, first in line to be closed
+// (an acquire of a file created since does not count as its use).
+// Creating a file is the costly step of a restore of many small ones:
+// creates in one directory take turns in the kernel (the directory's
+// lock), 250-400 us each on the benchmark's machine, 0.6-0.9 s for 2,228
+// files, and made one after the other before the first chunk was read
+// they came on top of the rest. Run beside the writers, in the order the
+// packs need the files, they overlap reading and decoding.
+func (c *fileCache) precreate(f *restoreFile) error {
+	c.mu.Lock()
+	done := f.created || f.opening
+	c.mu.Unlock()
+	if done {
+		return nil
+	}
+	if err := f.acquire(); err != nil {
+		return err
+	}
+	f.used.Store(false)
+	f.release()
+	return nil
+}
+
+// keep puts f, created, with its descriptor f.fh and no users, into the
+// cache, which must have room for it.
 func (c *fileCache) keep(f *restoreFile) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	f.cache = c
+	f.created = true
 	f.refs.Store(1)
 	c.ring = append(c.ring, f)
 }
@@ -104,9 +112,10 @@ func (f *restoreFile) release() {
 	}
 }
 
-// acquireSlow opens f, which had no descriptor when acquire looked. A
-// file gets a descriptor or loses one only under c.mu; the system calls
-// are made outside it, so that writers open their files at the same time.
+// acquireSlow opens f, which had no descriptor when acquire looked: it
+// creates f if no one did yet, else opens it again. A file gets a
+// descriptor or loses one only under c.mu; the system calls are made
+// outside it, so that writers open their files at the same time.
 func (c *fileCache) acquireSlow(f *restoreFile) error {
 	c.mu.Lock()
 	for {
@@ -131,6 +140,7 @@ func (c *fileCache) acquireSlow(f *restoreFile) error {
 		}
 		c.waiting.Add(-1)
 		f.opening = true
+		create := !f.created
 		c.mu.Unlock()
 		// The evicted descriptor is closed first, so that no more than max
 		// are ever open.
@@ -140,8 +150,13 @@ func (c *fileCache) acquireSlow(f *restoreFile) error {
 				err = fmt.Errorf("close %s: %w", evicted, cerr)
 			}
 		}
-		fh, oerr := f.reopen()
-		if oerr != nil {
+		var fh *directio.File
+		var oerr error
+		if create {
+			if fh, oerr = f.create(); oerr != nil {
+				err = errors.Join(err, fmt.Errorf("create %s: %w", f.name, oerr))
+			}
+		} else if fh, oerr = f.reopen(); oerr != nil {
 			err = errors.Join(err, fmt.Errorf("open %s again: %w", f.name, oerr))
 		}
 		c.mu.Lock()
@@ -152,7 +167,11 @@ func (c *fileCache) acquireSlow(f *restoreFile) error {
 			c.mu.Unlock()
 			return err
 		}
-		c.reopens++
+		if create {
+			f.created = true
+		} else {
+			c.reopens++
+		}
 		f.fh = fh
 		f.used.Store(true)
 		if err != nil {

@@ -97,13 +97,12 @@ func TestFileCacheWrites(t *testing.T) {
 			off, n int
 		}
 		var chunks []chunk
+		var files []*restoreFile
 		want := map[*restoreFile][]byte{}
 		for i := range 40 {
 			size := []int{0, 1, pg - 1, pg + 1, 3*pg + 5, 40<<10 + 3}[i%6] + rng.IntN(3)
-			f, err := c.create(filepath.Join(dir, fmt.Sprintf("%06d.sst", i)), int64(size))
-			if err != nil {
-				t.Fatal(err)
-			}
+			f := c.add(filepath.Join(dir, fmt.Sprintf("%06d.sst", i)), int64(size))
+			files = append(files, f)
 			data := make([]byte, size)
 			for k := range data {
 				data[k] = byte(rng.Uint32())
@@ -118,7 +117,18 @@ func TestFileCacheWrites(t *testing.T) {
 		rng.Shuffle(len(chunks), func(i, j int) { chunks[i], chunks[j] = chunks[j], chunks[i] })
 		stop := WatchFDs(t, dir)
 		var wg sync.WaitGroup
-		errs := make(chan error, tc.writers)
+		errs := make(chan error, tc.writers+1)
+		// A creator goes through the files as Restore's does, while the
+		// writers create those it has not reached yet.
+		rng.Shuffle(len(files), func(i, j int) { files[i], files[j] = files[j], files[i] })
+		wg.Go(func() {
+			for _, f := range files {
+				if err := c.precreate(f); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
 		for w := range tc.writers {
 			wg.Go(func() {
 				for i := w; i < len(chunks); i += tc.writers {
@@ -151,6 +161,9 @@ func TestFileCacheWrites(t *testing.T) {
 		}
 		t.Logf("window %d, %d writers: at most %d open, %d opened again", tc.window, tc.writers, peak, c.reopens)
 		for f, data := range want {
+			if !f.created {
+				t.Fatalf("%s: not created", f.name)
+			}
 			if len(data) > 0 && !f.synced.Load() || len(f.edges) != 0 {
 				t.Fatalf("%s: synced %v, %d partial pages left", f.name, f.synced.Load(), len(f.edges))
 			}
@@ -182,18 +195,16 @@ func TestFileCacheWrites(t *testing.T) {
 func TestFileCacheInUse(t *testing.T) {
 	dir := t.TempDir()
 	c := newFileCache(1)
-	a, err := c.create(filepath.Join(dir, "a"), 3*directio.Align)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := c.create(filepath.Join(dir, "b"), 10)
-	if err != nil {
-		t.Fatal(err)
+	a, b := c.add(filepath.Join(dir, "a"), 3*directio.Align), c.add(filepath.Join(dir, "b"), 10)
+	for _, f := range []*restoreFile{a, b} {
+		if err := c.precreate(f); err != nil {
+			t.Fatal(err)
+		}
 	}
 	direct := a.edges != nil
 	t.Logf("direct: %v", direct)
-	if a.refs.Load() != 0 || b.refs.Load() != 0 {
-		t.Fatal("a cache with room for one kept a created file open: no room was left to create the next")
+	if a.refs.Load() != 0 || b.refs.Load() != 1 {
+		t.Fatalf("a cache with room for one: a's refs %d, b's %d; want b's idle descriptor in place of a's", a.refs.Load(), b.refs.Load())
 	}
 	if err := a.acquire(); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -51,9 +52,10 @@ type RestoreOptions struct {
 // Restore writes the files of sn into o.Target, by the rules of the
 // snapshot's source kind (source.Kind). It refuses when the target holds a
 // database or a file it would overwrite. Every chunk is verified, every
-// file fsynced, and the kind's last file (CURRENT) is written last by
-// rename, or every file under a temporary name renamed once durable, so an
-// interrupted restore never leaves a directory that looks like a database.
+// file made durable (fsynced, or all at once: syncBatch), and the kind's
+// last file (CURRENT) is written last by rename, or every file under a
+// temporary name renamed once durable, so an interrupted restore never
+// leaves a directory that looks like a database.
 //
 // It takes no lock: it reads only immutable, complete objects, so neither
 // a prune nor a lock left by a dead process can hold it up when a
@@ -132,7 +134,17 @@ func Restore(ctx context.Context, r BlobReader, sn *Snapshot, o RestoreOptions) 
 	}
 
 	files := map[string]*restoreFile{}
+	// Opened before the first file is created: its syncfs reports the
+	// errors of writebacks from then on.
+	batch, err := openSyncBatch(dir)
+	if err != nil {
+		return fmt.Errorf("open target %s: %w", dir, err)
+	}
+	if batch != nil {
+		defer batch.close()
+	}
 	cache := newFileCache(o.OpenFiles)
+	cache.batch = batch
 	defer func() {
 		cache.closeAll()
 		if err != nil {
@@ -150,6 +162,7 @@ func Restore(ctx context.Context, r BlobReader, sn *Snapshot, o RestoreOptions) 
 	}
 	targets := map[repo.ID][]blobTarget{}
 	var pointer *File
+	var order []*restoreFile // in the tree's order
 	for i := range tree.Files {
 		f := &tree.Files[i]
 		if f.Type != TypeFile {
@@ -163,11 +176,9 @@ func Restore(ctx context.Context, r BlobReader, sn *Snapshot, o RestoreOptions) 
 		if kind.TempNames() {
 			path = tempName(path)
 		}
-		rf, err := cache.create(path, f.Length)
-		if err != nil {
-			return fmt.Errorf("create %s: %w", f.Name, err)
-		}
+		rf := cache.add(path, f.Length)
 		files[f.Name] = rf
+		order = append(order, rf)
 		var off int64
 		for k, id := range f.Chunks {
 			targets[id] = append(targets[id], blobTarget{file: rf, offset: off})
@@ -175,7 +186,10 @@ func Restore(ctx context.Context, r BlobReader, sn *Snapshot, o RestoreOptions) 
 		}
 	}
 
-	gone, err := restoreChunks(ctx, r, sortedPacks(byPack), byPack, targets, o)
+	packs := sortedPacks(byPack)
+	gone, err := createAndRestore(ctx, cache, firstUse(packs, byPack, targets, order), func(ctx context.Context) ([]repo.BlobEntry, error) {
+		return restoreChunks(ctx, r, packs, byPack, targets, o)
+	})
 	if err != nil {
 		return err
 	}
@@ -203,7 +217,7 @@ func Restore(ctx context.Context, r BlobReader, sn *Snapshot, o RestoreOptions) 
 		if rf == nil {
 			continue
 		}
-		if !rf.synced.Load() { // empty files; the rest were synced when done
+		if !rf.synced.Load() { // empty files; the rest were finished when done
 			if err := rf.acquire(); err != nil {
 				return err
 			}
@@ -222,7 +236,12 @@ func Restore(ctx context.Context, r BlobReader, sn *Snapshot, o RestoreOptions) 
 		}
 		o.Progress.FilesDone.Add(1)
 	}
-	o.Log.Debug("files written", "files", len(files), "open_at_once", o.OpenFiles, "reopened", cache.reopens)
+	if batch != nil {
+		if err := batch.sync(); err != nil {
+			return err
+		}
+	}
+	o.Log.Debug("files written", "files", len(files), "open_at_once", o.OpenFiles, "reopened", cache.reopens, "syncfs", batch != nil)
 	if err := cache.closeAll(); err != nil {
 		return err
 	}
@@ -260,6 +279,63 @@ func Restore(ctx context.Context, r BlobReader, sn *Snapshot, o RestoreOptions) 
 		return fmt.Errorf("remove restore marker: %w", err)
 	}
 	return SyncDir(dir)
+}
+
+// createAndRestore creates the files, in order, while restore writes
+// their chunks (fileCache.precreate); a writer that overtakes the creator
+// creates its file itself. Whichever fails first stops the other, and its
+// error is the one returned.
+func createAndRestore(ctx context.Context, cache *fileCache, order []*restoreFile, restore func(context.Context) ([]repo.BlobEntry, error)) ([]repo.BlobEntry, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	created := make(chan error, 1)
+	go func() {
+		for _, f := range order {
+			if ctx.Err() != nil {
+				break
+			}
+			if err := cache.precreate(f); err != nil {
+				err = fmt.Errorf("create %s: %w", f.name, err)
+				cancel(err)
+				created <- err
+				return
+			}
+		}
+		created <- nil
+	}()
+	gone, err := restore(ctx)
+	if err != nil {
+		cancel(err)
+	}
+	if cerr := <-created; cerr != nil {
+		return nil, cerr
+	}
+	return gone, err
+}
+
+// firstUse returns the files in the order the packs' chunks reach them
+// (restoreChunks reads packs in order, each from its first chunk), then
+// those no chunk reaches, from rest: the order to create them in.
+func firstUse(packs []repo.ID, byPack map[repo.ID][]repo.BlobEntry, targets map[repo.ID][]blobTarget, rest []*restoreFile) []*restoreFile {
+	seen := make(map[*restoreFile]bool, len(rest))
+	order := make([]*restoreFile, 0, len(rest))
+	for _, p := range packs {
+		entries := slices.SortedFunc(slices.Values(byPack[p]), func(a, b repo.BlobEntry) int { return cmp.Compare(a.Offset, b.Offset) })
+		for _, e := range entries {
+			for _, t := range targets[e.ID] {
+				if !seen[t.file] {
+					seen[t.file] = true
+					order = append(order, t.file)
+				}
+			}
+		}
+	}
+	for _, f := range rest {
+		if !seen[f] {
+			order = append(order, f)
+		}
+	}
+	return order
 }
 
 // reloadOnce loads a restore's index again when a prune removed a pack

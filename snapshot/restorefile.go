@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -17,8 +18,10 @@ import (
 
 // restoreFile is a file being written. Chunks arrive in pack order, from
 // several writers at once, and each is written where it belongs. The
-// writer that writes the file's last byte fsyncs it, so flushing overlaps
-// the rest of the restore instead of following it.
+// writer that writes the file's last byte finishes it: cuts it to its
+// length and, unless the restore's syncBatch makes it durable with the
+// others at the end, fsyncs it, so flushing overlaps the rest of the
+// restore instead of following it.
 //
 // Where the file system allows, the file is written with direct I/O: the
 // page cache would cost a copy and a fresh page per 4 KiB in the kernel,
@@ -39,7 +42,10 @@ type restoreFile struct {
 	size   int64
 	padded bool         // sized up to whole pages until finish
 	left   atomic.Int64 // bytes not yet written
-	synced atomic.Bool
+	// synced: finished, and fsynced or (batched: every byte went to the
+	// device directly) left to the restore's syncBatch
+	synced   atomic.Bool
+	buffered atomic.Bool // some bytes went through the page cache
 	// requests and bytes of the writes to the file, so tests can tell
 	// that each page is written once, in one request per chunk
 	requests, wroteBytes atomic.Int64
@@ -53,7 +59,8 @@ type restoreFile struct {
 	cache   *fileCache
 	refs    atomic.Int32 // 0: no descriptor; else 1 + its users
 	used    atomic.Bool  // acquired since the clock last passed
-	opening bool         // being opened; under cache.mu
+	opening bool         // being created or opened; under cache.mu
+	created bool         // exists on disk, sized; under cache.mu
 }
 
 // edgePage is a page some of whose bytes have arrived.
@@ -64,28 +71,48 @@ type edgePage struct {
 
 var pagePool = sync.Pool{New: func() any { return directio.Alloc(directio.Align) }}
 
-// newRestoreFile sizes fh, opened for writing, for a file of size bytes.
+// newRestoreFile sizes fh, opened for writing, for a file of size bytes,
+// outside any fileCache.
 func newRestoreFile(fh *directio.File, path string, size int64) (*restoreFile, error) {
-	f := &restoreFile{fh: fh, name: path, size: size}
+	f := &restoreFile{name: path, size: size, created: true}
 	f.left.Store(size)
-	alloc := size
+	if err := f.prepare(fh); err != nil {
+		fh.Close()
+		return nil, err
+	}
+	f.fh = fh
+	return f, nil
+}
+
+// create creates (or truncates) the file and sizes it (prepare).
+func (f *restoreFile) create() (*directio.File, error) {
+	fh, err := directio.OpenFile(f.name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.prepare(fh); err != nil {
+		fh.Close()
+		return nil, err
+	}
+	return fh, nil
+}
+
+// prepare sizes fh, the new file's descriptor, for the file's bytes, and
+// readies f for direct writes where fh has direct I/O.
+func (f *restoreFile) prepare(fh *directio.File) error {
+	alloc := f.size
 	if fh.Direct() {
-		alloc = roundUp(size)
-		f.padded = alloc != size
+		alloc = roundUp(f.size)
+		f.padded = alloc != f.size
 		f.edges = map[int64]*edgePage{}
 	}
 	if err := fh.Truncate(alloc); err != nil {
-		fh.Close()
-		return nil, err
+		return err
 	}
 	// Allocated up front, a file stays in few extents although its chunks
 	// arrive out of order (the 40 SSTs of the benchmark: 40 extents
 	// instead of 249).
-	if err := allocate(fh.File, alloc); err != nil {
-		fh.Close()
-		return nil, err
-	}
-	return f, nil
+	return allocate(fh.File, alloc)
 }
 
 func roundUp(n int64) int64 { return (n + directio.Align - 1) &^ (directio.Align - 1) }
@@ -184,6 +211,9 @@ func (f *restoreFile) write(b []byte, off int64) error {
 	if _, err := f.fh.WriteAt(b, off); err != nil {
 		return fmt.Errorf("write %s: %w", f.name, err)
 	}
+	if !f.fh.Direct() { // refused, and written through the page cache
+		f.buffered.Store(true)
+	}
 	return nil
 }
 
@@ -194,6 +224,7 @@ func (f *restoreFile) write(b []byte, off int64) error {
 // pages at p's ends are left to fsync: the neighbouring chunks may still
 // write into them.
 func (f *restoreFile) writeBuffered(p []byte, off int64) error {
+	f.buffered.Store(true)
 	if _, err := f.fh.WriteAt(p, off); err != nil {
 		return fmt.Errorf("write %s: %w", f.name, err)
 	}
@@ -227,6 +258,11 @@ func (f *restoreFile) finish() error {
 		if err := f.fh.Truncate(f.size); err != nil {
 			return fmt.Errorf("size %s: %w", f.name, err)
 		}
+	}
+	if f.cache != nil && f.cache.batch != nil && !f.buffered.Load() {
+		f.synced.Store(true) // the batch's syncfs makes it durable
+		f.used.Store(false)
+		return nil
 	}
 	// On Linux an fsync through any descriptor of the file flushes all of
 	// it, also what was written through one closed since, and reports a
