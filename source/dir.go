@@ -46,6 +46,9 @@ type Dir struct {
 	o    DirOptions
 }
 
+// errInUse says another process holds a conflicting lock (readLock).
+var errInUse = errors.New("the file is locked by another process")
+
 var _ Source = (*Dir)(nil)
 
 // NewDir returns the source for the directory at path.

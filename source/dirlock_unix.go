@@ -9,9 +9,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// errInUse says another process holds a conflicting lock.
-var errInUse = errors.New("the file is locked by another process")
-
 // readLock takes a read lock (fcntl F_SETLK, the whole file) on f. It
 // conflicts with the write lock RocksDB and Pebble take on their LOCK
 // file. When another process holds one, it returns errInUse and, where

@@ -15,7 +15,7 @@ func identityOf(fi fs.FileInfo) Identity {
 	id := Identity{Size: fi.Size(), MtimeNs: fi.ModTime().UnixNano()}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		id.Inode = uint64(st.Ino)
-		id.CtimeNs = st.Ctim.Nano()
+		id.CtimeNs = ctimeNs(st)
 	}
 	return id
 }

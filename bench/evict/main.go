@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command evict drops the page cache of every regular file under the given
 // paths, without root: sync, then posix_fadvise(POSIX_FADV_DONTNEED) over
 // each whole file. bench/run.sh runs it before each command of a cold-cache
@@ -11,6 +13,8 @@
 // with mincore(2) and prints them, so the report can say how cold it was.
 //
 // Usage: evict [-check [-v]] [-q] PATH...
+//
+// Linux only, as bench/run.sh is.
 package main
 
 import (

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command limits measures what this machine can do at best on the
 // benchmark's data set, with the libraries snap uses and one goroutine per
 // core: reading the files from the page cache (and from disk when the cache
