@@ -74,17 +74,6 @@ func (c *fileCache) precreate(f *restoreFile) error {
 	return nil
 }
 
-// keep puts f, created, with its descriptor f.fh and no users, into the
-// cache, which must have room for it.
-func (c *fileCache) keep(f *restoreFile) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	f.cache = c
-	f.created = true
-	f.refs.Store(1)
-	c.ring = append(c.ring, f)
-}
-
 // acquire makes sure f has a descriptor, f.fh, that stays open until the
 // matching release.
 func (f *restoreFile) acquire() error {

@@ -199,7 +199,7 @@ func TestRestoreChunksWriteError(t *testing.T) {
 	defer osf.Close()
 	f := &restoreFile{fh: &directio.File{File: osf}, name: path, size: 1 << 30}
 	f.left.Store(f.size)
-	newFileCache(4).keep(f)
+	keepOpen(newFileCache(4), f)
 	targets := map[repo.ID][]blobTarget{}
 	byPack := map[repo.ID][]repo.BlobEntry{}
 	for i := range 200 { // many more chunks than buffers in flight
@@ -309,4 +309,15 @@ func TestHugeList(t *testing.T) {
 	if len(l.free) != 0 || big.B != nil || c.B != nil {
 		t.Fatal("freeAll left buffers mapped")
 	}
+}
+
+// keepOpen puts f, created, with its descriptor f.fh and no users, into
+// c, which must have room for it.
+func keepOpen(c *fileCache, f *restoreFile) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f.cache = c
+	f.created = true
+	f.refs.Store(1)
+	c.ring = append(c.ring, f)
 }
