@@ -34,10 +34,10 @@ func startWriteback(f *os.File, off, n int64) {
 // are on the device when each write returns (direct I/O reports a failed
 // write then, not at a sync), so what a sync still owes is their metadata
 // (size, extents, the directory entries) and the device's cache flush:
-// one journal commit and one flush for all of them. An fsync per file
-// forced a commit per file, and the commits held up the creation of the
-// next files (creates wait for the journal): 2,228 files of a 200 MiB
-// database took 0.1 to 0.25 s more that way (medians of 6).
+// one journal commit and one flush for all of them, where an fsync per
+// file forces a commit per file. Restoring 2,228 files of a 200 MiB
+// database (files already created beside the writers) took a median of
+// 1.20 s with an fsync each, 1.16 s with the batch (9 runs each).
 //
 // syncfs reports the file system's writeback errors since the descriptor
 // it is given was opened (errseq, Linux 5.8 and later), so the batch opens

@@ -259,16 +259,15 @@ func (f *restoreFile) finish() error {
 			return fmt.Errorf("size %s: %w", f.name, err)
 		}
 	}
-	if f.cache != nil && f.cache.batch != nil && !f.buffered.Load() {
-		f.synced.Store(true) // the batch's syncfs makes it durable
-		f.used.Store(false)
-		return nil
-	}
-	// On Linux an fsync through any descriptor of the file flushes all of
+	// A batched file is made durable by the batch's syncfs. Otherwise: on
+	// Linux an fsync through any descriptor of the file flushes all of
 	// it, also what was written through one closed since, and reports a
 	// writeback error no one has seen.
-	if err := f.fh.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", f.name, err)
+	batched := f.cache != nil && f.cache.batch != nil && !f.buffered.Load()
+	if !batched {
+		if err := f.fh.Sync(); err != nil {
+			return fmt.Errorf("fsync %s: %w", f.name, err)
+		}
 	}
 	f.synced.Store(true)
 	f.used.Store(false) // not written again: the first to close
