@@ -15,7 +15,10 @@ import (
 
 var fuzzMaster = MasterKey{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
 
-const fuzzPassword = "fuzz password"
+const (
+	fuzzPassword  = "fuzz password"
+	fuzzGenerated = "snapkey1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"
+)
 
 func FuzzDecodeKeyFile(f *testing.F) {
 	cheap := KDFParams{Time: 1, MemoryKiB: 8, Threads: 1}
@@ -24,6 +27,13 @@ func FuzzDecodeKeyFile(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(kf)
+	gkf, err := newGeneratedKeyFile(fuzzMaster, fuzzGenerated, time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(gkf)
+	f.Add([]byte(`{"version":1,"kdf":"blake3","time":1,"salt":"AAAAAAAAAAAAAAAAAAAAAA==","data":""}`))
+	f.Add([]byte(`{"version":1,"kdf":"blake3","salt":"AAAAAAAAAAAAAAAAAAAAAA==","data":"AAAA"}`))
 	compact := new(bytes.Buffer)
 	if err := json.Compact(compact, kf); err != nil {
 		f.Fatal(err)
@@ -64,8 +74,24 @@ func FuzzDecodeKeyFile(f *testing.F) {
 			}
 			return
 		}
-		if kf.Version != keyFileVersion || kf.KDF != "argon2id" || kf.KDFParams.validate() != nil || len(kf.Salt) < 16 {
+		if kf.Version != keyFileVersion || len(kf.Salt) < 16 ||
+			!(kf.KDF == "argon2id" && kf.KDFParams.validate() == nil || kf.KDF == "blake3" && kf.KDFParams == (KDFParams{})) {
 			t.Fatalf("accepted %+v", kf)
+		}
+		if kf.generated() {
+			// A generated key's file opens only with a generated key,
+			// to the master key it was made with or not at all.
+			if _, err := kf.open(fuzzPassword); !errors.Is(err, ErrWrongPassword) {
+				t.Fatalf("a generated key's file, opened with a password: %v", err)
+			}
+			mk, err := kf.open(fuzzGenerated)
+			if err == nil && mk != fuzzMaster {
+				t.Fatalf("a changed generated key's file opened to another master key")
+			}
+			if err != nil && !errors.Is(err, ErrWrongPassword) && !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("open: %v", err)
+			}
+			return
 		}
 		// What a crafted key file can make Open spend.
 		if p := kf.KDFParams; p.Time > 100 || p.MemoryKiB > 1<<20 || uint64(p.Time)*uint64(p.MemoryKiB) > 8<<20 || p.Threads > 16 {

@@ -26,8 +26,11 @@ type KeyInfo struct {
 	Created time.Time
 	Host    string
 	User    string // empty in key files written before snap recorded it
-	Current bool   // the key that opened this Repository
-	Err     error  // the key file could not be read or decoded
+	// Generated: the key is a generated key (NewGeneratedKey), not a
+	// password.
+	Generated bool
+	Current   bool  // the key that opened this Repository
+	Err       error // the key file could not be read or decoded
 }
 
 // KeyID is the name of the key file that opened r.
@@ -60,7 +63,7 @@ func (r *Repository) ListKeys(ctx context.Context) ([]KeyInfo, error) {
 		if err != nil {
 			ki.Err = fmt.Errorf("%s: %w", h, err)
 		} else {
-			ki.Created, ki.Host, ki.User = kf.Created, kf.Hostname, kf.User
+			ki.Created, ki.Host, ki.User, ki.Generated = kf.Created, kf.Hostname, kf.User, kf.generated()
 		}
 		out = append(out, ki)
 	}
@@ -107,22 +110,39 @@ func (r *Repository) checkKeyLock(lk *Lock, what string) error {
 }
 
 // AddKey stores a new key file that wraps r's master key with password,
-// with the Argon2id cost of the key that opened r, and checks that it
-// opens with password before it returns. lk must be an exclusive lock on
-// r (see RemoveKey); adding alone could do without, but passwd adds and
-// removes under one lock, and one rule for every key change is simpler.
+// with the Argon2id cost of the key that opened r (DefaultKDF if that was
+// a generated key), and checks that it opens with password before it
+// returns. lk must be an exclusive lock on r (see RemoveKey); adding
+// alone could do without, but passwd adds and removes under one lock,
+// and one rule for every key change is simpler.
 func (r *Repository) AddKey(ctx context.Context, lk *Lock, password string) (KeyInfo, error) {
+	return r.addKey(ctx, lk, password, false)
+}
+
+// AddGeneratedKey is AddKey for a generated key's text (NewGeneratedKey):
+// its key file opens without a KDF.
+func (r *Repository) AddGeneratedKey(ctx context.Context, lk *Lock, generated string) (KeyInfo, error) {
+	return r.addKey(ctx, lk, generated, true)
+}
+
+func (r *Repository) addKey(ctx context.Context, lk *Lock, password string, generated bool) (KeyInfo, error) {
 	if password == "" {
 		return KeyInfo{}, errors.New("add key: empty password")
 	}
 	if err := r.checkKeyLock(lk, "add key"); err != nil {
 		return KeyInfo{}, err
 	}
-	p := r.key.kdf
-	if p.validate() != nil {
-		p = DefaultKDF
+	var data []byte
+	var err error
+	if generated {
+		data, err = newGeneratedKeyFile(r.mk, password, time.Now())
+	} else {
+		p := r.key.kdf
+		if p.validate() != nil {
+			p = DefaultKDF
+		}
+		data, err = newKeyFile(r.mk, password, p, time.Now())
 	}
-	data, err := newKeyFile(r.mk, password, p, time.Now())
 	if err != nil {
 		return KeyInfo{}, fmt.Errorf("add key: %w", err)
 	}
@@ -140,7 +160,7 @@ func (r *Repository) AddKey(ctx context.Context, lk *Lock, password string) (Key
 	if err := r.be.Save(ctx, h, data); err != nil {
 		return KeyInfo{}, fmt.Errorf("save %s: %w", h, err)
 	}
-	return KeyInfo{ID: h.Name, Created: kf.Created, Host: kf.Hostname, User: kf.User}, nil
+	return KeyInfo{ID: h.Name, Created: kf.Created, Host: kf.Hostname, User: kf.User, Generated: generated}, nil
 }
 
 // RemoveKey removes the key file id names (an id or a unique prefix). It
@@ -195,16 +215,23 @@ func (r *Repository) RemoveKey(ctx context.Context, lk *Lock, id string) (KeyInf
 }
 
 // ChangePassword replaces the key that opened r by a new one for
-// password: it adds the new key first and removes the old one after, so
-// that a crash in between leaves both, never none. From then on r's
-// current key is the new one. lk must be an exclusive lock on r.
-func (r *Repository) ChangePassword(ctx context.Context, lk *Lock, password string) (added, removed KeyInfo, err error) {
+// password (a generated key's text if generated is set): it adds the new
+// key first and removes the old one after, so that a crash in between
+// leaves both, never none. From then on r's current key is the new one.
+// lk must be an exclusive lock on r.
+func (r *Repository) ChangePassword(ctx context.Context, lk *Lock, password string, generated bool) (added, removed KeyInfo, err error) {
 	old := r.key
-	added, err = r.AddKey(ctx, lk, password)
+	added, err = r.addKey(ctx, lk, password, generated)
 	if err != nil {
 		return added, removed, err
 	}
-	r.key = openedKey{name: added.ID, kdf: old.kdf}
+	kdf := old.kdf
+	if generated {
+		kdf = KDFParams{}
+	} else if kdf.validate() != nil {
+		kdf = DefaultKDF
+	}
+	r.key = openedKey{name: added.ID, kdf: kdf}
 	removed, err = r.RemoveKey(ctx, lk, old.name)
 	if err != nil {
 		return added, removed, fmt.Errorf("the new key %s is stored, but the old one stays: %w", short(added.ID), err)

@@ -120,7 +120,7 @@ func TestKeyAddRemovePasswd(t *testing.T) {
 				t.Fatal(err)
 			}
 			lk = exclusive(t, r3)
-			added, removed, err := r3.ChangePassword(t.Context(), lk, "fourth password")
+			added, removed, err := r3.ChangePassword(t.Context(), lk, "fourth password", false)
 			if err != nil {
 				t.Fatal(err)
 			}

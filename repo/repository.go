@@ -97,6 +97,10 @@ type InitOptions struct {
 	PackSize                           int // zero: DefaultPackSize
 	Compression                        string
 	KDF                                KDFParams // zero: DefaultKDF
+	// GeneratedKey: the password is a generated key (NewGeneratedKey),
+	// and the first key file is a generated key's, which opens without a
+	// KDF; KDF is then unused.
+	GeneratedKey bool
 	// FormatVersion is 1 or 2; zero: FormatVersion. Version 1 is the
 	// flat layout, for a repository that older snaps share.
 	FormatVersion int
@@ -194,7 +198,14 @@ func Init(ctx context.Context, be Backend, password string, o InitOptions, ro Op
 	if kdf == (KDFParams{}) {
 		kdf = DefaultKDF
 	}
-	kf, err := newKeyFile(mk, password, kdf, time.Now())
+	var kf []byte
+	var err error
+	if o.GeneratedKey {
+		kdf = KDFParams{}
+		kf, err = newGeneratedKeyFile(mk, password, time.Now())
+	} else {
+		kf, err = newKeyFile(mk, password, kdf, time.Now())
+	}
 	if err != nil {
 		return nil, err
 	}

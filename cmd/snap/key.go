@@ -20,7 +20,43 @@ type keyOptions struct {
 	*globalOptions
 	retryLock       time.Duration
 	newPasswordFile string
+	generateKey     string // --generate-key: the file to write a new generated key to
 	id              string
+}
+
+// generateKeyFlag is --generate-key, for init, key add and key passwd.
+func generateKeyFlag(what string) *cli.StringFlag {
+	return &cli.StringFlag{Name: "generate-key", Usage: "instead of a password, " + what + " a generated key: 256 random bits that snap writes " +
+		"to the new `FILE` (mode 0600) and that opens the repository with --password-file FILE at no cost, where a password costs every " +
+		"command its key stretching (Argon2id); for unattended backups, kept in a secret store"}
+}
+
+// writeGeneratedKey makes a new generated key and writes it to the new
+// file path, synced, before anything in the repository names it: a key
+// file is never stored whose key was not kept first.
+func writeGeneratedKey(path string) (string, error) {
+	k, err := repo.NewGeneratedKey()
+	if err != nil {
+		return "", err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return "", fmt.Errorf("--generate-key %s: the file exists; snap writes a generated key only to a new file, and never overwrites one", path)
+		}
+		return "", fmt.Errorf("--generate-key: %w", err)
+	}
+	if _, err = f.WriteString(k + "\n"); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return "", fmt.Errorf("--generate-key: write %s: %w", path, err)
+	}
+	return k, nil
 }
 
 func keyCommand() *cli.Command {
@@ -46,8 +82,8 @@ func keyCommand() *cli.Command {
 			}),
 			command(&cli.Command{
 				Name:  "add",
-				Usage: "add a password: a new key file for the password in --new-password-file",
-				Flags: []cli.Flag{newPassword, lockRetryFlag()},
+				Usage: "add a password: a new key file for the password in --new-password-file (or for a generated key)",
+				Flags: []cli.Flag{newPassword, generateKeyFlag("add"), lockRetryFlag()},
 				Action: func(c *cli.Context) error {
 					o, err := keyFlags(c, 0)
 					if err != nil {
@@ -71,8 +107,8 @@ func keyCommand() *cli.Command {
 			}),
 			command(&cli.Command{
 				Name:  "passwd",
-				Usage: "change the password: add a key for the new password, then remove the key in use",
-				Flags: []cli.Flag{newPassword, lockRetryFlag()},
+				Usage: "change the password: add a key for the new password (or a generated key), then remove the key in use",
+				Flags: []cli.Flag{newPassword, generateKeyFlag("change to"), lockRetryFlag()},
 				Action: func(c *cli.Context) error {
 					o, err := keyFlags(c, 0)
 					if err != nil {
@@ -100,9 +136,12 @@ func keyFlags(c *cli.Context, nargs int) (keyOptions, error) {
 	}
 	o := keyOptions{globalOptions: g, id: c.Args().First()}
 	if c.Command.Name == "add" || c.Command.Name == "passwd" {
-		o.newPasswordFile = c.String("new-password-file")
-		if o.newPasswordFile == "" && !term.IsTerminal(int(g.stdin.Fd())) {
-			return o, cli.Exit(fmt.Sprintf("%s: give the new password with --new-password-file FILE (snap asks for it only on a terminal)", name), exitUsage)
+		o.newPasswordFile, o.generateKey = c.String("new-password-file"), c.String("generate-key")
+		if o.newPasswordFile != "" && o.generateKey != "" {
+			return o, cli.Exit(fmt.Sprintf("%s: give --new-password-file or --generate-key, not both", name), exitUsage)
+		}
+		if o.newPasswordFile == "" && o.generateKey == "" && !term.IsTerminal(int(g.stdin.Fd())) {
+			return o, cli.Exit(fmt.Sprintf("%s: give the new password with --new-password-file FILE, or --generate-key FILE (snap asks for a password only on a terminal)", name), exitUsage)
 		}
 	}
 	if c.Command.Name != "list" {
@@ -149,6 +188,7 @@ func (o keyOptions) newPassword() (string, error) {
 
 type keyJSON struct {
 	ID      string    `json:"id"`
+	Kind    string    `json:"kind,omitempty"` // password or generated; empty when unreadable
 	Host    string    `json:"host"`
 	User    string    `json:"user"`
 	Created time.Time `json:"created"`
@@ -156,8 +196,19 @@ type keyJSON struct {
 	Error   string    `json:"error,omitempty"` // the key file cannot be read
 }
 
+// keyKind names what opens k.
+func keyKind(k repo.KeyInfo) string {
+	switch {
+	case k.Err != nil:
+		return ""
+	case k.Generated:
+		return "generated"
+	}
+	return "password"
+}
+
 func toKeyJSON(k repo.KeyInfo) keyJSON {
-	j := keyJSON{ID: k.ID, Host: k.Host, User: k.User, Created: k.Created, Current: k.Current}
+	j := keyJSON{ID: k.ID, Kind: keyKind(k), Host: k.Host, User: k.User, Created: k.Created, Current: k.Current}
 	if k.Err != nil {
 		j.Error = k.Err.Error()
 	}
@@ -185,35 +236,47 @@ func runKeyList(ctx context.Context, o keyOptions) error {
 		return json.NewEncoder(o.stdout).Encode(out)
 	}
 	tw := tabwriter.NewWriter(o.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, " \tID\tCREATED\tHOST\tUSER")
+	fmt.Fprintln(tw, " \tID\tKIND\tCREATED\tHOST\tUSER")
 	for _, k := range keys {
 		mark := " "
 		if k.Current {
 			mark = "*"
 		}
 		if k.Err != nil {
-			fmt.Fprintf(tw, "%s\t%s\t(unreadable: %v)\t\t\n", mark, shortKey(k.ID), k.Err)
+			fmt.Fprintf(tw, "%s\t%s\t(unreadable: %v)\t\t\t\n", mark, shortKey(k.ID), k.Err)
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", mark, shortKey(k.ID), k.Created.Local().Format("2006-01-02 15:04:05"), k.Host, k.User)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", mark, shortKey(k.ID), keyKind(k), k.Created.Local().Format("2006-01-02 15:04:05"), k.Host, k.User)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(o.stdout, "%s (* the one the password opened)\n", plural(len(keys), "key"))
+	fmt.Fprintf(o.stdout, "%s (* the one that opened the repository)\n", plural(len(keys), "key"))
 	return nil
 }
 
-// keyChange opens the repository, reads the new password if the change
-// needs one, and runs change under the exclusive lock.
-func (o keyOptions) keyChange(ctx context.Context, command string, needPassword bool, change func(*repo.Repository, *repo.Lock, string) error) error {
+// keyChange opens the repository, reads the new password (or writes the
+// new generated key) if the change needs one, and runs change under the
+// exclusive lock. A generated key's file is removed again if the change
+// fails before it stored a key file for it (change says whether it did).
+func (o keyOptions) keyChange(ctx context.Context, command string, needPassword bool, change func(*repo.Repository, *repo.Lock, string) (bool, error)) (err error) {
 	r, err := o.openRepo(ctx, "")
 	if err != nil {
 		return err
 	}
 	defer r.Close()
 	var pw string
-	if needPassword {
+	stored := false
+	if needPassword && o.generateKey != "" {
+		if pw, err = writeGeneratedKey(o.generateKey); err != nil {
+			return err
+		}
+		defer func() {
+			if err != nil && !stored {
+				os.Remove(o.generateKey)
+			}
+		}()
+	} else if needPassword {
 		if pw, err = o.newPassword(); err != nil {
 			return err
 		}
@@ -223,50 +286,65 @@ func (o keyOptions) keyChange(ctx context.Context, command string, needPassword 
 		return err
 	}
 	defer lk.Unlock(ctx)
-	return change(r, lk, pw)
+	stored, err = change(r, lk, pw)
+	return err
 }
 
 func runKeyAdd(ctx context.Context, o keyOptions) error {
-	return o.keyChange(ctx, "key add", true, func(r *repo.Repository, lk *repo.Lock, pw string) error {
-		k, err := r.AddKey(ctx, lk, pw)
+	return o.keyChange(ctx, "key add", true, func(r *repo.Repository, lk *repo.Lock, pw string) (bool, error) {
+		add := r.AddKey
+		if o.generateKey != "" {
+			add = r.AddGeneratedKey
+		}
+		k, err := add(ctx, lk, pw)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if o.json {
-			return json.NewEncoder(o.stdout).Encode(map[string]any{"added": toKeyJSON(k)})
+			return true, json.NewEncoder(o.stdout).Encode(map[string]any{"added": toKeyJSON(k)})
+		}
+		if o.generateKey != "" {
+			fmt.Fprintf(o.stdout, "added key %s (%s on %s): the generated key in %s opens the repository too (--password-file %s)\n",
+				shortKey(k.ID), userStr(k.User), k.Host, o.generateKey, o.generateKey)
+			return true, nil
 		}
 		fmt.Fprintf(o.stdout, "added key %s (%s on %s): its password opens the repository too\n", shortKey(k.ID), userStr(k.User), k.Host)
-		return nil
+		return true, nil
 	})
 }
 
 func runKeyRemove(ctx context.Context, o keyOptions) error {
-	return o.keyChange(ctx, "key remove", false, func(r *repo.Repository, lk *repo.Lock, _ string) error {
+	return o.keyChange(ctx, "key remove", false, func(r *repo.Repository, lk *repo.Lock, _ string) (bool, error) {
 		k, err := r.RemoveKey(ctx, lk, o.id)
 		if err != nil {
-			return err
+			return false, err
 		}
 		if o.json {
-			return json.NewEncoder(o.stdout).Encode(map[string]any{"removed": toKeyJSON(k)})
+			return false, json.NewEncoder(o.stdout).Encode(map[string]any{"removed": toKeyJSON(k)})
 		}
-		fmt.Fprintf(o.stdout, "removed key %s (%s on %s, created %s): its password no longer opens the repository\n",
+		fmt.Fprintf(o.stdout, "removed key %s (%s on %s, created %s): it no longer opens the repository\n",
 			shortKey(k.ID), userStr(k.User), k.Host, k.Created.Local().Format("2006-01-02 15:04:05"))
-		return nil
+		return false, nil
 	})
 }
 
 func runKeyPasswd(ctx context.Context, o keyOptions) error {
-	return o.keyChange(ctx, "key passwd", true, func(r *repo.Repository, lk *repo.Lock, pw string) error {
-		added, removed, err := r.ChangePassword(ctx, lk, pw)
+	return o.keyChange(ctx, "key passwd", true, func(r *repo.Repository, lk *repo.Lock, pw string) (bool, error) {
+		added, removed, err := r.ChangePassword(ctx, lk, pw, o.generateKey != "")
 		if err != nil {
-			return err
+			return added.ID != "", err // stored, if the old key's removal failed
 		}
 		if o.json {
-			return json.NewEncoder(o.stdout).Encode(map[string]any{"added": toKeyJSON(added), "removed": toKeyJSON(removed)})
+			return true, json.NewEncoder(o.stdout).Encode(map[string]any{"added": toKeyJSON(added), "removed": toKeyJSON(removed)})
+		}
+		if o.generateKey != "" {
+			fmt.Fprintf(o.stdout, "key changed: added key %s, the generated key in %s (--password-file %s); removed key %s, which no longer opens the repository\n",
+				shortKey(added.ID), o.generateKey, o.generateKey, shortKey(removed.ID))
+			return true, nil
 		}
 		fmt.Fprintf(o.stdout, "password changed: added key %s, removed key %s; the old password no longer opens the repository\n",
 			shortKey(added.ID), shortKey(removed.ID))
-		return nil
+		return true, nil
 	})
 }
 

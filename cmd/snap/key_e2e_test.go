@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/snapbackup/snap/repo"
+	"github.com/snapbackup/snap/repo/local"
 )
 
 // as is e with another password.
@@ -22,6 +25,7 @@ type keyListJSON struct {
 	User    string    `json:"user"`
 	Created time.Time `json:"created"`
 	Current bool      `json:"current"`
+	Kind    string    `json:"kind"`
 }
 
 // keys lists the repository's keys with e's password.
@@ -181,4 +185,130 @@ func keyEndToEnd(t *testing.T, e *env) {
 		t.Errorf("key list:\n%s", r.stdout)
 	}
 	opens("the last key", []string{"third"}, []string{"correct horse", "second"})
+}
+
+// TestKeyGenerated: a repository made with --generate-key opens with the
+// key's file and nothing else; generated keys are added to and replace a
+// password; a key file is never written over, and a failed change leaves
+// no key file behind.
+func TestKeyGenerated(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	gen := filepath.Join(dir, "snap.key")
+	var out struct {
+		KeyFile string `json:"key_file"`
+	}
+	e.ok(&out, "init", "--generate-key", gen, "--json")
+	if out.KeyFile != gen {
+		t.Errorf("init --json: key_file %q, want %q", out.KeyFile, gen)
+	}
+	fi, err := os.Stat(gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("generated key file mode %v, want 0600", fi.Mode().Perm())
+	}
+	text, err := os.ReadFile(gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(text), "snapkey1:") || len(text) != len("snapkey1:")+43+1 {
+		t.Errorf("generated key file holds %q", text)
+	}
+	data := filepath.Join(t.TempDir(), "data")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "f"), []byte("read with a generated key"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var b backupJSON
+	e.ok(&b, "--password-file", gen, "backup", "--source", "dir", "--path", data, "--json")
+	// SNAP_PASSWORD gives it as well as the file does.
+	g := e.as(strings.TrimSpace(string(text)))
+	var ls lsFilesJSON
+	g.ok(&ls, "ls", b.SnapshotID, "--json")
+	if len(ls.Files) != 1 || ls.Files[0].Length != 25 {
+		t.Errorf("ls with the generated key: %+v", ls)
+	}
+	// The environment's password is not a key of this repository.
+	e.fails(12, "all generated keys", "ls")
+	ks := g.keys()
+	if len(ks) != 1 || ks[0].Kind != "generated" || !ks[0].Current {
+		t.Errorf("keys after init --generate-key: %+v", ks)
+	}
+	// init refuses an existing file, and the key flags with it.
+	e2 := newEnv(t)
+	e2.fails(1, "the file exists", "init", "--generate-key", gen)
+	if r := e2.run("ls"); r.code == 0 {
+		t.Errorf("ls after a refused init succeeded: %s", r.stdout)
+	}
+	e2.fails(2, "has none", "init", "--generate-key", filepath.Join(dir, "k0"), "--kdf-time", "2")
+	if got, _ := os.ReadFile(gen); string(got) != string(text) {
+		t.Errorf("a refused init changed the key file: %q", got)
+	}
+
+	// A password repository gets a generated key, then changes to another.
+	p := e2.as("a password")
+	p.ok(nil, "init", "--kdf-memory", "8", "--kdf-time", "1")
+	g1 := filepath.Join(dir, "g1")
+	var added struct {
+		Added keyListJSON `json:"added"`
+	}
+	p.ok(&added, "key", "add", "--generate-key", g1, "--json")
+	if added.Added.Kind != "generated" {
+		t.Errorf("key add --generate-key: %+v", added)
+	}
+	gp := e2.as("")
+	gp.vars = append(gp.vars, "SNAP_PASSWORD_FILE="+g1)
+	if cur := currentKey(t, gp.keys()); cur != added.Added.ID {
+		t.Errorf("with the added generated key the current key is %s, want %s", cur, added.Added.ID)
+	}
+	r := p.ok(nil, "key", "list")
+	if !strings.Contains(r.stdout, "KIND") || !strings.Contains(r.stdout, " generated ") || !strings.Contains(r.stdout, " password ") {
+		t.Errorf("key list:\n%s", r.stdout)
+	}
+	p.fails(2, "not both", "key", "add", "--generate-key", filepath.Join(dir, "g2"), "--new-password-file", writePassword(t, "x"))
+	p.fails(1, "the file exists", "key", "add", "--generate-key", g1)
+	if n := len(p.keys()); n != 2 {
+		t.Errorf("%d keys after the refused adds, want 2", n)
+	}
+	// A change that fails after the key was written leaves no key file:
+	// another process holds the exclusive lock.
+	be, err := local.Open(e2.repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp, err := repo.Open(t.Context(), be, "a password", repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rp.Close()
+	lk, err := rp.Lock(t.Context(), repo.LockOptions{Exclusive: true, Command: "prune", RefreshEvery: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g3 := filepath.Join(dir, "g3")
+	if r := p.run("key", "add", "--generate-key", g3); r.code != 11 {
+		t.Errorf("key add under another's exclusive lock: exit %d, %s; want 11", r.code, r.stderr)
+	}
+	if _, err := os.Stat(g3); !os.IsNotExist(err) {
+		t.Errorf("a failed key add left its generated key file: %v", err)
+	}
+	lk.Unlock(t.Context())
+	g4 := filepath.Join(dir, "g4")
+	var changed struct {
+		Added   keyListJSON `json:"added"`
+		Removed keyListJSON `json:"removed"`
+	}
+	gp.ok(&changed, "key", "passwd", "--generate-key", g4, "--json")
+	if changed.Removed.ID != added.Added.ID || changed.Added.Kind != "generated" || !changed.Added.Current {
+		t.Errorf("key passwd --generate-key: %+v", changed)
+	}
+	gp.fails(12, "wrong password", "ls")
+	g4e := e2.as("")
+	g4e.vars = append(g4e.vars, "SNAP_PASSWORD_FILE="+g4)
+	g4e.ok(nil, "ls")
+	p.ok(nil, "ls")
 }

@@ -106,7 +106,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 func globalFlags() []cli.Flag {
 	return append([]cli.Flag{
 		&cli.StringFlag{Name: "repo", Aliases: []string{"r"}, EnvVars: []string{"SNAP_REPO"}, Usage: "repository location: a local directory or gs://bucket/prefix"},
-		&cli.StringFlag{Name: "password-file", EnvVars: []string{"SNAP_PASSWORD_FILE"}, Usage: "read the repository password from `FILE` (or set SNAP_PASSWORD)"},
+		&cli.StringFlag{Name: "password-file", EnvVars: []string{"SNAP_PASSWORD_FILE"}, Usage: "read the repository password, or a generated key, from `FILE` (or set SNAP_PASSWORD)"},
 		&cli.BoolFlag{Name: "json", Usage: "print machine-readable JSON on stdout instead of text"},
 		&cli.IntFlag{Name: "connections", DefaultText: "2, or 8 for gs://", EnvVars: []string{"SNAP_CONNECTIONS"}, Usage: "parallel reads and writes to the repository"},
 		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"SNAP_LOG_LEVEL"}, Usage: "debug, info, warn or error (logs go to stderr)"},
