@@ -93,6 +93,12 @@
 #   PROFILE         1: perf profile of snap's first backup (default 1)
 #   VERIFY          1: compare restored files to the originals, run 1 (default 1)
 #   BORG_ENCRYPTION default repokey
+#   SNAP_KEY        how snap's repositories are opened: generated (default:
+#                   `snap init --generate-key`, 256 random bits that open
+#                   without a KDF, what snap recommends for unattended
+#                   backups) or password (SNAP_PASSWORD, stretched by
+#                   Argon2id on every command, as restic's scrypt and
+#                   borg's PBKDF2 stretch theirs: neither has a mode without)
 #   NICE            run every measured command under `nice -n NICE`
 #   TAG             appended to the result file names
 #   KEEP            1: keep the work directory
@@ -124,6 +130,8 @@ PROFILE=${PROFILE:-1}
 VERIFY=${VERIFY:-1}
 EVICT=${EVICT:-fadvise}
 BORG_ENCRYPTION=${BORG_ENCRYPTION:-repokey}
+SNAP_KEY=${SNAP_KEY:-generated}
+case $SNAP_KEY in generated | password) ;; *) echo "SNAP_KEY=$SNAP_KEY: want generated or password" >&2; exit 2 ;; esac
 RESULTS_DIR=${RESULTS_DIR:-$root/bench/results}
 NICE=${NICE:-}
 TAG=${TAG:-}
@@ -572,6 +580,12 @@ na() { # na STEP TOOL RUN CACHE REASON: a step a tool cannot do
 
 repo_of() { echo "$work/repos/$1-$2-$3"; } # TOOL RUN CACHE
 
+# snap_key REPO: set sk to the flags that open snap's REPO (SNAP_KEY).
+snap_key() {
+	sk=()
+	if [ "$SNAP_KEY" = generated ]; then sk=(--password-file "$1.key"); fi
+}
+
 # order RUN: the tools rotated by the run number, so no tool always goes first.
 order() {
 	local -a t
@@ -589,7 +603,14 @@ init_repo() { # init_repo TOOL DIR [snap init flags]
 	rm -rf "$dir"
 	mkdir -p "$(dirname "$dir")"
 	case $tool in
-	snap) "$snap" init --repo "$dir" "$@" >/dev/null ;;
+	snap)
+		rm -f "$dir.key"
+		if [ "$SNAP_KEY" = generated ]; then
+			"$snap" init --repo "$dir" --generate-key "$dir.key" "$@" >/dev/null
+		else
+			"$snap" init --repo "$dir" "$@" >/dev/null
+		fi
+		;;
 	restic) restic init --repo "$dir" --repository-version 2 >/dev/null ;;
 	borg) borg init --encryption "$BORG_ENCRYPTION" "$dir" >/dev/null 2>&1 ;;
 	ldb | tar-zstd) mkdir -p "$dir" ;;
@@ -613,7 +634,10 @@ backup_cmd() {
 	repo=$(repo_of "$tool" "$run" "$mode")
 	warm_trees=("$data" "$repo")
 	case $tool in
-	snap) cmd=("$snap" backup --repo "$repo" "${snap_src[@]}" --host bench --json) ;;
+	snap)
+		snap_key "$repo"
+		cmd=("$snap" backup --repo "$repo" "${sk[@]}" "${snap_src[@]}" --host bench --json)
+		;;
 	restic)
 		cmd=(restic --repo "$repo" --cache-dir "$work/restic-cache-$run-$mode" backup --compression auto --host bench "${restic_excl[@]}" "$data")
 		warm_trees+=("$work/restic-cache-$run-$mode")
@@ -654,7 +678,10 @@ restore_cmd() {
 	repo=$(repo_of "$1" "$2" "$3")
 	warm_trees=("$repo")
 	case $1 in
-	snap) cmd=("$snap" restore --repo "$repo" --latest --target "$restore_dir/data") ;;
+	snap)
+		snap_key "$repo"
+		cmd=("$snap" restore --repo "$repo" "${sk[@]}" --latest --target "$restore_dir/data")
+		;;
 	restic)
 		cmd=(restic --repo "$repo" --cache-dir "$work/restic-cache-$2-$3" restore latest --target "$restore_dir")
 		warm_trees+=("$work/restic-cache-$2-$3")
@@ -807,7 +834,8 @@ prune() {
 	case $tool in
 	snap)
 		if [ "$have_prune" = 1 ]; then
-			measure prune "$tool" "$run" "$mode" "$repo" "$data_bytes_2" "$snap" prune --repo "$repo" --keep-last 1
+			snap_key "$repo"
+			measure prune "$tool" "$run" "$mode" "$repo" "$data_bytes_2" "$snap" prune --repo "$repo" "${sk[@]}" --keep-last 1
 		else
 			na prune snap "$run" "$mode" "snap prune not built yet"
 		fi
@@ -831,7 +859,8 @@ if [ "$SWEEP" = 1 ] && [[ " $TOOLS " == *" snap "* ]]; then
 		*) init_repo snap "$repo" --compression "$level" ;;
 		esac
 		warm_trees=("$data")
-		measure "level-$level" snap 1 "$first_cache" "$repo" "$data_bytes_2" "$snap" backup --repo "$repo" "${snap_src[@]}" --host bench --json
+		snap_key "$repo"
+		measure "level-$level" snap 1 "$first_cache" "$repo" "$data_bytes_2" "$snap" backup --repo "$repo" "${sk[@]}" "${snap_src[@]}" --host bench --json
 		rm -rf "$repo"
 	done
 	if [[ " $TOOLS " == *" restic "* ]]; then
@@ -855,7 +884,8 @@ if [ "$PROFILE" = 1 ] && [[ " $TOOLS " == *" snap "* ]] && command -v perf >/dev
 	repo=$work/repos/profile
 	init_repo snap "$repo"
 	prepare "$first_cache" "$data"
-	if "${nice_cmd[@]}" perf record -F 999 -g -o "$work/perf.data" -- "$snap" backup --repo "$repo" "${snap_src[@]}" --host bench --json >"$work/logs/profile.log" 2>&1; then
+	snap_key "$repo"
+	if "${nice_cmd[@]}" perf record -F 999 -g -o "$work/perf.data" -- "$snap" backup --repo "$repo" "${sk[@]}" "${snap_src[@]}" --host bench --json >"$work/logs/profile.log" 2>&1; then
 		perf report -i "$work/perf.data" --stdio --no-children --sort dso,symbol -g none --percent-limit 0.5 2>/dev/null |
 			grep -E '^ +[0-9]' >"$profile_txt" || true
 		perf report -i "$work/perf.data" --stdio --no-children --sort dso -g none 2>/dev/null |
@@ -893,7 +923,7 @@ meta=$work/meta.env
 	echo "evict_resident_files=$resident_files"
 	echo "threads=$threads"
 	echo "tools=$TOOLS"
-	echo "command=SHAPE=$SHAPE SIZE=$SIZE RUNS=$RUNS CACHE=$CACHE EVICT=$EVICT${NICE:+ NICE=$NICE} bench/run.sh"
+	echo "command=SHAPE=$SHAPE SIZE=$SIZE RUNS=$RUNS CACHE=$CACHE EVICT=$EVICT SNAP_KEY=$SNAP_KEY${NICE:+ NICE=$NICE} bench/run.sh"
 	echo "nproc=$(nproc)"
 	echo "cpu=$cpu_model"
 	echo "memory=$mem"
@@ -903,6 +933,7 @@ meta=$work/meta.env
 	echo "restic=$(first_tool_version restic version)"
 	echo "borg=$(first_tool_version borg --version)"
 	echo "borg_encryption=$BORG_ENCRYPTION"
+	echo "snap_key=$SNAP_KEY"
 	echo "zstd=$(first_tool_version zstd --version)"
 	echo "go=$(go env GOVERSION)"
 	echo "rocksdb=$(dpkg-query -W -f='${Version}' librocksdb-dev 2>/dev/null || echo '?')"

@@ -49,8 +49,12 @@ func writeMarkdown(w io.Writer, meta map[string]string, rs []*Result, ratios []R
 	modes := cacheModes(rs)
 	fmt.Fprintf(w, "# snap vs restic, borg, ldb backup and tar+zstd: shape %s, %s (%s)\n\n", meta["shape"], meta["size_label"], meta["date"])
 	fmt.Fprintf(w, "- Machine: %s cores, %s, %s RAM, disk %s, Linux %s\n", meta["nproc"], meta["cpu"], meta["memory"], meta["disk"], meta["kernel"])
-	fmt.Fprintf(w, "- Versions: snap %s (%s), restic %s, borg %s (encryption %s), RocksDB %s, ldb %s (`--num_threads %s`), %s\n",
-		meta["snap"], meta["go"], firstWord(strings.TrimPrefix(meta["restic"], "restic ")), strings.TrimPrefix(meta["borg"], "borg "),
+	key := meta["snap_key"]
+	if key == "" {
+		key = "password" // reports from before SNAP_KEY
+	}
+	fmt.Fprintf(w, "- Versions: snap %s (%s, key: %s), restic %s, borg %s (encryption %s), RocksDB %s, ldb %s (`--num_threads %s`), %s\n",
+		meta["snap"], meta["go"], key, firstWord(strings.TrimPrefix(meta["restic"], "restic ")), strings.TrimPrefix(meta["borg"], "borg "),
 		meta["borg_encryption"], meta["rocksdb"], meta["ldb"], meta["threads"], firstClause(meta["zstd"]))
 	fmt.Fprintf(w, "- Command: `%s`; median of %s runs, tools interleaved in rotating order\n", meta["command"], meta["runs"])
 	for _, m := range modes {
