@@ -59,7 +59,7 @@ const (
 // NewGeneratedKey returns a new generated key, as the text that opens the
 // repository in place of a password (SNAP_PASSWORD, --password-file):
 // "snapkey1:" and 32 random bytes in unpadded base64url. Init with
-// InitOptions.GeneratedKey, AddGeneratedKey or ChangeKey store a key file
+// InitOptions.GeneratedKey, AddGeneratedKey or ChangePassword store a key file
 // for it that opens without a KDF.
 func NewGeneratedKey() (string, error) {
 	var k [32]byte
