@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -19,6 +18,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"github.com/snapbackup/snap/internal/gcfloor"
 	"github.com/snapbackup/snap/repo"
 )
 
@@ -31,9 +31,12 @@ func main() {
 	redis.SetLogger(quietRedis{})
 	// snap's heap is mostly large pointer-free buffers, which the
 	// collector frees cheaply: collecting at 40% growth instead of 100%
-	// keeps peak memory near what is live at little CPU cost. GOGC wins.
+	// keeps peak memory near what is live at little CPU cost. Under
+	// gcFloor nothing is collected: a short command allocates its few tens
+	// of MiB without a collection at every 40% (package gcfloor). GOGC
+	// wins.
 	if _, ok := os.LookupEnv("GOGC"); !ok {
-		debug.SetGCPercent(40)
+		gcfloor.Start(40, gcFloor)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	app := newApp(os.Stdout, os.Stderr)
@@ -239,9 +242,6 @@ func (g *globalOptions) openRepoWith(ctx context.Context, o repo.Options) (*repo
 		be.Close()
 		return nil, err
 	}
-	// Argon2id's memory is garbage now; hand them back before the real
-	// work allocates, so they do not add to the command's peak memory.
-	debug.FreeOSMemory()
 	return r, nil
 }
 
@@ -329,3 +329,10 @@ func takesValue(flags []cli.Flag, arg string) bool {
 	}
 	return false
 }
+
+// gcFloor is the heap below which snap does not collect garbage. An
+// incremental backup of 2.5 MB: CPU 92-102 ms with none, 79-81 with 32 MiB,
+// 67-74 with 64 MiB, and peak RSS 34-35 MiB in all three (the floor holds
+// what was garbage; what the collections freed was soon needed again).
+// 32 keeps the smallest commands (prune, ls: 25 MiB) far under restic's.
+const gcFloor = 32 << 20
