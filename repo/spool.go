@@ -44,10 +44,15 @@ func newSpoolWriter(sp Spool) *spoolWriter {
 
 func (w *spoolWriter) run() {
 	defer close(w.done)
+	wrote := make(chan error, 1)
 	for b := range w.full {
 		if w.err == nil {
+			// The block is hashed while it is written: a direct write
+			// waits for the device, and one after the other they were the
+			// slowest stage of a backup of data stored as it is.
+			go func() { wrote <- w.sp.Write(b) }()
 			w.h.Write(b)
-			w.err = w.sp.Write(b)
+			w.err = <-wrote
 		}
 		// After an error the blocks are still taken, so the builder never
 		// blocks; close reports the error.
