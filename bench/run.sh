@@ -510,7 +510,13 @@ librocksdb=$(ldd "$(command -v ldb)" 2>/dev/null | awk '/librocksdb/ { print $3 
 resident_max=0
 resident_files=
 # prepare MODE TREE...: empty the page cache (cold) or read the command's
-# inputs once (warm) right before a command.
+# inputs once (warm) right before a command. In both modes the command
+# starts with no other command's writes still on their way to the disk
+# (cold: evict syncs; warm: sync here): the tools run one after the other,
+# and the one after a tool that left 200 MiB dirty (tar | zstd writes its
+# whole stream every time) paid for their writeback in its own fsyncs and
+# direct writes, which the tools that neither sync nor write directly do
+# not wait for.
 prepare() {
 	local mode=$1
 	shift
@@ -533,6 +539,7 @@ prepare() {
 		;;
 	warm)
 		local t
+		sync
 		for t in "$@"; do
 			[ -e "$t" ] && find "$t" -type f -exec cat {} + >/dev/null 2>&1
 		done

@@ -24,7 +24,7 @@ func cacheNote(meta map[string]string, mode string) string {
 		return fmt.Sprintf("cold: before every command the page cache of the work directory (data, repositories, tool caches) and of the tools' binaries emptied with bench/evict (sync, then `posix_fadvise(DONTNEED)`; at most %s MiB stayed resident, by mincore%s)",
 			mib(atoi(meta["evict_resident_max"])), stayed)
 	case "warm":
-		return "warm: the command's inputs (data, repository, tool cache) read once right before it"
+		return "warm: sync, then the command's inputs (data, repository, tool cache) read once right before it"
 	}
 	return mode
 }
