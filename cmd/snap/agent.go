@@ -164,6 +164,7 @@ func agentCommand() *cli.Command {
 			&cli.DurationFlag{Name: "retry-lock", Value: defaultRunRetryLock, EnvVars: []string{"SNAP_RETRY_LOCK"}, Usage: "parts and prunes wait up to `DURATION` for other processes' locks"},
 		), agentFlags()...), append(retentionFlags(), sourceFlags()...)...),
 		Action: func(c *cli.Context) error {
+			longRunning()
 			g, err := globals(c)
 			if err != nil {
 				return err

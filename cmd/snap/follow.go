@@ -54,6 +54,7 @@ func followCommand() *cli.Command {
 			lockRetryFlag(),
 		}, followFlags()...),
 		Action: func(c *cli.Context) error {
+			longRunning()
 			g, err := globals(c)
 			if err != nil {
 				return err

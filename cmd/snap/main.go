@@ -36,7 +36,7 @@ func main() {
 	// of MiB without a collection at every 40% (package gcfloor). GOGC
 	// wins.
 	if _, ok := os.LookupEnv("GOGC"); !ok {
-		gcfloor.Start(40, gcFloor)
+		gcfloor.Start(gcPercent, gcFloor)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	app := newApp(os.Stdout, os.Stderr)
@@ -328,6 +328,20 @@ func takesValue(flags []cli.Flag, arg string) bool {
 		}
 	}
 	return false
+}
+
+// gcPercent is snap's GOGC unless the environment sets one.
+const gcPercent = 40
+
+// longRunning drops the floor for the commands that run for months (run,
+// follow, agent): what they save is a few collections at start, what the
+// floor could cost them is a heap that grows to gcFloor before each
+// collection, and their memory is what is budgeted (a follower: at most
+// 50 MiB, docs/performance.md, "Results, redis").
+func longRunning() {
+	if _, ok := os.LookupEnv("GOGC"); !ok {
+		gcfloor.Start(gcPercent, 0)
+	}
 }
 
 // gcFloor is the heap below which snap does not collect garbage. An

@@ -103,6 +103,7 @@ func runCommand() *cli.Command {
 			&cli.BoolFlag{Name: "follow", EnvVars: []string{"SNAP_FOLLOW"}, Usage: "the server is a redis-server: restore its AOF into an empty --data (its dir), then follow it (snap follow) instead of backing up on a schedule; on SIGTERM the server stops first and the rest of its AOF is shipped"},
 		), append(append(append(retentionFlags(), sourceFlags()...), followFlags()...), agentFlags()...)...),
 		Action: func(c *cli.Context) error {
+			longRunning()
 			g, err := globals(c)
 			if err != nil {
 				return err

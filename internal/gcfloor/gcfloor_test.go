@@ -100,4 +100,8 @@ func TestStart(t *testing.T) {
 	// And back under it, the floor again.
 	sink = nil
 	waitPercent(t, "the floor's once the heap is small again", func(p int) bool { return p > 40 })
+
+	// Without a floor (the long-running commands), the percentage alone.
+	Start(40, 0)
+	waitPercent(t, "40 with no floor", func(p int) bool { return p == 40 })
 }
