@@ -35,9 +35,7 @@ func main() {
 	// gcFloor nothing is collected: a short command allocates its few tens
 	// of MiB without a collection at every 40% (package gcfloor). GOGC
 	// wins.
-	if _, ok := os.LookupEnv("GOGC"); !ok {
-		gcfloor.Start(gcPercent, gcFloor)
-	}
+	setGC(gcFloor)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	app := newApp(os.Stdout, os.Stderr)
 	stopProfile := startProfile(os.Getenv("SNAP_CPUPROFILE"), os.Stderr)
@@ -338,9 +336,14 @@ const gcPercent = 40
 // floor could cost them is a heap that grows to gcFloor before each
 // collection, and their memory is what is budgeted (a follower: at most
 // 50 MiB, docs/performance.md, "Results, redis").
-func longRunning() {
+func longRunning() { setGC(0) }
+
+// setGC runs the collector at gcPercent above floor bytes of heap, unless
+// the GOGC environment variable is set: then the runtime's own setting
+// stays.
+func setGC(floor uint64) {
 	if _, ok := os.LookupEnv("GOGC"); !ok {
-		gcfloor.Start(gcPercent, 0)
+		gcfloor.Start(gcPercent, floor)
 	}
 }
 
