@@ -154,10 +154,12 @@ func openFile(dir string, file File, want *FileStat) (*Reader, error) {
 	}
 	r := &Reader{name: file.Name, dir: dir, f: f, length: st.Length, listed: st.listed, id: st.Identity}
 	// Tables are immutable: read them around the page cache where the file
-	// system allows. Append-only files stay buffered: the server may be
-	// writing beyond their listed length, and a direct read would first
-	// force its dirty pages out.
-	if file.Role == RoleTable && r.length >= directMin {
+	// system allows, unless every page is cached already (a table the
+	// server has just written, the common case in an incremental), when a
+	// buffered read is one copy and no I/O and evicts nothing. Append-only
+	// files stay buffered: the server may be writing beyond their listed
+	// length, and a direct read would first force its dirty pages out.
+	if file.Role == RoleTable && r.length >= directMin && !directio.Resident(f, r.length) {
 		if df, err := directio.Open(filepath.Join(dir, file.Name)); err == nil {
 			if df.Direct() {
 				r.direct = newDirectReader(df)

@@ -10,7 +10,7 @@
 // DONTNEED drops clean pages only, hence the sync first. What it cannot
 // drop (pages another process keeps mapped or locked, directory and inode
 // caches) stays; -check counts the file pages still resident afterwards
-// with mincore(2) and prints them, so the report can say how cold it was.
+// (cachestat(2), or mincore(2) before Linux 6.5) and prints them, so the report can say how cold it was.
 //
 // Usage: evict [-check [-v]] [-q] PATH...
 //
@@ -25,9 +25,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/snapbackup/snap/internal/directio"
 )
 
 func main() {
@@ -47,7 +48,7 @@ type stats struct {
 
 func run(args []string, stdout io.Writer) error {
 	fl := flag.NewFlagSet("evict", flag.ContinueOnError)
-	check := fl.Bool("check", false, "afterwards, count the bytes still in the page cache (mincore)")
+	check := fl.Bool("check", false, "afterwards, count the bytes still in the page cache")
 	quiet := fl.Bool("q", false, "print nothing")
 	verbose := fl.Bool("v", false, "with -check, also name each file that kept pages in the cache, with how many bytes")
 	if err := fl.Parse(args); err != nil {
@@ -102,9 +103,9 @@ func evictFile(path string, check bool, st *stats) error {
 	st.files++
 	st.bytes += fi.Size()
 	if check && fi.Size() > 0 {
-		n, err := residentBytes(fd, fi.Size())
+		n, err := directio.ResidentBytes(fd, fi.Size())
 		if err != nil {
-			return fmt.Errorf("mincore %s: %w", path, err)
+			return fmt.Errorf("count resident pages of %s: %w", path, err)
 		}
 		st.resident += n
 		if n > 0 && st.verbose {
@@ -112,26 +113,4 @@ func evictFile(path string, check bool, st *stats) error {
 		}
 	}
 	return nil
-}
-
-// residentBytes counts the file's pages that are in the page cache.
-func residentBytes(fd int, size int64) (int64, error) {
-	m, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return 0, err
-	}
-	defer unix.Munmap(m)
-	page := int64(os.Getpagesize())
-	vec := make([]byte, (size+page-1)/page)
-	// x/sys/unix has no wrapper for mincore.
-	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
-		return 0, e
-	}
-	var n int64
-	for i, v := range vec {
-		if v&1 != 0 {
-			n += min(page, size-int64(i)*page)
-		}
-	}
-	return n, nil
 }

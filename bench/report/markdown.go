@@ -21,7 +21,7 @@ func cacheNote(meta map[string]string, mode string) string {
 		if f := meta["evict_resident_files"]; f != "" {
 			stayed = ": " + f
 		}
-		return fmt.Sprintf("cold: before every command the page cache of the work directory (data, repositories, tool caches) and of the tools' binaries emptied with bench/evict (sync, then `posix_fadvise(DONTNEED)`; at most %s MiB stayed resident, by mincore%s)",
+		return fmt.Sprintf("cold: before every command the page cache of the work directory (data, repositories, tool caches) and of the tools' binaries emptied with bench/evict (sync, then `posix_fadvise(DONTNEED)`; at most %s MiB stayed resident, by cachestat%s)",
 			mib(atoi(meta["evict_resident_max"])), stayed)
 	case "warm":
 		return "warm: sync, then the command's inputs (data, repository, tool cache) read once right before it"
