@@ -159,7 +159,7 @@ func openFile(dir string, file File, want *FileStat) (*Reader, error) {
 	// buffered read is one copy and no I/O and evicts nothing. Append-only
 	// files stay buffered: the server may be writing beyond their listed
 	// length, and a direct read would first force its dirty pages out.
-	if file.Role == RoleTable && r.length >= directMin && !directio.Resident(f, r.length) {
+	if file.Role == RoleTable && r.length >= directMin && !directio.Resident(f, 0, r.length) {
 		if df, err := directio.Open(filepath.Join(dir, file.Name)); err == nil {
 			if df.Direct() {
 				r.direct = newDirectReader(df)

@@ -31,28 +31,45 @@ func TestResident(t *testing.T) {
 		if n, err := ResidentBytes(fd, size); err != nil || n != want {
 			t.Errorf("cachestat: %d resident bytes, %v; want %d", n, err, want)
 		}
-		if n, err := residentMincore(fd, size); err != nil || n != want {
+		if n, err := residentMincore(fd, 0, size); err != nil || n != want {
 			t.Errorf("mincore: %d resident bytes, %v; want %d", n, err, want)
 		}
-		if got := Resident(f, size); got != (want == size) {
+		if got := Resident(f, 0, size); got != (want == size) {
 			t.Errorf("Resident = %v with %d of %d bytes cached", got, want, size)
 		}
 	}
 	check(size)
-	if Resident(f, 0) {
+	if Resident(f, 0, 0) {
 		t.Error("an empty range is resident")
 	}
 	if err := unix.Fdatasync(fd); err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Fadvise(fd, 1<<20, 4096, unix.FADV_DONTNEED); err != nil {
+	// Evict from 2 MiB to the end. The cache holds folios of up to 2 MiB,
+	// and only those wholly in the range go.
+	const cut = 2 << 20
+	if err := unix.Fadvise(fd, cut, 0, unix.FADV_DONTNEED); err != nil {
 		t.Fatal(err)
 	}
 	if n, _ := ResidentBytes(fd, size); n == size {
-		t.Skip("this file system keeps evicted pages (tmpfs?)")
+		t.Skip("this file system kept the evicted pages (tmpfs?)")
 	}
-	check(size - 4096)
-	if !Resident(f, 1<<20) {
-		t.Error("the first MiB, still cached, is not resident")
+	kept, err := residentMincore(fd, cut, size-cut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := residentMincore(fd, 0, cut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(first + kept)
+	if kept != 0 {
+		t.Skipf("%d bytes after %d stayed (folios larger than the range)", kept, cut)
+	}
+	if first == cut && (!Resident(f, 0, cut) || !Resident(f, 4096, 5000) || !Resident(f, 100, cut-100)) {
+		t.Error("a range still cached is not resident")
+	}
+	if Resident(f, cut+4095, 2) || Resident(f, cut+100, 10) || Resident(f, cut-1, 2) {
+		t.Error("a range with a byte in the evicted part is resident")
 	}
 }

@@ -208,9 +208,10 @@ func (b *Backend) Load(ctx context.Context, h repo.Handle, offset, length int64,
 		return fmt.Errorf("load %s in %s: %w", h, b.dir, err)
 	}
 	defer f.Close()
-	if rd.Size() >= directMin {
+	if rd.Size() >= directMin && !directio.Resident(f, offset, rd.Size()) {
 		// Large ranges (packs for restore and check) are read once: around
-		// the page cache, where the system allows it.
+		// the page cache, where the system allows it, unless they are in
+		// it already (one copy, no I/O).
 		df, err := directio.Open(f.Name())
 		if err == nil && df.Direct() {
 			defer df.Close()

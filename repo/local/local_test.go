@@ -301,7 +301,8 @@ func TestErrorNamesObjectAndLocation(t *testing.T) {
 	}
 }
 
-// A large range of a pack is read with direct I/O, and its reader reads
+// A large range of a pack not in the page cache is read with direct I/O,
+// and its reader reads
 // placed: pieces at any offset, after any skip, straight into aligned
 // memory, with the bytes at their remainder modulo the page; a piece past
 // the range's end is a short read, a buffer too small an error.
@@ -317,6 +318,10 @@ func TestReadPlaced(t *testing.T) {
 	}
 	const start = 4096*5 + 77
 	end := int64(len(data) - 50)
+	// A range in the page cache is read buffered.
+	if _, err := directio.Evict(filepath.Join(be.Location(), string(repo.PackFile), h.Name[:2], h.Name)); err != nil {
+		t.Fatal(err)
+	}
 	err := be.Load(t.Context(), h, start, end-start, func(rd io.Reader) error {
 		pr, ok := rd.(repo.PlacedReader)
 		if !ok {
@@ -350,6 +355,49 @@ func TestReadPlaced(t *testing.T) {
 	err = be.Load(t.Context(), h, start, end-start, func(rd io.Reader) error {
 		if _, err := rd.(repo.PlacedReader).ReadPlaced(make([]byte, 4096), 0, 5000); err == nil {
 			return errors.New("a read into a buffer too small did not fail")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A large range whose pages are all in the page cache is read buffered
+// (one copy, no I/O), the same bytes.
+func TestReadCachedRangeBuffered(t *testing.T) {
+	be := create(t, filepath.Join(t.TempDir(), "repo"))
+	data := make([]byte, 2<<20+5)
+	for i := range data {
+		data[i] = byte(i*7 + i>>9)
+	}
+	h := repo.Handle{Type: repo.PackFile, Name: strings.Repeat("cd", 32)}
+	if err := be.Save(t.Context(), h, data); err != nil {
+		t.Fatal(err)
+	}
+	name := filepath.Join(be.Location(), string(repo.PackFile), h.Name[:2], h.Name)
+	if _, err := os.ReadFile(name); err != nil { // into the page cache
+		t.Fatal(err)
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cached := directio.Resident(f, 100, int64(len(data))-200)
+	f.Close()
+	if !cached {
+		t.Skip("the kernel cannot tell what is in the page cache")
+	}
+	err = be.Load(t.Context(), h, 100, int64(len(data))-200, func(rd io.Reader) error {
+		if _, ok := rd.(repo.PlacedReader); ok {
+			return errors.New("a range in the page cache is read with direct I/O")
+		}
+		got, err := io.ReadAll(rd)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(got, data[100:len(data)-100]) {
+			return errors.New("the bytes differ")
 		}
 		return nil
 	})

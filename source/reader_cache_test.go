@@ -1,37 +1,11 @@
 package source
 
 import (
-	"os"
 	"path/filepath"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/snapbackup/snap/internal/directio"
 )
-
-// dropCache evicts name's pages from the page cache and reports whether
-// they went (tmpfs keeps them).
-func dropCache(t *testing.T, name string) bool {
-	t.Helper()
-	f, err := os.Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fd := int(f.Fd())
-	if err := unix.Fdatasync(fd); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED); err != nil {
-		t.Fatal(err)
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return !directio.Resident(f, fi.Size())
-}
 
 // A table whose every page is cached is read buffered: one copy, no I/O.
 // Once a page is evicted, the next open reads it around the cache again
@@ -53,8 +27,8 @@ func TestReaderCachedTableBuffered(t *testing.T) {
 	if r := open(); r.direct != nil {
 		t.Error("a table cached whole is read with direct I/O")
 	}
-	if !dropCache(t, filepath.Join(dir, "000071.sst")) {
-		t.Skip("this file system keeps evicted pages")
+	if gone, err := directio.Evict(filepath.Join(dir, "000071.sst")); err != nil || !gone {
+		t.Skipf("the table's pages stayed in the page cache (%v)", err)
 	}
 	probe, err := directio.Open(filepath.Join(dir, "000071.sst"))
 	if err != nil {
