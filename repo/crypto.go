@@ -76,6 +76,17 @@ func (k *Keys) sealInPlace(b []byte) []byte {
 	return k.aead.Seal(b[:nonceSize], nonce, b[nonceSize:], nil)
 }
 
+// sealTo seals plain into b, room for the nonce (len(b) == nonceSize)
+// whose capacity holds the sealed form: the cipher reads plain where it
+// lies, so a blob stored uncompressed is not first copied into b.
+func (k *Keys) sealTo(b, plain []byte) []byte {
+	nonce := b[:nonceSize]
+	if _, err := rand.Read(nonce); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err)) // rand.Read never fails on supported platforms
+	}
+	return k.aead.Seal(nonce, nonce, plain, nil)
+}
+
 // Open decrypts nonce || ciphertext || tag, appending the plaintext to dst.
 func (k *Keys) Open(dst, sealed []byte) ([]byte, error) {
 	return openWith(k.aead, dst, sealed)

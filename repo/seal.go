@@ -293,15 +293,11 @@ func (e *encoders) farShare(plain []byte, c byte) float64 {
 // that shrinks it) and encrypts plain into a pooled buffer. The payload is
 // compressed to where the sealed blob's ciphertext goes and encrypted in
 // place, so each blob is written once by zstd and once by the cipher, with
-// no copy between.
+// no copy between; one stored as it is is encrypted from where it lies.
 func (r *Repository) sealBlob(plain []byte) ([]byte, Compression) {
 	buf := r.getBuf(Overhead + len(plain))[:nonceSize]
-	comp := CompressionNone
-	buf, ok := r.enc.compress(plain, buf)
-	if ok {
-		comp = CompressionZstd
-	} else {
-		buf = append(buf, plain...)
+	if buf, ok := r.enc.compress(plain, buf); ok {
+		return r.keys.sealInPlace(buf), CompressionZstd
 	}
-	return r.keys.sealInPlace(buf), comp
+	return r.keys.sealTo(buf, plain), CompressionNone
 }
