@@ -67,18 +67,15 @@ const nonceSize = chacha20poly1305.NonceSizeX
 // followed by the plaintext, and the result is the sealed form, in b's
 // array when its capacity holds the tag.
 func (k *Keys) sealInPlace(b []byte) []byte {
-	nonce := b[:nonceSize]
-	if _, err := rand.Read(nonce); err != nil {
-		panic(fmt.Sprintf("crypto/rand: %v", err)) // rand.Read never fails on supported platforms
-	}
 	// Seal's output starts exactly where the plaintext does, the one
 	// overlap the AEAD interface allows.
-	return k.aead.Seal(b[:nonceSize], nonce, b[nonceSize:], nil)
+	return k.sealTo(b[:nonceSize], b[nonceSize:])
 }
 
 // sealTo seals plain into b, room for the nonce (len(b) == nonceSize)
 // whose capacity holds the sealed form: the cipher reads plain where it
-// lies, so a blob stored uncompressed is not first copied into b.
+// lies, so a blob stored uncompressed is not first copied into b. plain
+// may start right after the nonce in b's array (sealInPlace).
 func (k *Keys) sealTo(b, plain []byte) []byte {
 	nonce := b[:nonceSize]
 	if _, err := rand.Read(nonce); err != nil {

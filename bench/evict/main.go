@@ -10,7 +10,8 @@
 // DONTNEED drops clean pages only, hence the sync first. What it cannot
 // drop (pages another process keeps mapped or locked, directory and inode
 // caches) stays; -check counts the file pages still resident afterwards
-// (cachestat(2), or mincore(2) before Linux 6.5) and prints them, so the report can say how cold it was.
+// (cachestat(2), or mincore(2) before Linux 6.5) and prints them, so the
+// report can say how cold it was.
 //
 // Usage: evict [-check [-v]] [-q] PATH...
 //

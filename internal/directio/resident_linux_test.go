@@ -8,8 +8,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestResident writes a file (its pages stay cached), then evicts one page
-// and expects both ways of asking to see the difference.
+// TestResident writes a file (its pages stay cached), then evicts its
+// tail and expects cachestat, mincore and Resident to agree on it.
 func TestResident(t *testing.T) {
 	name := filepath.Join(t.TempDir(), "table")
 	data := make([]byte, 3<<20+123)
