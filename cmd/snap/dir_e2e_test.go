@@ -266,15 +266,18 @@ func TestEndToEndDirTree(t *testing.T) {
 	// A file that changes while it is read (the --before hook starts a
 	// writer that appends to a journal): the backup fails and saves
 	// nothing; with --allow-changes it is saved, marked partial.
-	// It appends before the hook returns and then without pause, so any
-	// read, however quick, sees the file change.
+	// It appends before the hook returns and then without pause for as
+	// long as snap runs ($PPID of the hook's shell), and the read is
+	// slowed to 4 MiB/s, so the journal's read takes half a second: the
+	// writer cannot finish or be kept off the CPU for the whole of it,
+	// however loaded the machine.
 	j1 := filepath.Join(src, "journals", "1")
-	grower := "echo x >> " + j1 + "; (i=0; while [ $i -lt 100000 ]; do echo x >> " + j1 + "; i=$((i+1)); done) >/dev/null 2>&1 &"
-	r = e.run("backup", "--source", "dir", "--path", src, "--before", grower+" sleep 0.05", "--force")
+	grower := "echo x >> " + j1 + "; (while kill -0 $PPID; do echo x >> " + j1 + "; done) >/dev/null 2>&1 &"
+	r = e.run("backup", "--source", "dir", "--path", src, "--before", grower+" sleep 0.05", "--force", "--limit-read", "4MiB")
 	if r.code != 1 || !strings.Contains(r.stderr, "changed while it was read") {
 		t.Fatalf("backup of a changing directory: exit %d, %s", r.code, r.stderr)
 	}
-	r = e.run("backup", "--source", "dir", "--path", src, "--before", grower+" sleep 0.05", "--force", "--allow-changes", "--json")
+	r = e.run("backup", "--source", "dir", "--path", src, "--before", grower+" sleep 0.05", "--force", "--allow-changes", "--json", "--limit-read", "4MiB")
 	var pj struct{ Partial bool }
 	if err := json.Unmarshal([]byte(r.stdout), &pj); err != nil || !pj.Partial || r.code != 3 { // saved, but incomplete
 		t.Fatalf("backup --allow-changes of a changing directory: partial=%v %v\n%s", pj.Partial, err, r.stdout)
