@@ -553,7 +553,14 @@ export SNAP_PASSWORD=bench-password RESTIC_PASSWORD=bench-password BORG_PASSPHRA
 export BORG_BASE_DIR=$work/borg-home BORG_DISPLAY_PASSPHRASE=no BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
 unset SNAP_REPO SNAP_SERVER SNAP_DATA RESTIC_REPOSITORY BORG_REPO
 tsv=$work/measurements.tsv
-printf 'step\ttool\trun\tcache\twall_s\tuser_s\tsys_s\tmax_rss_kib\trepo_bytes\tdata_bytes\tload1\tnote\n' >"$tsv"
+printf 'step\ttool\trun\tcache\twall_s\tuser_s\tsys_s\tmax_rss_kib\trepo_bytes\tdata_bytes\tload1\tsteal_s\tnote\n' >"$tsv"
+clk_tck=$(getconf CLK_TCK)
+
+# steal_ticks: the time, summed over the CPUs, that the hypervisor ran
+# something else while this machine's CPUs had work (/proc/stat, USER_HZ).
+# On a shared virtual machine it is what keeps a busy program from
+# showing 100% of each core.
+steal_ticks() { awk '$1 == "cpu" { print $9; exit }' /proc/stat; }
 
 # measure STEP TOOL RUN CACHE REPO DATA_BYTES CMD...: time one command;
 # warm_trees names what a warm cache reads first.
@@ -561,29 +568,32 @@ warm_trees=()
 measure() {
 	local step=$1 tool=$2 run=$3 mode=$4 repo=$5 bytes=$6
 	shift 6
-	local tf=$work/time.out out=$work/logs/$step-$tool-$run-$mode.log t0 t1 rc=0 load1
+	local tf=$work/time.out out=$work/logs/$step-$tool-$run-$mode.log t0 t1 rc=0 load1 st0 st1
 	mkdir -p "$work/logs"
 	prepare "$mode" "${warm_trees[@]}"
 	load1=$(cut -d' ' -f1 /proc/loadavg)
+	st0=$(steal_ticks)
 	t0=$(date +%s.%N)
 	"${nice_cmd[@]}" /usr/bin/time -v -o "$tf" "$@" >"$out" 2>&1 || rc=$?
 	t1=$(date +%s.%N)
+	st1=$(steal_ticks)
 	if [ "$rc" -ne 0 ]; then
 		tail -20 "$out" >&2
 		die "$step with $tool (run $run, $mode) exited $rc: $*"
 	fi
-	local user sys rss size=0 wall
+	local user sys rss size=0 wall steal
 	user=$(sed -n 's/^\tUser time (seconds): //p' "$tf")
 	sys=$(sed -n 's/^\tSystem time (seconds): //p' "$tf")
 	rss=$(sed -n 's/^\tMaximum resident set size (kbytes): //p' "$tf")
 	[ -n "$repo" ] && size=$(du -sb "$repo" | cut -f1)
 	wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n' "$step" "$tool" "$run" "$mode" "$wall" "$user" "$sys" "$rss" "$size" "$bytes" "$load1" >>"$tsv"
-	log "  $step $tool run $run $mode: ${wall}s, cpu $(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')s, rss $((rss >> 10)) MiB, repo $((size >> 20)) MiB"
+	steal=$(awk -v a="$st0" -v b="$st1" -v hz="$clk_tck" 'BEGIN { printf "%.2f", (b - a) / hz }')
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n' "$step" "$tool" "$run" "$mode" "$wall" "$user" "$sys" "$rss" "$size" "$bytes" "$load1" "$steal" >>"$tsv"
+	log "  $step $tool run $run $mode: ${wall}s, cpu $(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')s, steal ${steal}s, rss $((rss >> 10)) MiB, repo $((size >> 20)) MiB"
 }
 
 na() { # na STEP TOOL RUN CACHE REASON: a step a tool cannot do
-	printf '%s\t%s\t%s\t%s\tn/a\t\t\t\t\t\t\t%s\n' "$1" "$2" "$3" "$4" "$5" >>"$tsv"
+	printf '%s\t%s\t%s\t%s\tn/a\t\t\t\t\t\t\t\t%s\n' "$1" "$2" "$3" "$4" "$5" >>"$tsv"
 }
 
 repo_of() { echo "$work/repos/$1-$2-$3"; } # TOOL RUN CACHE

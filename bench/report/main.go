@@ -27,6 +27,10 @@ type Run struct {
 	MaxRSSKiB int64   `json:"max_rss_kib"`
 	RepoBytes int64   `json:"repo_bytes,omitempty"`
 	Load1     float64 `json:"load1"`
+	// StealS is the CPU time the hypervisor took from the machine while
+	// the command ran, summed over its CPUs (/proc/stat); zero in
+	// measurements made before it was recorded.
+	StealS float64 `json:"steal_s,omitempty"`
 }
 
 // Median summarizes the runs of one step and tool; each field is the median
@@ -40,6 +44,7 @@ type Median struct {
 	MBps      float64 `json:"mb_per_s"`     // data bytes / median wall
 	MBperCPUs float64 `json:"mb_per_cpu_s"` // data bytes / median CPU time
 	Load1     float64 `json:"load1"`        // median 1-minute load average at the start
+	StealS    float64 `json:"steal_s"`      // median CPU time taken by the hypervisor
 }
 
 // Result is one step of one tool with one cache mode (cold or warm).
@@ -241,11 +246,13 @@ func readMeasurements(path string) ([]*Result, error) {
 		if line == 1 {
 			continue // header
 		}
-		// step tool run cache wall user sys rss repo data load1 note
+		// step tool run cache wall user sys rss repo data load1 [steal] note;
+		// measurements before steal_s have 12 columns.
 		c := strings.Split(sc.Text(), "\t")
-		if len(c) < 12 {
-			return nil, fmt.Errorf("%s:%d: %d columns, want 12", path, line, len(c))
+		if len(c) != 12 && len(c) != 13 {
+			return nil, fmt.Errorf("%s:%d: %d columns, want 13 (or 12 without steal_s)", path, line, len(c))
 		}
+		note := c[len(c)-1]
 		key := c[0] + "\x00" + c[1] + "\x00" + c[3]
 		r := byKey[key]
 		if r == nil {
@@ -254,11 +261,11 @@ func readMeasurements(path string) ([]*Result, error) {
 			out = append(out, r)
 		}
 		if c[4] == "n/a" {
-			r.NA = c[11]
+			r.NA = note
 			continue
 		}
 		var run Run
-		var errs [8]error
+		var errs [9]error
 		run.Run, errs[0] = strconv.Atoi(c[2])
 		run.WallS, errs[1] = strconv.ParseFloat(c[4], 64)
 		run.UserS, errs[2] = strconv.ParseFloat(c[5], 64)
@@ -267,6 +274,9 @@ func readMeasurements(path string) ([]*Result, error) {
 		run.RepoBytes, errs[5] = strconv.ParseInt(c[8], 10, 64)
 		r.DataBytes, errs[6] = strconv.ParseInt(c[9], 10, 64)
 		run.Load1, errs[7] = strconv.ParseFloat(c[10], 64)
+		if len(c) == 13 && c[11] != "" {
+			run.StealS, errs[8] = strconv.ParseFloat(c[11], 64)
+		}
 		if err := errors.Join(errs[:]...); err != nil {
 			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
 		}
@@ -279,13 +289,14 @@ func readMeasurements(path string) ([]*Result, error) {
 		if len(r.Runs) == 0 {
 			continue
 		}
-		var wall, cpu, pct, load []float64
+		var wall, cpu, pct, load, steal []float64
 		var rss, repo []int64
 		for _, x := range r.Runs {
 			wall = append(wall, x.WallS)
 			cpu = append(cpu, x.UserS+x.SysS)
 			pct = append(pct, 100*(x.UserS+x.SysS)/math.Max(x.WallS, 1e-3))
 			load = append(load, x.Load1)
+			steal = append(steal, x.StealS)
 			rss = append(rss, x.MaxRSSKiB)
 			repo = append(repo, x.RepoBytes)
 		}
@@ -294,6 +305,7 @@ func readMeasurements(path string) ([]*Result, error) {
 		m.MBps = float64(r.DataBytes) / 1e6 / math.Max(m.WallS, 1e-3)
 		m.MBperCPUs = float64(r.DataBytes) / 1e6 / math.Max(m.CPUS, 1e-3)
 		m.Load1 = median(load)
+		m.StealS = median(steal)
 		r.Median = m
 	}
 	return out, nil

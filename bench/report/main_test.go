@@ -94,3 +94,50 @@ func TestReportRejectsBadRows(t *testing.T) {
 		t.Error("combine of a missing file: no error")
 	}
 }
+
+// TestReportStealExcluded reads measurements with the steal_s column
+// beside ones without it, and reports the first backup's CPU use against
+// the CPU time the host gave as well as against the wall time.
+func TestReportStealExcluded(t *testing.T) {
+	dir, meta, _ := writeFiles(t)
+	tsv := filepath.Join(dir, "steal.tsv")
+	// Cold: 1.6 CPU-s in 1 s on 2 cores of which 0.4 s were stolen: 160%
+	// of the wall time, 200% of what was given. Warm: no steal recorded
+	// (an old 12-column row), so no such row for it.
+	body := "step\ttool\trun\tcache\twall_s\tuser_s\tsys_s\tmax_rss_kib\trepo_bytes\tdata_bytes\tload1\tsteal_s\tnote\n" +
+		"backup-1\tsnap\t1\tcold\t1.000\t1.5\t0.1\t102400\t600000\t1000000\t0.5\t0.40\t\n" +
+		"backup-1\trestic\t1\tcold\t4.000\t3.0\t0.2\t204800\t500000\t1000000\t0.5\t0.10\t\n" +
+		"backup-1\trestic\t1\twarm\tn/a\t\t\t\t\t\t\t\trestic was not installed\n" +
+		"backup-1\tsnap\t1\twarm\t1.000\t1.5\t0.1\t102400\t600000\t1000000\t0.5\t\n"
+	lim := filepath.Join(dir, "limits.json")
+	for p, b := range map[string]string{tsv: body, lim: `{"threads": 2, "results": []}`} {
+		if err := os.WriteFile(p, []byte(b), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	md, js := filepath.Join(dir, "r.md"), filepath.Join(dir, "r.json")
+	if err := run(meta, tsv, lim, "", "", md, js); err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.ReadFile(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(out)
+	for _, want := range []string{
+		"| first backup, CPU % (every core busy: 200 on 2) | ≥ 90 × cores | 160 no | 160 no |",
+		"| first backup, CPU % of the CPU time the host gave (steal excluded) | ≥ 90 × cores | 200 yes | |",
+		"n/a: restic was not installed",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("report lacks %q:\n%s", want, s)
+		}
+	}
+	js2, err := os.ReadFile(js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(js2), `"steal_s": 0.4`) {
+		t.Errorf("JSON lacks the run's steal:\n%s", js2)
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -263,8 +264,31 @@ func targets(mode string, rs []*Result, ratios []Ratio, lim limits) []target {
 		// Every core busy: at least 90% of each.
 		add(fmt.Sprintf("first backup, CPU %% (every core busy: %d on %d)", 100*lim.Threads, lim.Threads), "≥ 90 × cores",
 			r.Median.CPUPct, r.Median.CPUPct >= float64(90*lim.Threads))
+		if pct, ok := givenCPUPct(r, lim.Threads); ok {
+			add("first backup, CPU % of the CPU time the host gave (steal excluded)", "≥ 90 × cores",
+				pct, pct >= float64(90*lim.Threads))
+		}
 	}
 	return ts
+}
+
+// givenCPUPct is the median over r's runs of its CPU time against the CPU
+// time the machine got while it ran: threads cores for the wall time,
+// less what the hypervisor stole (Run.StealS), scaled so that every core
+// busy is 100 × threads. A program that keeps every core it is given busy
+// reaches that however much a shared host takes. ok is false when no run
+// recorded steal (measured before it was, or on a host that never steals).
+func givenCPUPct(r *Result, threads int) (pct float64, ok bool) {
+	var v []float64
+	for _, x := range r.Runs {
+		ok = ok || x.StealS > 0
+		given := x.WallS*float64(threads) - x.StealS
+		v = append(v, 100*float64(threads)*(x.UserS+x.SysS)/math.Max(given, 1e-3))
+	}
+	if !ok || len(v) == 0 {
+		return 0, false
+	}
+	return median(v), true
 }
 
 func writeTargets(w io.Writer, modes []string, rs []*Result, ratios []Ratio, lim limits) {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"syscall"
 
@@ -39,7 +40,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	app := newApp(os.Stdout, os.Stderr)
 	stopProfile := startProfile(os.Getenv("SNAP_CPUPROFILE"), os.Stderr)
+	stopTrace := startTrace(os.Getenv("SNAP_TRACE"), os.Stderr)
 	err := app.RunContext(ctx, flagsFirst(app, os.Args))
+	stopTrace()
 	stopProfile()
 	stop()
 	os.Exit(exitCode(err, os.Stderr))
@@ -61,6 +64,27 @@ func startProfile(path string, stderr io.Writer) func() {
 	}
 	return func() {
 		pprof.StopCPUProfile()
+		f.Close()
+	}
+}
+
+// startTrace writes an execution trace to path (SNAP_TRACE, for finding
+// where a pipeline's goroutines wait: go tool trace) until the returned
+// function is called.
+func startTrace(path string, stderr io.Writer) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = trace.Start(f)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "snap: SNAP_TRACE:", err)
+		return func() {}
+	}
+	return func() {
+		trace.Stop()
 		f.Close()
 	}
 }
