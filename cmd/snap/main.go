@@ -51,40 +51,35 @@ func main() {
 // startProfile writes a CPU profile to path (SNAP_CPUPROFILE, for
 // performance work) until the returned function is called.
 func startProfile(path string, stderr io.Writer) func() {
-	if path == "" {
-		return func() {}
-	}
-	f, err := os.Create(path)
-	if err == nil {
-		err = pprof.StartCPUProfile(f)
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "snap: SNAP_CPUPROFILE:", err)
-		return func() {}
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		f.Close()
-	}
+	return startRecording("SNAP_CPUPROFILE", path, stderr, pprof.StartCPUProfile, pprof.StopCPUProfile)
 }
 
 // startTrace writes an execution trace to path (SNAP_TRACE, for finding
 // where a pipeline's goroutines wait: go tool trace) until the returned
 // function is called.
 func startTrace(path string, stderr io.Writer) func() {
+	return startRecording("SNAP_TRACE", path, stderr, trace.Start, trace.Stop)
+}
+
+// startRecording creates path and starts a runtime recorder into it; the
+// returned function stops it and closes the file. Without a path, or when
+// it cannot start (said on stderr, naming env), nothing is recorded.
+func startRecording(env, path string, stderr io.Writer, start func(io.Writer) error, stop func()) func() {
 	if path == "" {
 		return func() {}
 	}
 	f, err := os.Create(path)
 	if err == nil {
-		err = trace.Start(f)
+		if err = start(f); err != nil {
+			f.Close()
+		}
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "snap: SNAP_TRACE:", err)
+		fmt.Fprintf(stderr, "snap: %s: %v\n", env, err)
 		return func() {}
 	}
 	return func() {
-		trace.Stop()
+		stop()
 		f.Close()
 	}
 }
