@@ -30,17 +30,24 @@ func writeFiles(t *testing.T) (dir, meta, tsv string) {
 	return dir, meta, tsv
 }
 
-func TestReportMediansRatiosAndNA(t *testing.T) {
-	dir, meta, tsv := writeFiles(t)
-	md, js := filepath.Join(dir, "r.md"), filepath.Join(dir, "r.json")
-	if err := run(meta, tsv, "", "", "", md, js); err != nil {
+// report runs the report over meta, tsv and lim (may be "") into dir and
+// returns the markdown and the JSON file's path.
+func report(t *testing.T, dir, meta, tsv, lim string) (md, js string) {
+	t.Helper()
+	mdPath, js := filepath.Join(dir, "r.md"), filepath.Join(dir, "r.json")
+	if err := run(meta, tsv, lim, "", "", mdPath, js); err != nil {
 		t.Fatal(err)
 	}
-	out, err := os.ReadFile(md)
+	out, err := os.ReadFile(mdPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := string(out)
+	return string(out), js
+}
+
+func TestReportMediansRatiosAndNA(t *testing.T) {
+	dir, meta, tsv := writeFiles(t)
+	s, js := report(t, dir, meta, tsv, "")
 	for _, want := range []string{
 		"| 1. first backup | snap | 2.00 (1.00-3.00) |", // cold median of 1 and 3, with the range
 		"| 1. first backup | restic | 4.00 (4.00-4.00) |",
@@ -60,7 +67,7 @@ func TestReportMediansRatiosAndNA(t *testing.T) {
 	if err := runCombine([]string{js, js}, sum); err != nil {
 		t.Fatal(err)
 	}
-	out, err = os.ReadFile(sum)
+	out, err := os.ReadFile(sum)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,15 +122,7 @@ func TestReportStealExcluded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	md, js := filepath.Join(dir, "r.md"), filepath.Join(dir, "r.json")
-	if err := run(meta, tsv, lim, "", "", md, js); err != nil {
-		t.Fatal(err)
-	}
-	out, err := os.ReadFile(md)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := string(out)
+	s, js := report(t, dir, meta, tsv, lim)
 	for _, want := range []string{
 		"| first backup, CPU % (every core busy: 200 on 2) | ≥ 90 × cores | 160 no | 160 no |",
 		"| first backup, CPU % of the CPU time the host gave (steal excluded) | ≥ 90 × cores | 200 yes | |",

@@ -285,7 +285,7 @@ func givenCPUPct(r *Result, threads int) (pct float64, ok bool) {
 		given := x.WallS*float64(threads) - x.StealS
 		v = append(v, 100*float64(threads)*(x.UserS+x.SysS)/math.Max(given, 1e-3))
 	}
-	if !ok || len(v) == 0 {
+	if !ok {
 		return 0, false
 	}
 	return median(v), true
